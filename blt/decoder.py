@@ -1,0 +1,109 @@
+"""LocalDecoder: next-byte logits from byte history and cross-attention to latent slots.
+
+Each layer: causal self-attention over bytes -> cross-attention to slots -> SwiGLU.
+``generate`` decodes with a KV cache for self-attention and computes the slot keys and values
+once; its output equals re-running the full forward pass at every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from blt.attention import AttentionMask
+from blt.ids import BOS, EOS, PAD, VOCAB_SIZE
+from blt.transformer import Block, KVCache, init_weights
+
+
+@dataclass
+class LocalDecoderConfig:
+    dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    slot_dim: int = 256
+    backend: str = "auto"
+
+
+class LocalDecoder(nn.Module):
+    def __init__(self, config: LocalDecoderConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(VOCAB_SIZE, c.dim)
+        self.blocks = nn.ModuleList(Block(c.dim, c.n_heads, c.backend, context_dim=c.slot_dim)
+                                    for _ in range(c.n_layers))
+        self.norm = nn.RMSNorm(c.dim)
+        self.head = nn.Linear(c.dim, VOCAB_SIZE, bias=False)
+        init_weights(self)
+
+    @staticmethod
+    def slot_attention_mask(num_bytes: int, slot_mask: torch.Tensor | None) -> AttentionMask | None:
+        if slot_mask is None:
+            return None
+        kv_groups = torch.where(slot_mask, 0, -1)  # (B, S)
+        return AttentionMask(torch.zeros_like(kv_groups[:, :1]).expand(-1, num_bytes), kv_groups)
+
+    def forward(
+        self,
+        ids: torch.Tensor,  # (B, L) input bytes, usually [BOS, b_0, ..., b_{L-2}]
+        slots: torch.Tensor,  # (B, S, slot_dim)
+        slot_mask: torch.Tensor | None = None,  # (B, S) bool, True = a real slot
+        caches: list[KVCache] | None = None,
+        start: int = 0,  # position of ids[:, 0] (non-zero with a cache)
+    ) -> torch.Tensor:
+        """-> logits (B, L, 260)."""
+        batch, length = ids.shape
+        positions = torch.arange(start, start + length, device=ids.device).expand(batch, -1)
+        self_mask = AttentionMask(causal=True)
+        cross_mask = self.slot_attention_mask(length, slot_mask)
+        x = self.embed(ids)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self_mask, positions, context=slots, context_mask=cross_mask,
+                      cache=None if caches is None else caches[i])
+        return self.head(self.norm(x))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        slots: torch.Tensor,  # (B, S, slot_dim)
+        slot_mask: torch.Tensor | None = None,
+        max_bytes: int = 256,
+        temperature: float = 0.0,  # 0: greedy
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Decode from BOS until EOS or ``max_bytes``. -> ids (B, T), PAD after each row's EOS."""
+        batch = slots.shape[0]
+        ids = torch.full((batch, 1), BOS, dtype=torch.long, device=slots.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=slots.device)
+        caches = [KVCache() for _ in self.blocks] if use_cache else None
+        out = []
+        for step in range(max_bytes):
+            if use_cache:
+                logits = self(ids[:, -1:], slots, slot_mask, caches=caches, start=step)[:, -1]
+            else:
+                logits = self(ids, slots, slot_mask)[:, -1]
+            logits[:, :EOS] = float("-inf")  # never PAD or BOS
+            logits[:, EOS + 1 : 4] = float("-inf")  # EOD ends documents, not units
+            nxt = sample_next(logits, temperature, top_k, generator)
+            nxt = nxt.masked_fill(done, PAD)
+            out.append(nxt)
+            done |= nxt == EOS
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            if bool(done.all()):
+                break
+        return torch.stack(out, dim=1) if out else ids[:, :0]
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) logits -> (B,) ids: argmax when temperature is 0, else top-k sampling."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]

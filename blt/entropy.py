@@ -1,0 +1,144 @@
+"""EntropyModel: a small causal byte LM whose next-byte entropy decides where patches start.
+
+``entropies`` scores any number of byte strings of any length. Each string is a row of its
+own, so no string ever attends to another (BLT's reference flattens the batch into one long
+sequence and lets neighbours leak into each other's context). Strings longer than the model's
+context are scored in overlapping windows: every byte keeps at least ``context // 2`` bytes of
+left context, except near the start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from blt.attention import AttentionMask
+from blt.ids import BOS, PAD, VOCAB_SIZE
+from blt.transformer import Block, init_weights
+
+MAX_ENTROPY = math.log(VOCAB_SIZE)  # nats, a uniform distribution over the 260 ids
+
+
+@dataclass
+class EntropyModelConfig:
+    dim: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    context: int = 512  # bytes of context the model is trained on and scores with
+    window: int | None = None  # sliding attention window (None: full causal)
+    backend: str = "auto"
+
+
+class EntropyModel(nn.Module):
+    def __init__(self, config: EntropyModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(VOCAB_SIZE, config.dim)
+        self.blocks = nn.ModuleList(Block(config.dim, config.n_heads, config.backend)
+                                    for _ in range(config.n_layers))
+        self.norm = nn.RMSNorm(config.dim)
+        self.head = nn.Linear(config.dim, VOCAB_SIZE, bias=False)
+        init_weights(self)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, L) -> next-id logits (B, L, 260), causal (right padding never leaks back)."""
+        mask = AttentionMask(causal=True, window=self.config.window)
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x, mask, positions)
+        return self.head(self.norm(x))
+
+    def loss(self, ids: torch.Tensor) -> torch.Tensor:
+        """Mean next-id cross-entropy in nats over ids (B, L); PAD targets are ignored."""
+        logits = self(ids[:, :-1])
+        return F.cross_entropy(rearrange(logits, "b l v -> (b l) v"), ids[:, 1:].reshape(-1), ignore_index=PAD)
+
+    @torch.no_grad()
+    def entropies(
+        self,
+        ids: torch.Tensor,  # (B, L) byte ids, right-padded
+        lengths: torch.Tensor,  # (B,)
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Entropy in nats of the model's prediction for each byte given the bytes before it.
+
+        Returns (B, L) float32, zero at padding. Byte 0 is predicted from BOS alone.
+        """
+        batch, length = ids.shape
+        x = torch.cat([torch.full_like(ids[:, :1], BOS), ids[:, :-1]], dim=1)  # x[t] predicts ids[t]
+        # The first window scores bytes [0, width); each later one scores `stride` new bytes after
+        # `left` bytes of context. The layout depends only on positions, never on the batch.
+        width = self.config.context
+        left = width // 2
+        stride = width - left
+        jobs = [(x[:, :width], width)]
+        if length > width:
+            n = math.ceil((length - width) / stride)
+            rest = F.pad(x[:, width - left :], (0, left + n * stride - (length - width + left)), value=PAD)
+            jobs.append((rearrange(rest.unfold(1, width, stride), "b n w -> (b n) w"), stride))
+        parts = []
+        for chunks, keep in jobs:
+            starts = range(0, chunks.shape[0], batch_size)
+            if progress:
+                from tqdm import tqdm
+
+                starts = tqdm(starts, desc="entropy", unit="batch", leave=False)
+            h = torch.cat([self._entropy(chunks[s : s + batch_size])[:, -keep:] for s in starts])
+            parts.append(rearrange(h, "(b n) w -> b (n w)", b=batch))
+        h = torch.cat(parts, dim=1)[:, :length]
+        inside = torch.arange(length, device=ids.device) < lengths[:, None]
+        return h.masked_fill(~inside, 0.0)
+
+    def _entropy(self, ids: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(self(ids).float(), dim=-1)
+        return -(logp.exp() * logp).sum(-1)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically (a temp dir, then a rename)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+        (tmp / "config.json").write_text(json.dumps({"type": "EntropyModel", **asdict(self.config)}, indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            directory.rename(old)
+            tmp.rename(directory)
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+        else:
+            tmp.rename(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> EntropyModel:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+        if not config_path.is_file() or not weights_path.is_file():
+            raise FileNotFoundError(f"{directory} is not an exported entropy model "
+                                    "(expected config.json and model.safetensors)")
+        fields = json.loads(config_path.read_text())
+        if fields.pop("type", None) != "EntropyModel":
+            raise ValueError(f"{config_path} does not describe an EntropyModel")
+        model = cls(EntropyModelConfig(**fields))
+        model.load_state_dict(load_file(weights_path, device=map_location))
+        return model.eval()
