@@ -87,6 +87,8 @@ class Patcher:
         """(B, L) bool patch starts before length masking and the max-length split."""
         threshold = self.threshold if threshold is None else threshold
         pos = torch.arange(ids.shape[1], device=ids.device)
+        if ids.shape[1] == 0:
+            return torch.zeros_like(ids, dtype=torch.bool)
         if self.mode in ENTROPY_MODES:
             if entropies is None or threshold is None:
                 raise ValueError(f"{self.mode} patching needs entropies and a threshold")
@@ -114,11 +116,12 @@ class Patcher:
         return patches_from_starts(self.starts(ids, entropies, threshold), lengths)
 
     def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor, entropies: torch.Tensor,
-                  target_patch_size: float, iterations: int = 50) -> float:
+                  target_patch_size: float, iterations: int = 50, clamp: bool = False) -> float:
         """The threshold whose mean patch size over this sample is closest to the target.
 
-        Mean patch size grows monotonically with the threshold, so bisection finds it.
-        Raises ValueError when the target lies outside what any threshold can give.
+        Mean patch size grows monotonically with the threshold, so bisection finds it. A target
+        outside what any threshold can give raises ValueError, or, with ``clamp``, gets the
+        threshold of the nearest reachable size.
         """
         if self.mode not in ENTROPY_MODES:
             raise ValueError(f"only entropy modes have a threshold to calibrate, not {self.mode!r}")
@@ -129,8 +132,14 @@ class Patcher:
         def mean_size(th: float) -> float:
             return total / int(self(ids, lengths, entropies, th).counts.sum())
 
-        lo, hi = (-MAX_ENTROPY, MAX_ENTROPY) if self.mode == "monotonic" else (-1e-6, MAX_ENTROPY)
+        # The widest thresholds check_threshold accepts: everything cut vs. only forced starts.
+        hi = MAX_ENTROPY - 1e-4
+        lo = -hi if self.mode == "monotonic" else -1e-6
         smallest, largest = mean_size(lo), mean_size(hi)
+        if clamp and target_patch_size <= smallest:
+            return lo
+        if clamp and target_patch_size >= largest:
+            return hi
         if not smallest <= target_patch_size <= largest:
             raise ValueError(f"target patch size {target_patch_size} is out of reach: on this sample, "
                              f"{self.mode} thresholds give mean patch sizes from {smallest:.3g} to {largest:.3g}")

