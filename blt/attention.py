@@ -112,7 +112,7 @@ def _sdpa(q, k, v, mask):
 def _flex(q, k, v, mask):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    if mask is None:
+    if mask is None or (mask.q_groups is None and not mask.causal):  # no constraint: mask_mod would return None
         return _compiled_flex()(q, k, v)
     q_len, kv_len = q.shape[-2], k.shape[-2]
     batch = mask.q_groups.shape[0] if mask.q_groups is not None else None

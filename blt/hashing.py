@@ -24,6 +24,8 @@ def hash_ngrams(ids: torch.Tensor, n: int, table_size: int) -> torch.Tensor:
     """
     if n < 1:
         raise ValueError(f"n-gram size must be >= 1, got {n}")
+    if ids.shape[-1] == 0:  # unfold needs at least n columns
+        return torch.zeros_like(ids)
     windows = F.pad(ids, (n - 1, 0), value=PAD).unfold(-1, n, 1)  # (B, L, n)
     powers = torch.tensor([pow(_BASE, n - 1 - j, _PRIME) for j in range(n)], device=ids.device)
     h = (windows * powers).sum(-1)  # each term < 2**40, the sum < 2**43: exact in int64

@@ -5,6 +5,10 @@ import torch
 
 from blt.entropy import EntropyModel, EntropyModelConfig
 
+# The test models are tiny: intra-op threads only add synchronisation overhead, and on a shared
+# 2-core machine OpenMP spin-waiting makes their small matmuls up to 100x slower.
+torch.set_num_threads(1)
+
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
