@@ -97,8 +97,14 @@ def run_lightning(argv: list[str]) -> int:
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                 args=argv, save_config_kwargs={"overwrite": True})
+    from blcm.data import DataError
+
+    try:
+        LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                     args=argv, save_config_kwargs={"overwrite": True})
+    except DataError as e:
+        print(f"blcm {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

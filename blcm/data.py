@@ -30,6 +30,10 @@ from blt.ids import BOS, EOS, OFFSET, PAD
 log = logging.getLogger("blcm")
 
 
+class DataError(Exception):
+    """Input data that cannot be used (a missing path, no documents): reported in one line by the CLI."""
+
+
 def home() -> Path:
     """Where byte-lcm keeps downloads and prepared data: $BLCM_HOME, else ~/.cache/byte-lcm."""
     return Path(os.environ.get("BLCM_HOME", Path.home() / ".cache" / "byte-lcm")).expanduser()
@@ -147,7 +151,7 @@ def iter_documents(paths: list[str | os.PathLike], text_field: str = "text",
             files = sorted(p for p in path.rglob("*") if p.is_file())
             yield from iter_documents(files, text_field, skipped)
         elif not path.exists():
-            raise FileNotFoundError(f"no such file or directory: {path}")
+            raise DataError(f"no such file or directory: {path}")
         elif is_jsonl(path):
             yield from _iter_jsonl(path, text_field, skipped)
         else:
@@ -192,7 +196,7 @@ def build_stream(paths: list[str], text_field: str = "text") -> tuple[np.ndarray
         ids = np.frombuffer(doc, dtype=np.uint8).astype(np.uint16) + OFFSET
         pieces += [bos_eos[:1], ids, bos_eos[1:]]
     if not pieces:
-        raise ValueError(f"no documents found in {', '.join(map(str, paths))}")
+        raise DataError(f"no documents found in {', '.join(map(str, paths))}")
     return np.concatenate(pieces), skipped
 
 
@@ -255,6 +259,12 @@ class ByteStreamDataModule(L.LightningDataModule):
         self.seq_len, self.batch_size, self.text_field, self.num_workers = seq_len, batch_size, text_field, num_workers
 
     def _resolve(self) -> tuple[list[str], list[str] | None]:
+        # Checked here, not in __init__: LightningCLI would wrap an __init__ error in a parser traceback.
+        if self.seq_len < 1 or self.batch_size < 1:
+            raise DataError(f"seq_len and batch_size must be >= 1, got {self.seq_len} and {self.batch_size}")
+        for path in (self.train_files or []) + (self.val_files or []):
+            if not Path(path).exists():
+                raise DataError(f"no such file or directory: {path}")
         if self.train_files is not None:
             return self.train_files, self.val_files
         corpus = fetch_corpus()

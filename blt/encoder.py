@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
@@ -68,7 +69,8 @@ class LocalEncoder(nn.Module):
         """-> (patch vectors (B, P, out_dim), patch mask (B, P) bool)."""
         c = self.config
         batch, length = ids.shape
-        P = int(patch_ids.max()) + 1 if num_patches is None else num_patches
+        counts = F.pad(patch_ids, (1, 0), value=-1).amax(dim=1) + 1  # (B,) the pad column serves empty rows
+        P = int(counts.max()) if num_patches is None else num_patches
         valid = patch_ids >= 0
         x = self.embed(ids)
         if self.hash_embed is not None:
@@ -85,7 +87,7 @@ class LocalEncoder(nn.Module):
         pooled = x.new_full((batch, P, c.dim), float("-inf"))
         pooled = pooled.scatter_reduce(1, index, x.masked_fill(~valid[..., None], float("-inf")),
                                        reduce="amax", include_self=True)
-        patch_mask = torch.arange(P, device=ids.device) <= patch_ids.max(dim=1, keepdim=True).values  # (B, P)
+        patch_mask = torch.arange(P, device=ids.device) < counts[:, None]  # (B, P)
         pooled = pooled.masked_fill(~patch_mask[..., None], 0.0)  # (B, P, D)
 
         k = c.queries_per_patch

@@ -45,8 +45,13 @@ def test_truncated_gzip_is_reported(tmp_path):
 
 
 def test_missing_input_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(data.DataError, match="no such file"):
         list(data.iter_documents([tmp_path / "nope.jsonl"]))
+    with pytest.raises(data.DataError, match="no such file"):
+        data.ByteStreamDataModule([str(tmp_path / "nope.jsonl")]).prepare_data()
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(data.DataError, match="no documents found"):
+        data.build_stream([str(tmp_path / "empty.jsonl")])
 
 
 def fake_wheel() -> bytes:

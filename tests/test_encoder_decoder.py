@@ -63,6 +63,17 @@ def test_encoder_num_patches_pads_with_masked_zeros():
     assert torch.equal(wide_mask[:, :P], mask)
 
 
+def test_encoder_empty_rows_and_empty_batch():
+    enc = encoder()
+    ids, lengths, patches = patchify([b"", b"ab cd", b""])
+    out, mask = enc(ids, patches.ids)
+    assert mask.tolist() == [[False, False], [True, True], [False, False]]
+    assert (out[0] == 0).all() and (out[2] == 0).all()
+    empty = torch.zeros(3, 0, dtype=torch.long)
+    out, mask = enc(empty, empty - 1)
+    assert out.shape == (3, 0, 48) and mask.shape == (3, 0)
+
+
 @pytest.mark.parametrize("overrides", [{}, {"causal": True}, {"causal": True, "window": 4}])
 def test_encoder_padding_invariance(overrides):
     enc = encoder(**overrides)

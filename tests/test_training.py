@@ -62,6 +62,14 @@ def test_cli_fit_runs_from_a_config(tmp_path, corpus, monkeypatch):
     assert scalars(next((tmp_path / "runs/entropy-tiny").glob("version_*")), "val/bpb")
 
 
+def test_cli_fit_bad_data_is_one_clear_line(tmp_path, capsys):
+    config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
+    code = main(["fit", "--config", str(config), "--data.train_files", f"[{tmp_path / 'missing.jsonl'}]"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no such file or directory" in err and "Traceback" not in err
+
+
 def test_nan_loss_names_step_and_term():
     with pytest.raises(FloatingPointError, match="step 7: the entropy-model loss is nan"):
         check_finite(torch.tensor(float("nan")), 7, "entropy-model")
