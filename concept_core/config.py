@@ -1,0 +1,66 @@
+"""Build any of the four LCMs from a small YAML/dict config; print a config's parameter count.
+
+    {"variant": "two_tower", "dim": 256, "model_dim": 2048, ...}   # the fields of that variant's config class
+
+    python -m concept_core.config configs/core/two-tower-1.6b.yaml    # builds on the meta device, prints the size
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+
+from concept_core.interface import ConceptModel
+
+VARIANTS = {  # variant -> (module, model class, config class)
+    "base": ("concept_core.base", "BaseLCM", "BaseLCMConfig"),
+    "one_tower": ("concept_core.one_tower", "OneTowerLCM", "OneTowerLCMConfig"),
+    "two_tower": ("concept_core.two_tower", "TwoTowerLCM", "TwoTowerLCMConfig"),
+    "quant": ("concept_core.quant", "QuantizedLCM", "QuantizedLCMConfig"),
+}
+
+
+def build_model(config: dict, device: str | torch.device | None = None) -> ConceptModel:
+    """A model from ``{"variant": ..., **fields}``; unknown variants or fields are clear errors."""
+    fields = dict(config)
+    variant = fields.pop("variant", "two_tower")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown LCM variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    module_name, model_name, config_name = VARIANTS[variant]
+    module = importlib.import_module(module_name)
+    config_cls = getattr(module, config_name)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    if unknown := sorted(set(fields) - known):
+        raise ValueError(f"{config_name} has no field(s) {unknown}; known: {sorted(known)}")
+    with torch.device(device or "cpu"):
+        return getattr(module, model_name)(config_cls(**fields))
+
+
+def load_config(path: str | Path) -> dict:
+    import yaml
+
+    config = yaml.safe_load(Path(path).read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build an LCM from a config (on the meta device) and print its size.")
+    parser.add_argument("config", nargs="+", help="YAML files under configs/core/")
+    args = parser.parse_args(argv)
+    for path in args.config:
+        config = load_config(path)
+        model = build_model(config, device="meta")
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{path}: {config.get('variant', 'two_tower')} LCM, {params:,} parameters ({params / 1e9:.2f}B)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
