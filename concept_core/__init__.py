@@ -1,1 +1,2 @@
-"""concept_core: concepts -> next concept (Base, One-Tower, Two-Tower diffusion, Quantized LCMs). Knows nothing of bytes."""
+"""concept_core: concepts -> next concept. The Base, One-Tower, Two-Tower diffusion and Quantized
+LCMs behind one interface (``interface.ConceptModel``). Knows nothing of bytes."""
