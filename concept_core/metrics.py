@@ -1,0 +1,92 @@
+"""Concept-space metrics of next-concept prediction, as the LCM paper defines them (Section 2.4.1).
+
+- l2: ‖ĉ - c‖, the distance of the prediction to the true next concept.
+- contrastive accuracy (CA): the share of other in-batch concepts that are farther from ĉ than c
+  is; 1 means the prediction picks out its own target, 0.5 is chance. The target itself and its
+  two neighbours in the document are left out: adjacent concepts are often near-duplicates.
+- paraphrasing ratio (PAR): max cosine of ĉ to the context over the same for the true c; above 1,
+  the model leans on copying the context more than the data does.
+
+All functions are batched over items; rows where a metric is undefined (no candidates, no context)
+give NaN, which ``summary`` leaves out of its means.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(..., d), (..., d) -> (...): Euclidean distance per item."""
+    return torch.linalg.vector_norm(pred - target, dim=-1)
+
+
+def neighbour_mask(n: int, doc_ids: torch.Tensor | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """(n, n) bool: True where j is i itself or i ± 1 in the same document (all one document without ids)."""
+    idx = torch.arange(n, device=device)
+    near = (idx[:, None] - idx[None, :]).abs() <= 1  # (n, n)
+    if doc_ids is not None:
+        near &= doc_ids[:, None] == doc_ids[None, :]
+    return near
+
+
+def contrastive_accuracy(pred: torch.Tensor, target: torch.Tensor, neighbours: torch.Tensor | None = None,
+                         doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """CA per item: (n, d), (n, d) -> (n,).
+
+    For each i, the share of candidates c_j with ‖ĉ_i - c_j‖ > ‖ĉ_i - c_i‖, where the candidates are
+    all in-batch targets except c_i and its neighbours. Items are in document order; ``doc_ids`` (n,)
+    says which document each comes from, so i - 1 and i + 1 are neighbours only within a document.
+    ``neighbours`` (n, n) bool, instead of ``doc_ids``, names the excluded pairs outright (True =
+    excluded; c_i itself is always excluded). A row with no candidates gives NaN."""
+    n = pred.shape[0]
+    if pred.ndim != 2 or pred.shape != target.shape:
+        raise ValueError(f"pred and target must both be (n, d), got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if neighbours is not None and doc_ids is not None:
+        raise ValueError("give neighbours or doc_ids, not both")
+    if neighbours is not None:
+        if neighbours.shape != (n, n) or neighbours.dtype != torch.bool:
+            raise ValueError(f"neighbours must be an ({n}, {n}) bool mask (pass document ids as doc_ids=), "
+                             f"got {neighbours.dtype} {tuple(neighbours.shape)}")
+        excluded = neighbours | torch.eye(n, dtype=torch.bool, device=pred.device)
+    else:
+        if doc_ids is not None and doc_ids.shape != (n,):
+            raise ValueError(f"doc_ids must be ({n},), got {tuple(doc_ids.shape)}")
+        excluded = neighbour_mask(n, doc_ids, pred.device)
+    # The direct formula, not the matmul expansion, so ĉ_i == c_i gives a distance of exactly 0.
+    dist = torch.cdist(pred.float(), target.float(), compute_mode="donot_use_mm_for_euclid_dist")  # (n, n)
+    own = dist.diagonal()[:, None]  # (n, 1)
+    candidates = ~excluded
+    farther = ((dist > own) & candidates).sum(1)
+    return farther / candidates.sum(1)  # 0/0 = NaN where there is no candidate
+
+
+def paraphrasing_ratio(pred: torch.Tensor, true: torch.Tensor, context: torch.Tensor,
+                       context_mask: torch.Tensor) -> torch.Tensor:
+    """PAR per row: (B, d), (B, d), (B, N, d), (B, N) bool -> (B,).
+
+    max_j cos(ĉ, context_j) / max_j cos(c, context_j) over the valid context concepts; NaN for a row
+    with no valid context."""
+    if context.ndim != 3 or context.shape[0] != pred.shape[0] or context_mask.shape != context.shape[:2]:
+        raise ValueError(f"expected context (B, N, d) and mask (B, N) for B = {pred.shape[0]}, "
+                         f"got {tuple(context.shape)} and {tuple(context_mask.shape)}")
+    if pred.shape != true.shape:
+        raise ValueError(f"pred and true shapes differ: {tuple(pred.shape)} vs {tuple(true.shape)}")
+    both = F.normalize(torch.stack([pred, true]).float(), dim=-1)  # (2, B, d)
+    cos = torch.einsum("kbd,bnd->kbn", both, F.normalize(context.float(), dim=-1))  # (2, B, N)
+    best = cos.masked_fill(~context_mask, float("-inf")).amax(-1)  # (2, B)
+    ratio = best[0] / best[1]
+    return ratio.masked_fill(~context_mask.any(-1), float("nan"))
+
+
+def summary(pred: torch.Tensor, target: torch.Tensor, doc_ids: torch.Tensor | None = None,
+            context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean l2 and CA over (n, d) predictions, plus PAR when each item's (n, N, d) context is given."""
+    out = {"l2": l2(pred, target).mean().item(),
+           "ca": contrastive_accuracy(pred, target, doc_ids=doc_ids).nanmean().item()}
+    if context is not None:
+        mask = context_mask if context_mask is not None else torch.ones(context.shape[:2], dtype=torch.bool,
+                                                                        device=context.device)
+        out["par"] = paraphrasing_ratio(pred, target, context, mask).nanmean().item()
+    return out
