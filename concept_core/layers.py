@@ -55,11 +55,15 @@ class MultiHeadAttention(nn.Module):
         self.wkv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x, mask: torch.Tensor | None, context=None, cache: KVCache | None = None):
-        """x (B, Lq, D); mask (B, Lq, Lk) bool, True = may attend; rows with no key give zeros."""
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, L, Dh) of a (B, L, Dc) source."""
+        return tuple(rearrange(self.wkv(source), "b l (two h d) -> two b h l d", two=2, h=self.n_heads))
+
+    def forward(self, x, mask: torch.Tensor | None, context=None, cache: KVCache | None = None, context_kv=None):
+        """x (B, Lq, D); mask (B, Lq, Lk) bool, True = may attend; rows with no key give zeros.
+        ``context_kv``: the context's ``project_kv``, when many calls read the same context."""
         q = rearrange(self.wq(x), "b l (h d) -> b h l d", h=self.n_heads)
-        k, v = rearrange(self.wkv(x if context is None else context), "b l (two h d) -> two b h l d",
-                         two=2, h=self.n_heads)
+        k, v = context_kv if context_kv is not None else self.project_kv(x if context is None else context)
         if cache is not None:
             cache.k = k = k if cache.k is None else torch.cat([cache.k, k], dim=2)
             cache.v = v = v if cache.v is None else torch.cat([cache.v, v], dim=2)
@@ -138,12 +142,13 @@ class AdaLNDenoiserBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x, cond, self_mask, context, cross_mask):
-        """x (B, N, D) noisy inputs; cond (B, N, D) timestep embeddings; context (B, M, Dc)."""
+    def forward(self, x, cond, self_mask, context, cross_mask, context_kv=None):
+        """x (B, N, D) noisy inputs; cond (B, N, D) timestep embeddings; context (B, M, Dc), or its keys
+        and values ``cross_attn.project_kv(context)`` as ``context_kv`` (computed once for all sampling steps)."""
         shift, scale, gate = rearrange(self.modulation(cond), "b n (three k d) -> three k b n d", three=3, k=3)
         h = self.norms[0](x) * (1 + scale[0]) + shift[0]
         x = x + gate[0] * self.self_attn(h, self_mask)
         h = self.norms[1](x) * (1 + scale[1]) + shift[1]
-        x = x + gate[1] * self.cross_attn(h, cross_mask, context=context)
+        x = x + gate[1] * self.cross_attn(h, cross_mask, context=context, context_kv=context_kv)
         h = self.norms[2](x) * (1 + scale[2]) + shift[2]
         return x + gate[2] * self.ffn(h)
