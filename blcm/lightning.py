@@ -38,15 +38,19 @@ class EntropyLMModule(L.LightningModule):
             ``decay_steps`` None: the trainer's max_steps when set, else a constant LR after warm-up.
         export_dir: where the trained model is exported (config.json + model.safetensors) at the end of fit.
         target_patch_size: the mean patch size the logged entropy/patch figure is calibrated to.
+        init_from: an exported model directory to start from (its config must match), e.g. to
+            `blcm validate` an export or to fine-tune one.
     """
 
     def __init__(self, dim: int = 128, n_layers: int = 4, n_heads: int = 4, context: int = 256,
                  window: int | None = None, backend: str = "auto", lr: float = 3e-3, weight_decay: float = 0.1,
                  warmup_steps: int = 200, decay_steps: int | None = None, min_lr_ratio: float = 0.1,
-                 export_dir: str | None = None, target_patch_size: float = 4.5):
+                 export_dir: str | None = None, target_patch_size: float = 4.5, init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = EntropyModel(EntropyModelConfig(dim, n_layers, n_heads, context, window, backend))
+        if init_from is not None:
+            self.model.load_state_dict(EntropyModel.from_pretrained(init_from).state_dict())
         self._val_nats = self._val_bytes = 0.0
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:

@@ -58,8 +58,21 @@ def test_cli_fit_runs_from_a_config(tmp_path, corpus, monkeypatch):
                  "--data.batch_size", "4"])
     assert code == 0
     assert (tmp_path / "runs/entropy-tiny/export/model.safetensors").is_file()
-    assert list((tmp_path / "runs/entropy-tiny").glob("version_*/checkpoints/last.ckpt"))
+    (last,) = (tmp_path / "runs/entropy-tiny").glob("version_*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == 4  # the end, not step 0
     assert scalars(next((tmp_path / "runs/entropy-tiny").glob("version_*")), "val/bpb")
+
+
+def test_validate_an_export(tmp_path, corpus, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    EntropyModel(EntropyLMModule(dim=32, n_layers=1, n_heads=2).model.config).save_pretrained(tmp_path / "exp")
+    config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
+    code = main(["validate", "--config", str(config), "--model.dim", "32", "--model.n_layers", "1",
+                 "--model.n_heads", "2", "--model.init_from", str(tmp_path / "exp"), "--trainer.logger", "false",
+                 "--data.train_files", f"[{corpus[0]}]", "--data.val_files", f"[{corpus[1]}]"])
+    assert code == 0
+    assert "val/bpb" in capsys.readouterr().out
 
 
 def test_cli_fit_bad_data_is_one_clear_line(tmp_path, capsys):
