@@ -5,6 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_MINUTES ?= 4
+DEMO_MAX_TIME := $(shell printf '00:00:%02d:00' $(DEMO_MINUTES))
 
 .PHONY: install demo test test-slow lint bench clean
 
@@ -22,7 +23,7 @@ install: $(VENV)/.installed
 ## The main job: fetch the default corpus, train the tiny entropy model for DEMO_MINUTES, show patches.
 demo: install
 	$(BIN)/blcm data fetch
-	$(BIN)/blcm fit --config configs/entropy-tiny.yaml --trainer.max_time 00:00:$(DEMO_MINUTES):00 \
+	$(BIN)/blcm fit --config configs/entropy-tiny.yaml --trainer.max_time $(DEMO_MAX_TIME) \
 		--trainer.val_check_interval 100 --trainer.limit_val_batches 10
 	$(BIN)/blcm patch examples/sample.txt --plot runs/entropy-tiny/patches.png
 	$(BIN)/blcm patch examples/sample.txt --mode space

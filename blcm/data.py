@@ -16,7 +16,7 @@ import os
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,15 +189,20 @@ def _iter_jsonl(path: Path, text_field: str, skipped: SkipReport) -> Iterator[by
 # A byte stream for language modelling: [BOS doc EOS][BOS doc EOS]... as uint16 ids
 
 
+def stream_from_documents(docs: Iterable[bytes]) -> np.ndarray:
+    """[BOS doc EOS][BOS doc EOS]... as uint16 ids (empty when there are no documents)."""
+    pieces, bos, eos = [], np.array([BOS], dtype=np.uint16), np.array([EOS], dtype=np.uint16)
+    for doc in docs:
+        pieces += [bos, np.frombuffer(doc, dtype=np.uint8).astype(np.uint16) + OFFSET, eos]
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
+
+
 def build_stream(paths: list[str], text_field: str = "text") -> tuple[np.ndarray, SkipReport]:
     skipped = SkipReport()
-    pieces, bos_eos = [], np.array([BOS, EOS], dtype=np.uint16)
-    for doc in iter_documents(paths, text_field, skipped):
-        ids = np.frombuffer(doc, dtype=np.uint8).astype(np.uint16) + OFFSET
-        pieces += [bos_eos[:1], ids, bos_eos[1:]]
-    if not pieces:
+    stream = stream_from_documents(iter_documents(paths, text_field, skipped))
+    if not len(stream):
         raise DataError(f"no documents found in {', '.join(map(str, paths))}")
-    return np.concatenate(pieces), skipped
+    return stream, skipped
 
 
 def cached_stream(paths: list[str], text_field: str = "text") -> np.ndarray:

@@ -6,11 +6,9 @@ import math
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
 from blt.entropy import EntropyModel, EntropyModelConfig
-from blt.ids import BOS, OFFSET, PAD
+from blt.ids import OFFSET
 from blt.patching import Patcher
 
 
@@ -61,12 +59,9 @@ class EntropyLMModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        logits = self.model(batch[:, :-1])
-        targets = batch[:, 1:]
-        nats = F.cross_entropy(rearrange(logits, "b l v -> (b l) v").float(), targets.reshape(-1), reduction="none")
-        scored = (targets != PAD) & (targets != BOS)  # bytes and the EOS that ends each document
-        self._val_nats += float(nats[scored.reshape(-1)].sum())
-        self._val_bytes += float((targets >= OFFSET).sum())
+        nats, num_bytes = self.model.nats_and_bytes(batch)
+        self._val_nats += float(nats)
+        self._val_bytes += float(num_bytes)
         if batch_idx == 0 and self.trainer.is_global_zero:
             self._log_patch_figure(batch[0])
 

@@ -22,7 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from blt.attention import AttentionMask
-from blt.ids import BOS, PAD, VOCAB_SIZE
+from blt.ids import BOS, OFFSET, PAD, VOCAB_SIZE
 from blt.transformer import Block, init_weights
 
 MAX_ENTROPY = math.log(VOCAB_SIZE)  # nats, a uniform distribution over the 260 ids
@@ -65,6 +65,16 @@ class EntropyModel(nn.Module):
         """Mean next-id cross-entropy in nats over ids (B, L); PAD targets are ignored."""
         logits = self(ids[:, :-1])
         return F.cross_entropy(rearrange(logits, "b l v -> (b l) v"), ids[:, 1:].reshape(-1), ignore_index=PAD)
+
+    def nats_and_bytes(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores windows ids (B, L+1) of a [BOS doc EOS]... stream: the summed next-id cross-entropy
+        (nats) over byte and EOS targets, and the number of byte targets. nats / bytes / ln 2 is bits
+        per byte, the cost of ending each document included."""
+        logits = self(ids[:, :-1])
+        targets = ids[:, 1:]
+        nats = F.cross_entropy(rearrange(logits, "b l v -> (b l) v").float(), targets.reshape(-1), reduction="none")
+        scored = (targets != PAD) & (targets != BOS)
+        return nats[scored.reshape(-1)].sum(), (targets >= OFFSET).sum()
 
     @torch.no_grad()
     def entropies(
