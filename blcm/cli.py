@@ -99,6 +99,8 @@ def run_lightning(argv: list[str]) -> int:
 
     from blcm.data import DataError
 
+    if not any(a.startswith("--weights_only") for a in argv):
+        argv = [*argv, "--weights_only", "true"]  # resuming never unpickles arbitrary objects
     try:
         LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      args=argv, save_config_kwargs={"overwrite": True})

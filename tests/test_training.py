@@ -51,16 +51,19 @@ def test_fit_lowers_bits_per_byte_and_exports(tmp_path, corpus):
 def test_cli_fit_runs_from_a_config(tmp_path, corpus, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
-    code = main(["fit", "--config", str(config), "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
-                 "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-                 "--model.dim", "32", "--model.n_layers", "1", "--model.n_heads", "2",
-                 "--data.train_files", f"[{corpus[0]}]", "--data.val_files", f"[{corpus[1]}]",
-                 "--data.batch_size", "4"])
-    assert code == 0
+    args = ["fit", "--config", str(config), "--trainer.val_check_interval", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--model.dim", "32", "--model.n_layers", "1", "--model.n_heads", "2",
+            "--data.train_files", f"[{corpus[0]}]", "--data.val_files", f"[{corpus[1]}]", "--data.batch_size", "4"]
+    assert main([*args, "--trainer.max_steps", "4"]) == 0
     assert (tmp_path / "runs/entropy-tiny/export/model.safetensors").is_file()
     (last,) = (tmp_path / "runs/entropy-tiny").glob("version_*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == 4  # the end, not step 0
     assert scalars(next((tmp_path / "runs/entropy-tiny").glob("version_*")), "val/bpb")
+    # Resume (the checkpoint loads with weights_only=True) and go on to step 6.
+    assert main([*args, "--trainer.max_steps", "6", "--ckpt_path", str(last)]) == 0
+    (resumed,) = (tmp_path / "runs/entropy-tiny").glob("version_1/checkpoints/last.ckpt")
+    assert torch.load(resumed, weights_only=True, map_location="cpu")["global_step"] == 6
 
 
 def test_validate_an_export(tmp_path, corpus, monkeypatch, capsys):
