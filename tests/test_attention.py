@@ -1,5 +1,4 @@
 import math
-import time
 
 import pytest
 import torch
@@ -243,7 +242,6 @@ def test_flex_mask_logic_eager(monkeypatch):
 
 def test_flex_compiled_matches_sdpa():
     """The real (torch.compile'd) flex path on one L=128 shape; ~30 s cold on 2 CPU cores, ~5 s warm."""
-    t0 = time.time()
     L = 128
     q, k, v = qkv(2, L, L, heads=2, dim=16)
     g = unit_groups([[40, 50, 20], [100]], L)  # padding at the end of both rows: empty query rows
@@ -254,7 +252,6 @@ def test_flex_compiled_matches_sdpa():
         flex = attend(q, k, v, mask, "flex")
         torch.testing.assert_close(flex, sdpa, atol=1e-5, rtol=1e-4)
     assert (flex[1, :, 100:] == 0).all()
-    assert time.time() - t0 < 120
 
 
 @pytest.mark.slow
