@@ -22,7 +22,7 @@ from concept_core.layers import CausalTransformer, KVCache, sinusoidal
 @dataclass
 class ContextState:
     """What the contextualizer has read so far, to append concepts without re-reading the document.
-    ``extend`` appends to ``caches`` in place: the state it was given is spent, use the one it returns."""
+    ``extend`` returns a new state and leaves the one it was given usable."""
 
     caches: list[KVCache]  # one per layer, keys/values (B, H, T, Dh)
     key_valid: torch.Tensor  # (B, T) False on each row's (left) padding
@@ -61,10 +61,9 @@ class Contextualizer(nn.Module):
 
     def extend(self, state: ContextState, concept: torch.Tensor) -> ContextState:
         """Append one concept (B, d) to every row: only the new position goes through the transformer."""
-        key_valid = torch.cat([state.key_valid, state.key_valid.new_ones(len(concept), 1)], dim=1)  # (B, T+1)
         x = self.embed(concept[:, None], state.next_position[:, None])  # (B, 1, D)
-        h = self.transformer(x, key_valid, state.caches)  # (B, 1, D)
-        return ContextState(state.caches, key_valid, state.next_position + 1, torch.cat([state.hidden, h], dim=1))
+        caches, key_valid, h = self.transformer.extended(state.caches, state.key_valid, x)  # h (B, 1, D)
+        return ContextState(caches, key_valid, state.next_position + 1, torch.cat([state.hidden, h], dim=1))
 
 
 @dataclass

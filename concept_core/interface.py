@@ -41,6 +41,18 @@ def check_concepts(concepts: torch.Tensor, mask: torch.Tensor | None, dim: int, 
     return mask
 
 
+def check_extension(concept: torch.Tensor, batch: int, dim: int) -> None:
+    """Validate the one concept per row (B, d) that ``extend`` appends."""
+    if concept.ndim != 2 or concept.shape[0] != batch:
+        raise ConceptInputError(f"extend expects one concept per row, ({batch}, {dim}), got {tuple(concept.shape)}")
+    check_concepts(concept[:, None], None, dim)
+
+
+def check_left_aligned(mask: torch.Tensor) -> None:
+    if not mask[:, -1].all():
+        raise ConceptInputError("start expects left-aligned concepts (see interface.left_align)")
+
+
 def left_align(concepts: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each row's valid concepts to the end (left padding), so every row's last concept is at -1
     and new concepts can be appended to all rows at once."""

@@ -114,6 +114,13 @@ class CausalTransformer(nn.Module):
             x = block(x, mask, None if caches is None else caches[i])
         return self.norm(x)
 
+    def extended(self, caches: list[KVCache], key_valid: torch.Tensor, x: torch.Tensor):
+        """Run new positions x (B, n, D) after the cached ones, leaving ``caches`` untouched (the layers
+        concatenate onto fresh cache objects). -> (new caches, key_valid (B, T+n), hidden (B, n, D))."""
+        caches = [KVCache(c.k, c.v) for c in caches]
+        key_valid = torch.cat([key_valid, key_valid.new_ones(len(x), x.shape[1])], dim=1)
+        return caches, key_valid, self(x, key_valid, caches)
+
 
 class TimestepEmbedding(nn.Module):
     """Diffusion timestep -> a conditioning vector (sinusoidal features through an MLP)."""

@@ -24,7 +24,14 @@ from einops import rearrange
 from torch import nn
 
 from concept_core.diffusion.ddim import DDIMScheduler, classifier_free_guidance
-from concept_core.interface import ConceptInputError, ConceptModel, Sampling, check_concepts
+from concept_core.interface import (
+    ConceptInputError,
+    ConceptModel,
+    Sampling,
+    check_concepts,
+    check_extension,
+    check_left_aligned,
+)
 from concept_core.layers import CausalTransformer, KVCache, TimestepEmbedding
 
 
@@ -127,8 +134,7 @@ class OneTowerLCM(ConceptModel):
 
     def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> OneTowerState:
         mask = check_concepts(concepts, mask, self.dim)
-        if not mask[:, -1].all():
-            raise ConceptInputError("start expects left-aligned concepts (see interface.left_align)")
+        check_left_aligned(mask)
         caches = self.transformer.new_caches()
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         # clean positions attend causally to clean ones only, exactly their rows of one_tower_mask
@@ -137,15 +143,9 @@ class OneTowerLCM(ConceptModel):
 
     def extend(self, state: OneTowerState, concept: torch.Tensor) -> OneTowerState:
         """A new state with ``concept`` (B, d) appended; ``state`` itself stays usable."""
-        batch = state.length.shape[0]
-        if concept.ndim != 2 or concept.shape[0] != batch:
-            raise ConceptInputError(f"extend expects one concept per row, ({batch}, {self.dim}), "
-                                    f"got {tuple(concept.shape)}")
-        check_concepts(concept[:, None], None, self.dim)
-        # fresh cache objects: the layers concatenate onto them, leaving the old state's tensors untouched
-        caches = [KVCache(c.k, c.v) for c in state.caches]
-        key_valid = F.pad(state.key_valid, (0, 1), value=True)  # (B, T+1)
-        self.transformer(self._embed(concept[:, None], state.length[:, None]), key_valid, caches)
+        check_extension(concept, len(state.length), self.dim)
+        x = self._embed(concept[:, None], state.length[:, None])  # (B, 1, D)
+        caches, key_valid, _ = self.transformer.extended(state.caches, state.key_valid, x)
         return OneTowerState(caches, key_valid, state.length + 1)
 
     def denoise(self, state: OneTowerState, x_t: torch.Tensor, t: int, with_context: bool = True) -> torch.Tensor:

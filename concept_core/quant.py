@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from concept_core.interface import ConceptInputError, ConceptModel, Sampling, check_concepts
+from concept_core.interface import (
+    ConceptInputError,
+    ConceptModel,
+    Sampling,
+    check_concepts,
+    check_extension,
+    check_left_aligned,
+)
 from concept_core.layers import CausalTransformer, KVCache, SwiGLU
 
 
@@ -216,8 +223,7 @@ class QuantizedLCM(ConceptModel):
 
     def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> QuantState:
         mask = check_concepts(concepts, mask, self.dim)
-        if not mask[:, -1].all():
-            raise ConceptInputError("start expects left-aligned concepts (see interface.left_align)")
+        check_left_aligned(mask)
         caches = self.transformer.new_caches()
         positions = (mask.long().cumsum(1) - 1).clamp(min=0)
         hidden = self.transformer(self._embed(concepts, positions), mask, caches)  # (B, N, D)
@@ -225,15 +231,9 @@ class QuantizedLCM(ConceptModel):
 
     def extend(self, state: QuantState, concept: torch.Tensor) -> QuantState:
         """A new state with ``concept`` (B, d) appended; ``state`` itself stays usable."""
-        batch = state.length.shape[0]
-        if concept.ndim != 2 or concept.shape[0] != batch:
-            raise ConceptInputError(f"extend expects one concept per row, ({batch}, {self.dim}), "
-                                    f"got {tuple(concept.shape)}")
-        check_concepts(concept[:, None], None, self.dim)
-        # fresh cache objects: the layers concatenate onto them, leaving the old state's tensors untouched
-        caches = [KVCache(c.k, c.v) for c in state.caches]
-        key_valid = F.pad(state.key_valid, (0, 1), value=True)  # (B, T+1)
-        hidden = self.transformer(self._embed(concept[:, None], state.length[:, None]), key_valid, caches)
+        check_extension(concept, len(state.length), self.dim)
+        x = self._embed(concept[:, None], state.length[:, None])  # (B, 1, D)
+        caches, key_valid, hidden = self.transformer.extended(state.caches, state.key_valid, x)
         return QuantState(caches, key_valid, state.length + 1, hidden[:, 0])
 
     @torch.no_grad()
