@@ -9,10 +9,8 @@ left context, except near the start.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from blt.attention import AttentionMask
+from blt.export import load_export, save_export
 from blt.ids import BOS, OFFSET, PAD, VOCAB_SIZE
 from blt.transformer import Block, init_weights
 
@@ -118,37 +117,12 @@ class EntropyModel(nn.Module):
         return -(logp.exp() * logp).sum(-1)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` atomically (a temp dir, then a rename)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-        (tmp / "config.json").write_text(json.dumps({"type": "EntropyModel", **asdict(self.config)}, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            directory.rename(old)
-            tmp.rename(directory)
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
-        else:
-            tmp.rename(directory)
-        return directory
+        """Write ``config.json`` + ``model.safetensors`` atomically."""
+        return save_export(directory, "EntropyModel", asdict(self.config), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> EntropyModel:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-        if not config_path.is_file() or not weights_path.is_file():
-            raise FileNotFoundError(f"{directory} is not an exported entropy model "
-                                    "(expected config.json and model.safetensors)")
-        fields = json.loads(config_path.read_text())
-        if fields.pop("type", None) != "EntropyModel":
-            raise ValueError(f"{config_path} does not describe an EntropyModel")
-        model = cls(EntropyModelConfig(**fields))
-        model.load_state_dict(load_file(weights_path, device=map_location))
+        config, state = load_export(directory, "EntropyModel", map_location)
+        model = cls(EntropyModelConfig(**config))
+        model.load_state_dict(state)
         return model.eval()

@@ -89,12 +89,14 @@ class BaseLCM(ConceptModel):
         """(B, N, d) -> (B, N, d): at each position, the predicted next concept."""
         return self.postnet(self.contextualizer(concepts, mask))
 
-    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
+             targets: torch.Tensor | None = None) -> torch.Tensor:
         mask = check_concepts(concepts, mask, self.dim)
         concepts = concepts.masked_fill(~mask[..., None], 0.0)  # padded targets may hold NaN
+        targets = concepts if targets is None else targets.masked_fill(~mask[..., None], 0.0)
         pred = self(concepts, mask)[:, :-1]  # (B, N-1, d) predictions of concepts 1..N-1
         pairs = mask[:, :-1] & mask[:, 1:]  # (B, N-1) both ends of the pair are real concepts
-        err = (pred - concepts[:, 1:]).pow(2).mean(-1)  # (B, N-1)
+        err = (pred - targets[:, 1:]).pow(2).mean(-1)  # (B, N-1)
         # A batch of one-concept documents has no pairs: its loss is 0, not NaN.
         return (err * pairs).sum() / pairs.sum().clamp(min=1)
 

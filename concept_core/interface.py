@@ -78,8 +78,14 @@ class ConceptModel(nn.Module, ABC):
     dim: int
 
     @abstractmethod
-    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Scalar training loss over (B, N, d) concepts."""
+    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
+             targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar training loss over (B, N, d) concepts.
+
+        ``targets`` (B, N, d), default ``concepts``: what positions 1..N-1 are scored against. A caller
+        that trains the concept space jointly passes the same values with a different gradient path
+        (e.g. detached targets, live inputs).
+        """
 
     @abstractmethod
     def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> Any:

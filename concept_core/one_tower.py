@@ -116,12 +116,13 @@ class OneTowerLCM(ConceptModel):
             x = block(x, attn)
         return self.out_proj(self.transformer.norm(x[:, 1::2]))  # (B, P, d)
 
-    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
+             targets: torch.Tensor | None = None) -> torch.Tensor:
         mask = check_concepts(concepts, mask, self.dim)
         pairs = mask[:, :-1] & mask[:, 1:]  # (B, P): concept i predicts concept i+1
         if not pairs.any():
             raise ConceptInputError("no (context, next concept) pair: every document has a single concept")
-        target = concepts[:, 1:]  # (B, P, d)
+        target = (concepts if targets is None else targets)[:, 1:]  # (B, P, d)
         t = torch.randint(0, self.config.num_train_timesteps, pairs.shape, device=concepts.device)  # (B, P)
         noise = torch.randn_like(target)
         x_t = self.scheduler.add_noise(target, noise, t)

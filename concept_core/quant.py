@@ -201,7 +201,8 @@ class QuantizedLCM(ConceptModel):
         h = self.out_norm(h + self.head_ffn(self.head_norm(h)))
         return torch.einsum("...kd,kdo->...ko", h, self.out_weight[ks]) + self.out_bias[ks]
 
-    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
+             targets: torch.Tensor | None = None) -> torch.Tensor:
         mask = check_concepts(concepts, mask, self.dim)
         self.quantizer.check_fitted()
         pairs = mask[:, :-1] & mask[:, 1:]  # (B, N-1): concept i predicts concept i+1
@@ -212,7 +213,8 @@ class QuantizedLCM(ConceptModel):
         if self.training:  # classifier-free guidance: learn the context-free prediction too
             dropped = torch.rand(pairs.shape, device=concepts.device) < self.config.cfg_dropout
             hidden = torch.where(dropped[..., None], self.null_context, hidden)
-        context, target = hidden[pairs], concepts[:, 1:][pairs]  # (P, D), (P, d): padding costs nothing below
+        targets = concepts if targets is None else targets
+        context, target = hidden[pairs], targets[:, 1:][pairs]  # (P, D), (P, d): padding costs nothing below
         codes = self.quantizer.encode(target)  # (P, K)
         # teacher forcing: codebook k sees the sum of the true centroids of codebooks 0..k-1
         prev = F.pad(self.quantizer.partial_sums(codes)[:, :-1], (0, 0, 1, 0))  # (P, K, d)

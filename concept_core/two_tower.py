@@ -103,10 +103,12 @@ class TwoTowerLCM(ConceptModel):
             cross_mask[..., 1:] &= keep_context[..., None]
         return self.denoiser(noisy, t, self.denoiser.context_kv(context), cross_mask)
 
-    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
+             targets: torch.Tensor | None = None) -> torch.Tensor:
         mask = check_concepts(concepts, mask, self.dim)
         concepts = concepts.masked_fill(~mask[..., None], 0.0)  # padded targets may hold NaN
-        x0 = concepts[:, 1:]  # (B, N-1, d) the concepts that have a context
+        targets = concepts if targets is None else targets.masked_fill(~mask[..., None], 0.0)
+        x0 = targets[:, 1:]  # (B, N-1, d) the concepts that have a context
         t = torch.randint(0, self.scheduler.num_train_timesteps, x0.shape[:2], device=x0.device)  # (B, N-1)
         noise = torch.randn_like(x0)
         noisy = self.scheduler.add_noise(x0, noise, t[..., None])

@@ -1,0 +1,54 @@
+"""Exported models: a directory with ``config.json`` + ``model.safetensors``, written atomically.
+
+The directory is assembled under a temporary name next to its destination and renamed into place,
+so a crash mid-write leaves either the old export or the new one, never a mix. Loading reads
+safetensors only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def save_export(directory: str | os.PathLike, kind: str, config: dict, state_dict: dict[str, torch.Tensor]) -> Path:
+    """Write ``{"type": kind, **config}`` and the tensors to ``directory``, replacing what is there."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    (tmp / "config.json").write_text(json.dumps({"type": kind, **config}, indent=2))
+    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, tmp / "model.safetensors")
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(directory)
+    return directory
+
+
+def load_export(directory: str | os.PathLike, kind: str,
+                map_location: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
+    """-> (config without "type", state dict); a clear error when ``directory`` is not a ``kind`` export."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(f"{directory} is not an exported {kind} (expected config.json and model.safetensors)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.pop("type", None) != kind:
+        raise ValueError(f"{config_path} does not describe a {kind}")
+    return config, load_file(weights_path, device=map_location)
