@@ -1,0 +1,1 @@
+"""bridges: where bytes meet concepts (segmenters, concept codecs), and where other concept spaces plug in."""
