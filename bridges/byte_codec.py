@@ -1,0 +1,258 @@
+"""The byte concept codec: one concept per unit of bytes, and back, built from blt/ pieces.
+
+Encoder, per unit (a sentence, or a span of non-text bytes):
+    ids (U, L) -> entropy patches (Patcher over the EntropyModel's next-byte entropies)
+    -> LocalEncoder: byte + hash n-gram embeddings, a transformer inside the unit, cross-attention
+       pooling of each patch's bytes -> patch vectors (U, P, D)
+    -> concept pooler: a small transformer over the unit's patches, then one learned query that
+       attends to them -> linear -> unit-RMS concept (U, d)
+Decoder:
+    concept (U, d) -> K latent slots (U, K, D) -> LocalDecoder (causal bytes, cross-attention to the
+    slots) -> next-byte logits; greedy or sampled generation with a KV cache until EOS.
+
+Concepts have unit root-mean-square (every coordinate ~1 on average), the scale a diffusion core
+expects without a separate normaliser. Units of very different lengths are processed in chunks of
+similar length (``length_chunks``), so almost no compute goes to padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from blt.attention import AttentionMask
+from blt.decoder import LocalDecoder, LocalDecoderConfig
+from blt.encoder import LocalEncoder, LocalEncoderConfig
+from blt.entropy import EntropyModel, EntropyModelConfig
+from blt.ids import BOS, EOD, EOS, PAD, decode, pad_batch
+from blt.patching import Patcher, Patches
+from blt.transformer import Attention, Block, init_weights
+
+
+def length_chunks(lengths: torch.Tensor, max_tokens: int) -> list[torch.Tensor]:
+    """Row indices sorted by length (longest first), cut so that each chunk's padded size
+    (rows x its longest row) stays within ``max_tokens`` (at least one row per chunk)."""
+    order = lengths.argsort(descending=True, stable=True)
+    sorted_lengths = lengths[order].tolist()
+    chunks, i = [], 0
+    while i < len(order):
+        rows = max(1, max_tokens // max(sorted_lengths[i], 1))
+        chunks.append(order[i : i + rows])
+        i += rows
+    return chunks
+
+
+def by_length(fn, ids: torch.Tensor, lengths: torch.Tensor, max_tokens: int, *per_row: torch.Tensor) -> torch.Tensor:
+    """``fn(ids, *per_row, lengths)`` over length chunks (``ids`` trimmed to each chunk's longest
+    row), with the results put back in the original row order."""
+    chunks = length_chunks(lengths, max_tokens)
+    outs = []
+    for chunk in chunks:
+        chunk_lengths = lengths[chunk]
+        width = int(chunk_lengths.max())
+        outs.append(fn(ids[chunk, :width], *(r[chunk] for r in per_row), chunk_lengths))
+    return torch.cat(outs)[torch.cat(chunks).argsort()]
+
+
+def unit_rms(x: torch.Tensor) -> torch.Tensor:
+    """Rescale each vector to root-mean-square 1 (norm sqrt(d))."""
+    return F.normalize(x, dim=-1) * x.shape[-1] ** 0.5
+
+
+@dataclass
+class ByteConceptEncoderConfig:
+    concept_dim: int = 256
+    dim: int = 128  # local byte transformer
+    n_layers: int = 1
+    n_heads: int = 4
+    queries_per_patch: int = 2
+    pooler_dim: int = 128  # transformer over the unit's patches
+    pooler_layers: int = 1
+    patching: str = "entropy"  # a blt.patching mode: entropy | monotonic | both | space | static
+    target_patch_size: float = 4.5  # entropy modes: the threshold is calibrated to this mean size
+    patch_size: int = 4  # static mode
+    max_patch_length: int = 16
+    entropy_dim: int = 64  # the EntropyModel that entropy modes patch with
+    entropy_layers: int = 2
+    entropy_heads: int = 4
+    entropy_context: int = 256
+    ngram_sizes: tuple[int, ...] = field(default_factory=lambda: (3, 4, 5, 6, 7, 8))
+    hash_table_size: int = 2**14
+    chunk_tokens: int = 16_384  # padded bytes per length chunk
+    backend: str = "auto"
+
+
+class ByteConceptEncoder(nn.Module):
+    def __init__(self, config: ByteConceptEncoderConfig):
+        super().__init__()
+        self.config = c = config
+        self.patcher = Patcher(c.patching, patch_size=c.patch_size, max_patch_length=c.max_patch_length)
+        self.entropy_model = None
+        if self.patcher.needs_entropies:
+            self.entropy_model = EntropyModel(EntropyModelConfig(c.entropy_dim, c.entropy_layers, c.entropy_heads,
+                                                                 c.entropy_context, backend=c.backend))
+        # NaN until calibrated on real units (ByteLCMModule does it when the entropy stage ends).
+        self.register_buffer("entropy_threshold", torch.tensor(float("nan")))
+        self.local = LocalEncoder(LocalEncoderConfig(
+            c.dim, c.n_layers, c.n_heads, out_dim=c.pooler_dim, queries_per_patch=c.queries_per_patch,
+            ngram_sizes=tuple(c.ngram_sizes), hash_table_size=c.hash_table_size, backend=c.backend))
+        self.patch_norm = nn.RMSNorm(c.pooler_dim)
+        self.pooler = nn.ModuleList(Block(c.pooler_dim, c.n_heads, c.backend) for _ in range(c.pooler_layers))
+        self.pool_norm = nn.RMSNorm(c.pooler_dim)
+        self.pool = Attention(c.pooler_dim, c.n_heads, c.backend, context_dim=c.pooler_dim)
+        self.pool_query = nn.Parameter(torch.zeros(c.pooler_dim))
+        self.out = nn.Linear(c.pooler_dim, c.concept_dim, bias=False)
+        init_weights(self.pooler)
+        for m in (self.pool, self.out):
+            init_weights(m)
+        nn.init.normal_(self.pool_query, std=0.02)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.entropy_model is not None and bool(self.entropy_threshold.isnan())
+
+    @torch.no_grad()
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> float:
+        """Set the entropy threshold that gives ``target_patch_size`` bytes per patch on these units."""
+        if self.entropy_model is None:
+            raise ValueError(f"{self.config.patching!r} patching has no threshold to calibrate")
+        entropies = self.entropy_model.entropies(ids, lengths)
+        threshold = self.patcher.calibrate(ids, lengths, entropies, self.config.target_patch_size, clamp=True)
+        self.entropy_threshold.fill_(threshold)
+        return threshold
+
+    def patches(self, ids: torch.Tensor, lengths: torch.Tensor) -> Patches:
+        if self.entropy_model is None:
+            return self.patcher(ids, lengths)
+        if self.needs_calibration:
+            raise RuntimeError("the entropy threshold is not calibrated yet: call calibrate() on sample units")
+        entropies = self.entropy_model.entropies(ids, lengths)
+        return self.patcher(ids, lengths, entropies, float(self.entropy_threshold))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Units as byte ids (U, L), right-padded, with lengths (U,) >= 1 -> concepts (U, d)."""
+        if ids.shape[0] == 0:
+            return ids.new_zeros(0, self.config.concept_dim, dtype=self.out.weight.dtype)
+        if bool((lengths < 1).any()):
+            raise ValueError("every unit needs at least one byte")
+        return by_length(self._encode, ids, lengths, self.config.chunk_tokens)
+
+    def _encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        patches = self.patches(ids, lengths)
+        x, patch_mask = self.local(ids, patches.ids)  # (U, P, D), (U, P)
+        x = self.patch_norm(x)  # O(1) patch vectors: the pooler's residual stream must not start near zero
+        groups = torch.where(patch_mask, 0, -1)  # a unit's patches see each other, never padding
+        positions = torch.arange(x.shape[1], device=ids.device).expand(len(x), -1)
+        for block in self.pooler:
+            x = block(x, AttentionMask(groups, groups), positions)
+        # No residual from the query: a learned constant there soon outweighs the content and every
+        # unit gets nearly the same concept.
+        query = self.pool_query.expand(len(x), 1, -1)  # (U, 1, D)
+        pooled = self.pool(query, AttentionMask(torch.zeros_like(groups[:, :1]), groups), context=self.pool_norm(x))
+        return unit_rms(self.out(pooled[:, 0]))  # (U, d)
+
+    def entropy_loss(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Next-byte cross-entropy (nats) of the entropy model on [BOS] unit [EOS] rows."""
+        if self.entropy_model is None:
+            raise ValueError(f"{self.config.patching!r} patching has no entropy model to train")
+        rows = F.pad(ids, (1, 1), value=PAD)
+        rows[:, 0] = BOS
+        rows.scatter_(1, (lengths + 1)[:, None], EOS)
+        return self.entropy_model.loss(rows)
+
+
+@dataclass
+class ByteConceptDecoderConfig:
+    concept_dim: int = 256
+    slots: int = 8  # K latent slots per concept
+    dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    chunk_tokens: int = 16_384
+    backend: str = "auto"
+
+
+class ByteConceptDecoder(nn.Module):
+    def __init__(self, config: ByteConceptDecoderConfig):
+        super().__init__()
+        self.config = c = config
+        self.to_slots = nn.Linear(c.concept_dim, c.slots * c.dim, bias=False)
+        self.slot_norm = nn.RMSNorm(c.dim)
+        self.local = LocalDecoder(LocalDecoderConfig(c.dim, c.n_layers, c.n_heads, slot_dim=c.dim, backend=c.backend))
+        init_weights(self.to_slots)
+
+    def slots(self, concepts: torch.Tensor) -> torch.Tensor:
+        """(U, d) -> (U, K, D)."""
+        return self.slot_norm(rearrange(self.to_slots(concepts), "u (k d) -> u k d", k=self.config.slots))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced scores of each unit given its concept.
+
+        ids (U, L), lengths (U,), concepts (U, d) -> (U, 2): per unit, the summed cross-entropy in
+        nats over its bytes and the closing EOS, and 1.0 where greedy decoding reproduces the unit
+        exactly (every teacher-forced argmax right, EOS included: the same as decoding and comparing).
+        """
+        return by_length(self._score, ids, lengths, self.config.chunk_tokens, concepts)
+
+    def _score(self, ids: torch.Tensor, concepts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        inputs = F.pad(ids, (1, 0), value=BOS)  # (U, L+1): [BOS, b_0 .. b_{L-1}]
+        targets = F.pad(ids, (0, 1), value=PAD).scatter(1, lengths[:, None], EOS)  # (U, L+1): [b_0 .. EOS]
+        logits = self.local(inputs, self.slots(concepts))  # (U, L+1, V)
+        nats = F.cross_entropy(rearrange(logits.float(), "u l v -> u v l"), targets, ignore_index=PAD,
+                               reduction="none").sum(1)
+        allowed = logits.detach().clone()
+        allowed[..., :EOS] = float("-inf")  # what generation may emit: bytes and EOS
+        allowed[..., EOD] = float("-inf")
+        exact = ((allowed.argmax(-1) == targets) | (targets == PAD)).all(1)
+        return torch.stack([nats, exact.float()], dim=1)
+
+    @torch.no_grad()
+    def generate(self, concepts: torch.Tensor, max_bytes: int = 256, temperature: float = 0.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 batch_size: int = 64) -> list[bytes]:
+        """Concepts (U, d) -> U units, decoded from BOS until EOS or ``max_bytes``."""
+        units = []
+        for start in range(0, len(concepts), batch_size):
+            slots = self.slots(concepts[start : start + batch_size])
+            ids = self.local.generate(slots, max_bytes=max_bytes, temperature=temperature, top_k=top_k,
+                                      generator=generator)
+            units += [decode(row) for row in ids]
+        return units
+
+
+class ByteConceptCodec(nn.Module):
+    """The ConceptCodec over bytes: ``encode(units) -> (n, d)``, ``decode(concepts) -> units``."""
+
+    def __init__(self, encoder: ByteConceptEncoderConfig, decoder: ByteConceptDecoderConfig,
+                 max_unit_bytes: int = 256):
+        super().__init__()
+        if encoder.concept_dim != decoder.concept_dim:
+            raise ValueError(f"encoder concept_dim {encoder.concept_dim} != decoder concept_dim {decoder.concept_dim}")
+        self.encoder, self.decoder = ByteConceptEncoder(encoder), ByteConceptDecoder(decoder)
+        self.dim, self.max_unit_bytes = encoder.concept_dim, max_unit_bytes
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.out.weight.device
+
+    @torch.no_grad()
+    def encode(self, units: Sequence[bytes]) -> torch.Tensor:
+        if any(len(u) == 0 for u in units):
+            raise ValueError("cannot encode an empty unit")
+        ids, lengths = pad_batch(list(units))
+        return self.encoder(ids.to(self.device), lengths.to(self.device))
+
+    @torch.no_grad()
+    def eod_concept(self) -> torch.Tensor:
+        """(d,) the concept of the end-of-document unit, the one-id unit [EOD]."""
+        ids = torch.full((1, 1), EOD, dtype=torch.long, device=self.device)
+        return self.encoder(ids, torch.ones(1, dtype=torch.long, device=self.device))[0]
+
+    def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+               generator: torch.Generator | None = None) -> list[bytes]:
+        return self.decoder.generate(concepts.to(self.device), self.max_unit_bytes, temperature, top_k, generator)

@@ -1,0 +1,124 @@
+"""The byte concept codec: length chunking, encoder invariants, teacher-forced exact match equal to
+greedy decoding, and a tiny autoencoder that learns to reconstruct its units."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blt.ids import pad_batch
+from bridges.byte_codec import (
+    ByteConceptCodec,
+    ByteConceptDecoderConfig,
+    ByteConceptEncoderConfig,
+    length_chunks,
+)
+from bridges.codec import ConceptCodec
+
+UNITS = [b"Hello world. ", b"A", b"The quick brown fox jumps over the lazy dog. ", b"\xff\x00 bytes", b"Ok."]
+
+
+def tiny_codec(patching: str = "static", seed: int = 0, **encoder) -> ByteConceptCodec:
+    torch.manual_seed(seed)
+    enc = ByteConceptEncoderConfig(concept_dim=32, dim=32, pooler_dim=32, n_heads=2, entropy_dim=32,
+                                   entropy_layers=1, entropy_heads=2, patching=patching, hash_table_size=256,
+                                   **encoder)
+    dec = ByteConceptDecoderConfig(concept_dim=32, dim=32, n_layers=1, n_heads=2, slots=4)
+    return ByteConceptCodec(enc, dec, max_unit_bytes=64)
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=60), st.integers(1, 2000))
+def test_length_chunks_cover_every_row_once_within_budget(lengths, budget):
+    lengths = torch.tensor(lengths)
+    chunks = length_chunks(lengths, budget)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert len(chunk) == 1 or len(chunk) * int(lengths[chunk].max()) <= budget
+
+
+def test_codec_implements_the_protocol():
+    codec = tiny_codec()
+    assert isinstance(codec, ConceptCodec) and codec.dim == 32
+
+
+@pytest.mark.parametrize("patching", ["static", "space", "entropy"])
+def test_concepts_have_unit_rms_and_do_not_depend_on_batch_mates(patching):
+    codec = tiny_codec(patching).eval()
+    ids, lengths = pad_batch(UNITS)
+    if patching == "entropy":
+        with pytest.raises(RuntimeError, match="calibrate"):
+            codec.encoder(ids, lengths)
+        codec.encoder.calibrate(ids, lengths)
+    together = codec.encoder(ids, lengths)  # (5, 32), padded to the longest and chunked
+    assert together.shape == (len(UNITS), 32)
+    assert torch.allclose(together.pow(2).mean(-1), torch.ones(len(UNITS)), atol=1e-5)
+    alone = torch.cat([codec.encode([u]) for u in UNITS])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_chunked_encoding_equals_one_chunk():
+    codec = tiny_codec().eval()
+    ids, lengths = pad_batch(UNITS)
+    whole = codec.encoder(ids, lengths)
+    codec.encoder.config.chunk_tokens = 1  # one unit per chunk
+    assert torch.allclose(codec.encoder(ids, lengths), whole, atol=1e-5)
+
+
+def test_empty_units_are_refused():
+    with pytest.raises(ValueError, match="empty"):
+        tiny_codec().encode([b"ok", b""])
+
+
+def train_autoencoder(codec: ByteConceptCodec, units: list[bytes], steps: int) -> list[float]:
+    ids, lengths = pad_batch(units)
+    opt = torch.optim.Adam(codec.parameters(), lr=1e-3)  # 3e-3 can collapse every concept onto one
+    losses = []
+    for _ in range(steps):
+        scores = codec.decoder(ids, lengths, codec.encoder(ids, lengths))
+        loss = scores[:, 0].sum() / (lengths + 1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.fixture(scope="module")
+def trained_codec():
+    codec = tiny_codec(seed=1)
+    losses = train_autoencoder(codec, UNITS, steps=300)
+    return codec.eval(), losses
+
+
+def test_autoencoder_learns_to_reconstruct(trained_codec):
+    codec, losses = trained_codec
+    assert losses[-1] < 0.1 * losses[0]
+    assert codec.decode(codec.encode(UNITS)) == UNITS
+
+
+def test_teacher_forced_exact_match_equals_greedy_decoding(trained_codec):
+    codec, _ = trained_codec
+    for model in (codec, tiny_codec(seed=3).eval()):  # one that reconstructs, one that does not
+        ids, lengths = pad_batch(UNITS)
+        concepts = model.encoder(ids, lengths) + 0.3 * torch.randn(len(UNITS), 32)  # some units break
+        exact = model.decoder(ids, lengths, concepts)[:, 1].bool().tolist()
+        assert exact == [d == u for d, u in zip(model.decode(concepts), UNITS, strict=True)]
+
+
+def test_entropy_loss_trains_the_entropy_model():
+    codec = tiny_codec("entropy")
+    ids, lengths = pad_batch(UNITS * 4)
+    model = codec.encoder.entropy_model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss = codec.encoder.entropy_loss(ids, lengths)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
+    with pytest.raises(ValueError, match="no entropy model"):
+        tiny_codec("static").encoder.entropy_loss(ids, lengths)
