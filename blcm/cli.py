@@ -3,6 +3,10 @@
     blcm fit|validate|test --config configs/X.yaml [--trainer.* ...]   training through LightningCLI
     blcm patch FILE [options]                                        show how a file is cut into patches
     blcm data fetch [--force]                                        download the default corpus
+    blcm prepare INPUT... --out DIR                                  segment documents into sharded units
+    blcm generate --model DIR "prompt"                               continue a document sentence by sentence
+    blcm encode --model DIR FILE --out X.npy / blcm decode --model DIR X.npy
+    blcm export --ckpt X.ckpt --out DIR                              checkpoint -> config.json + model.safetensors
 """
 
 from __future__ import annotations
@@ -14,12 +18,11 @@ import os
 import sys
 from pathlib import Path
 
+from blcm.commands import cmd_decode, cmd_encode, cmd_export, cmd_generate, read_bytes
+from blcm.errors import CLIError
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 DEFAULT_ENTROPY_MODELS = ("runs/entropy-tiny/export",)
-
-
-class CLIError(Exception):
-    """Bad input: printed as one line, exit status 2, no traceback."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +93,72 @@ def build_parser() -> argparse.ArgumentParser:
                         "$BLCM_HOME/corpora (default ~/.cache/byte-lcm) as train/valid JSONL.gz.")
     f.add_argument("--force", action="store_true", help="download again even when present")
     f.set_defaults(func=cmd_data_fetch)
+
+    p = sub.add_parser("prepare", help="segment documents into units and store them as numpy shards",
+                       description="Segment every document once into units (sentences capped in bytes, or fixed "
+                       "spans) and store them under --out as memory-mappable numpy shards for UnitDataModule: "
+                       "manifest.json and {train,valid}/shard-NNNNN/{bytes,units,docs}.npy + sources.json. "
+                       "Resumable: run the same command again after an interruption.",
+                       epilog="example: blcm prepare ../shared/data/en/train.jsonl.gz --out runs/prepared/en")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="JSONL(.gz) files (one document per line in --text-field), other files (one document "
+                   "each, any bytes), or directories (every file below them)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the prepared directory")
+    p.add_argument("--valid", action="append", metavar="INPUT",
+                   help="held-out inputs (repeatable): the valid split is these documents and every INPUT "
+                   "document is in train (--valid-percent is then not used)")
+    p.add_argument("--max-unit-bytes", type=int, default=256, help="the longest unit, in bytes (default 256)")
+    p.add_argument("--segmenter", default="sentence", choices=("sentence", "fixed"),
+                   help="sentence: sentences, long ones re-split at clause breaks; fixed: spans of "
+                   "--max-unit-bytes (default sentence)")
+    p.add_argument("--valid-percent", type=int, default=3,
+                   help="the share of documents held out for validation, by a stable hash (default 3)")
+    p.add_argument("--shard-docs", type=int, default=2000, help="documents per shard (default 2000)")
+    p.add_argument("--text-field", default="text", help="the JSONL field holding the text (default text)")
+    p.add_argument("--force", action="store_true", help="prepare again even when DIR holds other settings")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+    g = sub.add_parser("generate", help="continue a document, one generated sentence at a time",
+                       description="Continue a prompt unit by unit: the core predicts the next concept, the byte "
+                       "decoder turns it into bytes, which are printed as they come and re-encoded into the "
+                       "context. Stops at the end-of-document concept or after --max-units.")
+    g.add_argument("prompt", nargs="?", help="the prompt text (or use --prompt-file)")
+    g.add_argument("--model", required=True, metavar="DIR",
+                   help="an exported ByteLCM (config.json + model.safetensors)")
+    g.add_argument("--prompt-file", metavar="FILE", help="read the prompt's bytes from FILE (any bytes)")
+    g.add_argument("--max-units", type=int, default=8, help="the most units to generate (default 8)")
+    g.add_argument("--steps", type=int, default=40, help="diffusion sampling steps (default 40)")
+    g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3; 1 = off)")
+    g.add_argument("--temperature", type=float, default=0.0,
+                   help="byte decoder sampling temperature (default 0: greedy)")
+    g.add_argument("--seed", type=int, help="random seed for reproducible sampling")
+    g.add_argument("--out", metavar="FILE", help="write the generated bytes to FILE instead of printing them "
+                   "(needed when they are not text)")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("encode", help="a file -> one concept per unit (.npy)",
+                       description="Segment FILE into units and write their concepts as an (n, d) float32 array.")
+    e.add_argument("file", help="any file")
+    e.add_argument("--model", required=True, metavar="DIR", help="an exported ByteLCM")
+    e.add_argument("--out", required=True, metavar="X.npy", help="where the concepts go")
+    e.set_defaults(func=cmd_encode)
+
+    dc = sub.add_parser("decode", help="concepts (.npy) -> bytes",
+                        description="Decode an (n, d) array of concepts (e.g. from `blcm encode`) to n units and "
+                        "print them (or write them to --out).")
+    dc.add_argument("concepts", metavar="X.npy", help="an (n, d) or (d,) float array")
+    dc.add_argument("--model", required=True, metavar="DIR", help="an exported ByteLCM")
+    dc.add_argument("--out", metavar="FILE", help="write the bytes to FILE instead of printing them")
+    dc.set_defaults(func=cmd_decode)
+
+    x = sub.add_parser("export", help="a training checkpoint -> an exported model directory",
+                       description="Export the weights of a ByteLCMModule or EntropyLMModule checkpoint to DIR as "
+                       "config.json + model.safetensors (written atomically). The checkpoint is read with "
+                       "weights_only=True: nothing is unpickled.")
+    x.add_argument("--ckpt", required=True, metavar="X.ckpt", help="a checkpoint written by `blcm fit`")
+    x.add_argument("--out", required=True, metavar="DIR", help="the export directory")
+    x.set_defaults(func=cmd_export)
     return parser
 
 
@@ -121,20 +190,22 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    from blcm.data import DataError
+    from blcm.prepare import prepare, summary
+
+    try:
+        manifest = prepare(args.inputs, args.out, segmenter=args.segmenter, max_unit_bytes=args.max_unit_bytes,
+                           valid_percent=args.valid_percent, shard_docs=args.shard_docs, text_field=args.text_field,
+                           valid_inputs=args.valid, force=args.force, progress=not args.no_progress)
+    except DataError as e:
+        raise CLIError(str(e)) from None
+    print(summary(args.out, manifest))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # blcm patch
-
-
-def read_input(path: str) -> bytes:
-    p = Path(path)
-    if p.is_dir():
-        raise CLIError(f"{path} is a directory; give a file")
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise CLIError(f"{path}: no such file") from None
-    except OSError as e:
-        raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def find_entropy_model(explicit: str | None) -> Path:
@@ -158,7 +229,7 @@ def cmd_patch(args) -> int:
 
     if args.threshold is not None and args.mode not in ("entropy", "monotonic", "both"):
         raise CLIError(f"--threshold applies to entropy modes, not --mode {args.mode}")
-    data = read_input(args.file)
+    data = read_bytes(args.file)
     try:
         patcher = Patcher(args.mode, threshold=args.threshold, relative_threshold=args.relative_threshold,
                           patch_size=args.patch_size, max_patch_length=args.max_patch_length)

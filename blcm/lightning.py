@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, field, is_dataclass
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
+from blcm.model import ByteLCM, ByteLCMConfig
+from blcm.plotting import log_entropy_figure
 from blt.entropy import EntropyModel, EntropyModelConfig
-from blt.ids import OFFSET
-from blt.patching import Patcher
+from blt.ids import EOD, OFFSET, decode
+from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
+from concept_core.interface import Sampling
+from concept_core.metrics import summary
+from concept_core.quant import QuantizedLCM
 
 
 def warmup_cosine(step: int, warmup: int, decay_steps: int | None, min_ratio: float) -> float:
@@ -20,6 +27,22 @@ def warmup_cosine(step: int, warmup: int, decay_steps: int | None, min_ratio: fl
         return 1.0
     progress = min((step - warmup) / (decay_steps - warmup), 1.0)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def adamw_warmup_cosine(module: L.LightningModule, model: torch.nn.Module, lr: float, weight_decay: float,
+                        warmup_steps: int, decay_steps: int | None, min_lr_ratio: float) -> dict:
+    """AdamW (no decay on norms and biases) with a per-step warm-up + cosine schedule; ``decay_steps``
+    None: the trainer's max_steps when set, else constant after warm-up."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    max_steps = module.trainer.max_steps
+    decay_steps = decay_steps or (max_steps if max_steps > 0 else None)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, warmup_steps, decay_steps, min_lr_ratio))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def check_finite(loss: torch.Tensor, step: int, term: str) -> None:
@@ -73,39 +96,283 @@ class EntropyLMModule(L.LightningModule):
         self._val_nats = self._val_bytes = 0.0
 
     def _log_patch_figure(self, window: torch.Tensor) -> None:
-        experiment = getattr(self.logger, "experiment", None)
-        if not hasattr(experiment, "add_figure"):
-            return
         ids = window[window >= OFFSET][:192][None]  # (1, L) bytes only
-        if ids.shape[1] < 16:
-            return
-        lengths = torch.tensor([ids.shape[1]], device=ids.device)
-        entropies = self.model.entropies(ids, lengths)
-        patcher = Patcher("entropy")
-        try:
-            threshold = patcher.calibrate(ids, lengths, entropies, self.hparams.target_patch_size)
-        except ValueError:
-            return  # an untrained model can be too flat to reach the target; nothing worth drawing
-        starts = patcher(ids, lengths, entropies, threshold).starts[0]
-        from blcm.plotting import entropy_figure
-
-        data = bytes((ids[0] - OFFSET).tolist())
-        fig = entropy_figure(data, entropies[0].cpu().numpy(), starts.cpu().numpy(), threshold)
-        experiment.add_figure("val/entropy_patches", fig, global_step=self.global_step)
+        log_entropy_figure(self.logger, "val/entropy_patches", self.model, ids, self.global_step,
+                           target_patch_size=self.hparams.target_patch_size)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            (decay if p.ndim >= 2 else no_decay).append(p)
         hp = self.hparams
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=(0.9, 0.95))
-        decay_steps = hp.decay_steps or (self.trainer.max_steps if self.trainer.max_steps > 0 else None)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: warmup_cosine(s, hp.warmup_steps, decay_steps, hp.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.decay_steps,
+                                   hp.min_lr_ratio)
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
             path = self.model.save_pretrained(self.hparams.export_dir)
             print(f"exported the entropy model to {path}")
+
+
+STAGES = ("entropy", "autoencoder", "joint")
+
+
+class ByteLCMModule(L.LightningModule):
+    """Trains a ByteLCM end to end: byte encoder, concept core and byte decoder together.
+
+    Loss = reconstruction_weight · CE(decoder(noise(c)), unit bytes)
+         + core_weight · core loss on each document's concept sequence [c_1 .. c_n, c_EOD]
+         + entropy_weight · entropy-model CE (after its own stage, only when > 0)
+
+    Stages, by optimizer step: ``entropy_steps`` of entropy model alone (entropy patching only;
+    skipped with ``init_entropy_from``), then ``autoencoder_steps`` of reconstruction alone, then
+    joint. When the entropy stage ends, the patching threshold is calibrated on the next batch to
+    the encoder's ``target_patch_size`` and kept fixed.
+
+    Args:
+        segmenter, encoder, decoder, core: the ByteLCMConfig (see configs/tiny.yaml).
+        reconstruction_weight, core_weight, entropy_weight: loss weights.
+        concept_noise: std of the Gaussian noise added to concepts (unit RMS) before decoding, so
+            that nearby concepts (as a generated one is) decode to the same bytes.
+        concept_dropout: dropout on the concept before decoding.
+        detach_core_inputs, detach_core_targets: stop the core loss's gradient into the encoder through
+            the context concepts / the predicted ones.
+        lr, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW with warm-up + cosine
+            (``--optimizer`` / ``--lr_scheduler`` on the command line replace them).
+        init_entropy_from: an exported EntropyModel for the encoder's patching (skips the entropy stage).
+        init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it.
+        export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
+        val_core_batches: validation batches whose every next concept is sampled for l2 / CA.
+        val_sampling: Sampling fields for those predictions and the text samples (e.g. {"steps": 40}).
+        samples: reconstructions and continuations written to TensorBoard per validation.
+    """
+
+    def __init__(self, segmenter: dict | None = None, encoder: ByteConceptEncoderConfig | None = None,
+                 decoder: ByteConceptDecoderConfig | None = None, core: dict | None = None,
+                 reconstruction_weight: float = 1.0, core_weight: float = 1.0, entropy_weight: float = 0.0,
+                 concept_noise: float = 0.1, concept_dropout: float = 0.0,
+                 detach_core_inputs: bool = False, detach_core_targets: bool = False,
+                 entropy_steps: int = 200, autoencoder_steps: int = 300,
+                 lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100, decay_steps: int | None = None,
+                 min_lr_ratio: float = 0.1, init_entropy_from: str | None = None, init_from: str | None = None,
+                 export_dir: str | None = None, val_core_batches: int = 2, val_sampling: dict | None = None,
+                 samples: int = 4):
+        super().__init__()
+        config = ByteLCMConfig.from_dict({k: asdict(v) if is_dataclass(v) else v for k, v in
+                                          {"segmenter": segmenter, "encoder": encoder, "decoder": decoder,
+                                           "core": core}.items() if v is not None})
+        self.save_hyperparameters()
+        self.hparams.update(asdict(config))  # plain dicts, so a checkpoint's hparams load under weights_only=True
+        self.model = ByteLCM(config)
+        if init_from is not None:
+            self.model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
+        encoder_module = self.model.codec.encoder
+        if init_entropy_from is not None:
+            if encoder_module.entropy_model is None:
+                raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no "
+                                 "entropy model")
+            encoder_module.entropy_model.load_state_dict(EntropyModel.from_pretrained(init_entropy_from).state_dict())
+        self.val_sampling = Sampling(**(val_sampling or {}))
+        self._val = ValidationTotals()
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    @property
+    def entropy_stage_steps(self) -> int:
+        trains_entropy = self.model.codec.encoder.entropy_model is not None and self.hparams.init_entropy_from is None
+        return self.hparams.entropy_steps if trains_entropy else 0
+
+    def stage(self, step: int | None = None) -> str:
+        step = self.global_step if step is None else step
+        if step < self.entropy_stage_steps:
+            return "entropy"
+        if step < self.entropy_stage_steps + self.hparams.autoencoder_steps:
+            return "autoencoder"
+        return "joint"
+
+    # -- training -------------------------------------------------------------------------------
+
+    def losses(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
+        """The loss terms of ``stage`` on a batch of units (see blcm.prepare.collate_units)."""
+        units, lengths = batch["units"], batch["unit_lengths"]  # (U, L), (U,)
+        encoder = self.model.codec.encoder
+        if stage == "entropy":
+            return {"entropy": encoder.entropy_loss(units, lengths)}
+        if encoder.needs_calibration:
+            encoder.calibrate(units, lengths)
+        terms = {}
+        concepts = encoder(units, lengths)  # (U, d)
+        text = units[:, 0] != EOD  # the EOD unit exists for the core only
+        noisy = F.dropout(concepts[text], self.hparams.concept_dropout, self.training)
+        if self.training and self.hparams.concept_noise > 0:
+            noisy = noisy + self.hparams.concept_noise * torch.randn_like(noisy)
+        scores = self.model.codec.decoder(units[text], lengths[text], noisy)  # (T, 2)
+        terms["reconstruction"] = scores[:, 0].sum() / (lengths[text] + 1).sum()
+        if stage == "joint":
+            sequences, mask = document_concepts(concepts, batch)  # (B, N, d), (B, N)
+            core = self.model.core
+            if isinstance(core, QuantizedLCM) and not bool(core.quantizer.fitted):
+                core.fit_quantizer(concepts.detach())
+            inputs = sequences.detach() if self.hparams.detach_core_inputs else sequences
+            targets = sequences.detach() if self.hparams.detach_core_targets else None
+            terms["core"] = core.loss(inputs, mask, targets=targets)
+        if self.hparams.entropy_weight > 0 and encoder.entropy_model is not None:
+            terms["entropy"] = encoder.entropy_loss(units, lengths)
+        return terms
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        stage = self.stage()
+        terms = self.losses(batch, stage)
+        weights = {"reconstruction": self.hparams.reconstruction_weight, "core": self.hparams.core_weight,
+                   "entropy": 1.0 if stage == "entropy" else self.hparams.entropy_weight}
+        for name, value in terms.items():
+            check_finite(value, self.global_step, name)
+            self.log(f"train/{name}", value, prog_bar=name != "entropy" or stage == "entropy")
+        self.log("train/stage", float(STAGES.index(stage)))
+        return sum(weights[name] * value for name, value in terms.items())
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return adamw_warmup_cosine(self, self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.decay_steps,
+                                   hp.min_lr_ratio)
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        units, lengths = batch["units"], batch["unit_lengths"]
+        encoder, totals = self.model.codec.encoder, self._val
+        if encoder.entropy_model is not None:
+            totals.entropy_nats += float(encoder.entropy_loss(units, lengths)) * float((lengths + 1).sum())
+            totals.entropy_targets += float((lengths + 1).sum())
+        if encoder.needs_calibration:  # nothing to encode with yet
+            return
+        concepts = encoder(units, lengths)
+        text = units[:, 0] != EOD
+        scores = self.model.codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
+        totals.add_reconstruction(scores, lengths[text])
+        sequences, mask = document_concepts(concepts, batch)
+        totals.core_loss += float(self.model.core.loss(sequences, mask)) if self.stage() == "joint" else 0.0
+        totals.core_batches += 1
+        if batch_idx < self.hparams.val_core_batches:
+            generator = torch.Generator(self.device).manual_seed(batch_idx)
+            totals.add_predictions(*next_concept_predictions(self.model.core, sequences, mask, self.val_sampling,
+                                                             generator), offset=batch_idx * len(mask))
+        if batch_idx == 0 and self.trainer.is_global_zero:
+            self._log_samples(batch, concepts, sequences, mask)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._val.metrics()
+        self._val = ValidationTotals()
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("bpb", "exact_le128", "l2"), sync_dist=True)
+
+    def _log_samples(self, batch: dict, concepts: torch.Tensor, sequences: torch.Tensor, mask: torch.Tensor) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if not hasattr(experiment, "add_text"):
+            return
+        codec, n = self.model.codec, self.hparams.samples
+        units, lengths = batch["units"], batch["unit_lengths"]
+        text = (units[:, 0] != EOD).nonzero().flatten()[:n]
+        rebuilt = codec.decode(concepts[text])
+        lines = [f"| {show(decode_ids(units[i, : lengths[i]]))} | {show(r)} |"
+                 for i, r in zip(text.tolist(), rebuilt, strict=True)]
+        experiment.add_text("val/reconstruction", "| unit | reconstruction |\n|---|---|\n" + "\n".join(lines),
+                            self.global_step)
+        rows = []
+        generator = torch.Generator(self.device).manual_seed(0)
+        for b in range(min(n, len(mask))):
+            k = int(mask[b].sum()) // 2  # continue each document from its first half
+            if k < 1:
+                continue
+            context = sequences[b : b + 1, :k]
+            predicted = self.model.core.predict_next(context, None, self.val_sampling, generator)
+            true_unit = batch["doc_units"][b, k]
+            rows.append(f"| {show(b''.join(codec.decode(context[0][-1:])))} | {show(codec.decode(predicted)[0])} | "
+                        f"{show(decode_ids(units[true_unit, : lengths[true_unit]]))} |")
+        experiment.add_text("val/continuation", "| last context unit (decoded) | generated next | true next |\n"
+                            "|---|---|---|\n" + "\n".join(rows), self.global_step)
+        encoder = self.model.codec.encoder
+        if encoder.entropy_model is not None and not encoder.needs_calibration:
+            longest = int(lengths.argmax())
+            log_entropy_figure(self.logger, "val/entropy_patches", encoder.entropy_model,
+                               units[longest : longest + 1, : lengths[longest]], self.global_step,
+                               threshold=float(encoder.entropy_threshold), mode=encoder.config.patching)
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            path = self.model.save_pretrained(self.hparams.export_dir)
+            print(f"exported the model to {path}")
+
+
+def document_concepts(concepts: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit concepts (U, d) -> each document window's sequence (B, N, d) and its mask (B, N)."""
+    index, mask = batch["doc_units"], batch["doc_mask"]
+    return concepts[index.clamp(min=0)].masked_fill(~mask[..., None], 0.0), mask
+
+
+@torch.no_grad()
+def next_concept_predictions(core, sequences: torch.Tensor, mask: torch.Tensor, sampling: Sampling,
+                             generator: torch.Generator | None):
+    """Teacher-forced: for every concept k >= 1 of every document, the core's prediction from concepts < k.
+
+    -> (predictions (P, d), targets (P, d), the copy-last baseline c_{k-1} (P, d), document ids (P,)).
+    """
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    doc, k = (mask & (positions >= 1)).nonzero(as_tuple=True)  # (P,), (P,)
+    prefix_mask = mask[doc] & (positions < k[:, None])  # (P, N)
+    predictions = torch.cat([core.predict_next(sequences[doc[s : s + 256]], prefix_mask[s : s + 256], sampling,
+                                               generator) for s in range(0, len(doc), 256)])
+    return predictions, sequences[doc, k], sequences[doc, k - 1], doc
+
+
+@dataclass
+class ValidationTotals:
+    """Sums over a validation epoch; each rank keeps its own and the logged means are synced."""
+
+    entropy_nats: float = 0.0
+    entropy_targets: float = 0.0
+    nats: float = 0.0
+    bytes: float = 0.0
+    exact: float = 0.0
+    units: float = 0.0
+    exact_le128: float = 0.0
+    units_le128: float = 0.0
+    core_loss: float = 0.0
+    core_batches: int = 0
+    predictions: list = field(default_factory=list)
+
+    def add_reconstruction(self, scores: torch.Tensor, lengths: torch.Tensor) -> None:
+        short = lengths <= 128
+        self.nats += float(scores[:, 0].sum())
+        self.bytes += float(lengths.sum())
+        self.exact += float(scores[:, 1].sum())
+        self.units += len(lengths)
+        self.exact_le128 += float(scores[short, 1].sum())
+        self.units_le128 += float(short.sum())
+
+    def add_predictions(self, pred, target, copy, doc, offset: int) -> None:
+        self.predictions.append((pred.cpu(), target.cpu(), copy.cpu(), doc.cpu() + offset))
+
+    def metrics(self) -> dict[str, float]:
+        out = {}
+        if self.entropy_targets:
+            out["entropy_bpb"] = self.entropy_nats / self.entropy_targets / math.log(2)
+        if self.units:
+            out |= {"bpb": self.nats / self.bytes / math.log(2), "exact": self.exact / self.units}
+        if self.units_le128:
+            out["exact_le128"] = self.exact_le128 / self.units_le128
+        if self.core_batches:
+            out["core_loss"] = self.core_loss / self.core_batches
+        if self.predictions:
+            pred, target, copy, doc = (torch.cat(x) for x in zip(*self.predictions, strict=True))
+            model, baseline = summary(pred, target, doc), summary(copy, target, doc)
+            out |= {"l2": model["l2"], "ca": model["ca"], "copy_last_l2": baseline["l2"],
+                    "copy_last_ca": baseline["ca"]}
+        return out
+
+
+def decode_ids(ids: torch.Tensor) -> bytes:
+    return b"<EOD>" if ids.numel() and int(ids[0]) == EOD else decode(ids)
+
+
+def show(unit: bytes, limit: int = 160) -> str:
+    """A unit as one markdown-safe table cell."""
+    text = unit.decode("utf-8", errors="replace")[:limit]
+    return text.replace("|", "\\|").replace("\n", "⏎").strip() or "∅"

@@ -29,3 +29,30 @@ def entropy_figure(data: bytes, entropies: np.ndarray, starts: np.ndarray, thres
     ax.set_title(title or f"{n} bytes, {int(np.sum(starts))} patches", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def log_entropy_figure(logger, tag: str, model, ids, step: int, threshold: float | None = None,
+                       target_patch_size: float | None = None, mode: str = "entropy") -> None:
+    """Draw one row of byte ids (1, L) with its entropies and patch starts into TensorBoard.
+
+    Without a ``threshold`` it is calibrated to ``target_patch_size`` on this row; an untrained model
+    can be too flat to reach that, and then nothing is drawn.
+    """
+    from blt.ids import OFFSET
+    from blt.patching import Patcher
+
+    experiment = getattr(logger, "experiment", None)
+    if not hasattr(experiment, "add_figure") or ids.shape[1] < 16:
+        return
+    lengths = ids.new_tensor([ids.shape[1]])
+    entropies = model.entropies(ids, lengths)
+    patcher = Patcher(mode)
+    if threshold is None:
+        try:
+            threshold = patcher.calibrate(ids, lengths, entropies, target_patch_size)
+        except ValueError:
+            return
+    starts = patcher(ids, lengths, entropies, threshold).starts[0]
+    data = bytes((ids[0] - OFFSET).clamp(min=0).tolist())
+    fig = entropy_figure(data, entropies[0].cpu().numpy(), starts.cpu().numpy(), threshold)
+    experiment.add_figure(tag, fig, global_step=step)

@@ -1,0 +1,5 @@
+"""Errors the `blcm` command reports in one line (exit status 2) instead of a traceback."""
+
+
+class CLIError(Exception):
+    """Bad input to a command."""

