@@ -1,17 +1,85 @@
-"""Lightning callbacks of the project."""
+"""Lightning callbacks and the checkpoint-writing plugin of the project."""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+import time
 from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class CheckpointOnTrainEnd(L.Callback):
-    """Write ``last.ckpt`` when fit ends. ModelCheckpoint saves only every N steps, so a run stopped
-    by max_steps or max_time would otherwise lose the steps after the last multiple of N."""
+    """Write ``last.ckpt`` when fit ends. ModelCheckpoint saves only every N steps, and at the end of
+    training only when it has saved nothing yet, so a run stopped by max_steps or max_time would
+    otherwise lose the steps after the last multiple of N."""
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         callback = trainer.checkpoint_callback
-        if callback is not None and callback.dirpath and trainer.global_step > 0:
+        # With nothing saved yet, ModelCheckpoint's own on_train_end (it runs after this one) writes last.ckpt.
+        if callback is not None and callback.dirpath and callback.last_model_path and trainer.global_step > 0:
             trainer.save_checkpoint(Path(callback.dirpath) / "last.ckpt")
+
+
+class MetricsHistory(L.Callback):
+    """Append every validation's metrics, with the step and the training minutes so far, to
+    ``<log_dir>/metrics.jsonl``: the metric-vs-minutes curve. The minutes survive a resume (they are
+    kept in the checkpoint), and validation time is not counted."""
+
+    def __init__(self):
+        self.minutes = 0.0
+        self._since = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._pause()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._pause()
+
+    def _pause(self) -> None:
+        if self._since is not None:
+            self.minutes += (time.monotonic() - self._since) / 60
+            self._since = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        record = {"step": trainer.global_step, "minutes": round(self.minutes, 3), **metrics}
+        path = Path(trainer.log_dir) / "metrics.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def state_dict(self) -> dict:
+        return {"minutes": self.minutes}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.minutes = state_dict["minutes"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file next to the target, then renamed over it: a run killed
+    mid-write leaves the previous checkpoint intact, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

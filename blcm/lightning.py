@@ -200,11 +200,12 @@ class ByteLCMModule(L.LightningModule):
         terms = {}
         concepts = encoder(units, lengths)  # (U, d)
         text = units[:, 0] != EOD  # the EOD unit exists for the core only
-        noisy = F.dropout(concepts[text], self.hparams.concept_dropout, self.training)
-        if self.training and self.hparams.concept_noise > 0:
-            noisy = noisy + self.hparams.concept_noise * torch.randn_like(noisy)
-        scores = self.model.codec.decoder(units[text], lengths[text], noisy)  # (T, 2)
-        terms["reconstruction"] = scores[:, 0].sum() / (lengths[text] + 1).sum()
+        if text.any():
+            noisy = F.dropout(concepts[text], self.hparams.concept_dropout, self.training)
+            if self.training and self.hparams.concept_noise > 0:
+                noisy = noisy + self.hparams.concept_noise * torch.randn_like(noisy)
+            scores = self.model.codec.decoder(units[text], lengths[text], noisy)  # (T, 2)
+            terms["reconstruction"] = scores[:, 0].sum() / (lengths[text] + 1).sum()
         if stage == "joint":
             sequences, mask = document_concepts(concepts, batch)  # (B, N, d), (B, N)
             core = self.model.core
@@ -217,9 +218,11 @@ class ByteLCMModule(L.LightningModule):
             terms["entropy"] = encoder.entropy_loss(units, lengths)
         return terms
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         stage = self.stage()
         terms = self.losses(batch, stage)
+        if not terms:  # nothing to learn from (a batch of end-of-document units only): skip the step
+            return None
         weights = {"reconstruction": self.hparams.reconstruction_weight, "core": self.hparams.core_weight,
                    "entropy": 1.0 if stage == "entropy" else self.hparams.entropy_weight}
         for name, value in terms.items():
@@ -248,8 +251,9 @@ class ByteLCMModule(L.LightningModule):
         scores = self.model.codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
         totals.add_reconstruction(scores, lengths[text])
         sequences, mask = document_concepts(concepts, batch)
-        totals.core_loss += float(self.model.core.loss(sequences, mask)) if self.stage() == "joint" else 0.0
-        totals.core_batches += 1
+        if self.stage() == "joint":
+            totals.core_loss += float(self.model.core.loss(sequences, mask))
+            totals.core_batches += 1
         if batch_idx < self.hparams.val_core_batches:
             generator = torch.Generator(self.device).manual_seed(batch_idx)
             totals.add_predictions(*next_concept_predictions(self.model.core, sequences, mask, self.val_sampling,

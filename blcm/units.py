@@ -1,8 +1,10 @@
 """Training data over prepared units (see blcm.prepare): windows, collation, length bucketing.
 
 A document of ``n`` units is followed by one end-of-document unit (``[EOD]``); the ``n + 1`` units
-are cut into ``ceil((n + 1) / max_units)`` windows of up to ``max_units`` consecutive units, so the
-EOD unit is the last unit of the document's last window. A batch of B windows is::
+are cut into windows of up to ``max_units`` consecutive units that overlap by one (window ``j``
+starts at unit ``j * (max_units - 1)``), so the EOD unit is the last unit of the document's last
+window, every window but a one-unit document's has a (context, next) pair, and every unit after the
+first is a prediction target in exactly one window. A batch of B windows is::
 
     units        (U, L) int64   every unit of every window, window by window, byte ids right-padded
                                 with PAD; L = the longest unit in the batch
@@ -60,17 +62,25 @@ class PreparedUnits(Dataset):
             except (OSError, ValueError) as e:
                 raise DataError(f"{shard}: unreadable shard ({e}); prepare the dataset again") from None
             first, count = doc_index[:, 0], doc_index[:, 1]
-            per_doc = count // max_units + 1  # ceil((count + 1) / max_units)
+            total = count + 1  # the document's units and its EOD unit
+            stride = max(max_units - 1, 1)
+            per_doc = 1 + -(-np.maximum(total - max_units, 0) // stride)  # windows per document
             doc = np.repeat(np.arange(len(count)), per_doc)
             j = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)  # window within its doc
-            items = np.minimum(max_units, count[doc] + 1 - j * max_units)
+            offset = j * stride  # first unit of the window within its document
+            items = np.minimum(max_units, total[doc] - offset)
             eod = j == per_doc[doc] - 1
             real = items - eod
-            start = first[doc] + j * max_units
-            longest = np.ones(len(doc), dtype=np.int64)  # an EOD-only window: one byte
+            start = first[doc] + offset
+            lengths = np.asarray(lengths, dtype=np.int64)
+            longest = np.ones(len(doc), dtype=np.int64)  # an EOD-only window (a one-unit cap): one byte
             has = real > 0
-            if has.any():  # windows with units partition the shard's units in order
-                longest[has] = np.maximum.reduceat(np.asarray(lengths, dtype=np.int64), start[has])
+            if has.any():
+                # reduceat spans each window's start up to the next window's start; a window that is not
+                # its document's last also holds the next start's unit (the overlap).
+                longest[has] = np.maximum.reduceat(lengths, start[has])
+                inner = has & ~eod & (items > stride)
+                longest[inner] = np.maximum(longest[inner], lengths[start[inner] + stride])
             for out, value in zip((shard_ids, starts, reals, eods, docs, max_bytes),
                                   (np.full(len(doc), k), start, real, eod, doc + n_docs, longest), strict=True):
                 out.append(value)

@@ -29,7 +29,7 @@ from blt.attention import AttentionMask
 from blt.decoder import LocalDecoder, LocalDecoderConfig
 from blt.encoder import LocalEncoder, LocalEncoderConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
-from blt.ids import BOS, EOD, EOS, PAD, decode, pad_batch
+from blt.ids import BOS, EOD, EOS, OFFSET, PAD, decode, pad_batch
 from blt.patching import Patcher, Patches
 from blt.transformer import Attention, Block, init_weights
 
@@ -197,19 +197,22 @@ class ByteConceptDecoder(nn.Module):
         nats over its bytes and the closing EOS, and 1.0 where greedy decoding reproduces the unit
         exactly (every teacher-forced argmax right, EOS included: the same as decoding and comparing).
         """
+        if len(ids) == 0:
+            return concepts.new_zeros(0, 2)
         return by_length(self._score, ids, lengths, self.config.chunk_tokens, concepts)
 
     def _score(self, ids: torch.Tensor, concepts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         inputs = F.pad(ids, (1, 0), value=BOS)  # (U, L+1): [BOS, b_0 .. b_{L-1}]
         targets = F.pad(ids, (0, 1), value=PAD).scatter(1, lengths[:, None], EOS)  # (U, L+1): [b_0 .. EOS]
         logits = self.local(inputs, self.slots(concepts))  # (U, L+1, V)
-        nats = F.cross_entropy(rearrange(logits.float(), "u l v -> u v l"), targets, ignore_index=PAD,
-                               reduction="none").sum(1)
-        allowed = logits.detach().clone()
-        allowed[..., :EOS] = float("-inf")  # what generation may emit: bytes and EOS
-        allowed[..., EOD] = float("-inf")
-        exact = ((allowed.argmax(-1) == targets) | (targets == PAD)).all(1)
-        return torch.stack([nats, exact.float()], dim=1)
+        nats = F.cross_entropy(rearrange(logits, "u l v -> (u l) v").float(), targets.flatten(), ignore_index=PAD,
+                               reduction="none")
+        # Greedy decoding may emit bytes and EOS only (EOS wins ties, as argmax picks the lowest id).
+        with torch.no_grad():
+            best_byte = logits[..., OFFSET:].max(-1)
+            greedy = torch.where(logits[..., EOS] >= best_byte.values, EOS, best_byte.indices + OFFSET)
+            exact = ((greedy == targets) | (targets == PAD)).all(1)
+        return torch.stack([rearrange(nats, "(u l) -> u l", u=len(ids)).sum(1), exact.float()], dim=1)
 
     @torch.no_grad()
     def generate(self, concepts: torch.Tensor, max_bytes: int = 256, temperature: float = 0.0,

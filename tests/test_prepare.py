@@ -206,11 +206,16 @@ def test_windows_and_end_of_document_units(tmp_path, corpus):
             assert ds.source(i) == expected[int(ds.win_doc[i])][1]
         assert sorted(by_doc) == list(range(len(expected)))
         for d, windows in by_doc.items():
-            units = [u for w in windows for u in w]
+            # consecutive windows share one unit: the next window's first is the previous one's last
+            for prev, nxt in zip(windows[:-1], windows[1:], strict=True):
+                assert max_units == 1 or np.array_equal(prev[-1], nxt[0])
+            units = windows[0] + [u for w in windows[1:] for u in (w if max_units == 1 else w[1:])]
             n = -(-len(expected[d][0]) // 8)
-            assert len(units) == n + 1 and len(windows) == -(-(n + 1) // max_units)
+            stride = max(max_units - 1, 1)
+            assert len(units) == n + 1 and len(windows) == 1 + -(-max(n + 1 - max_units, 0) // stride)
             assert units[-1].tolist() == [EOD] and all(EOD not in u for u in units[:-1])
             assert all(len(w) == max_units for w in windows[:-1])
+            assert max_units == 1 or len(windows[-1]) >= 2  # every window has a (context, next) pair
             assert (np.concatenate(units[:-1]) - OFFSET).astype(np.uint8).tobytes() == expected[d][0]
         costs = ds.costs()
         assert len(costs) == len(ds) and (ds.win_max_bytes <= 8).all() and (ds.win_max_bytes >= 1).all()

@@ -1,0 +1,71 @@
+"""A tiny prepared corpus and a tiny ByteLCM configuration shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+from blcm.prepare import prepare
+
+SUBJECTS = ["The cat", "A dog", "The old man", "My sister", "The president", "A small bird", "The river"]
+VERBS = ["sat on", "looked at", "walked to", "spoke about", "flew over", "ran past", "dreamed of"]
+OBJECTS = ["the mat.", "the hill.", "the city.", "a letter.", "the sea!", "the garden?", "the moon."]
+
+TINY_MODEL = {
+    "segmenter": {"kind": "sentence", "max_bytes": 64},
+    "encoder": {"concept_dim": 32, "dim": 32, "n_heads": 2, "pooler_dim": 32, "entropy_dim": 32,
+                "entropy_layers": 1, "entropy_heads": 2, "hash_table_size": 256, "target_patch_size": 3.0},
+    "decoder": {"concept_dim": 32, "dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4},
+    "core": {"variant": "two_tower", "model_dim": 32, "context_layers": 1, "denoiser_layers": 1, "n_heads": 2},
+    "entropy_steps": 3,
+    "autoencoder_steps": 3,
+    "lr": 3e-3,
+    "warmup_steps": 2,
+    "val_core_batches": 1,
+    "val_sampling": {"steps": 4},
+    "samples": 2,
+}
+
+
+def write_corpus(path: Path, docs: int = 48, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for i in range(docs):
+            sentences = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
+                         for _ in range(rng.randint(2, 6))]
+            f.write(json.dumps({"id": str(i), "source": "toy", "text": " ".join(sentences)}) + "\n")
+    return path
+
+
+def prepared_corpus(directory: Path) -> Path:
+    corpus = write_corpus(directory / "toy.jsonl")
+    prepare([corpus], directory / "prepared", max_unit_bytes=64, valid_percent=20, shard_docs=16, progress=False)
+    return directory / "prepared"
+
+
+def write_fit_config(path: Path, data_dir: Path, **trainer) -> Path:
+    """A `blcm fit` YAML for the tiny model on ``data_dir``, logging and checkpointing under path's folder."""
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 10, "val_check_interval": 5,
+                    "check_val_every_n_epoch": None, "limit_val_batches": 1, "log_every_n_steps": 1,
+                    "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                    "use_distributed_sampler": False,
+                    "plugins": [{"class_path": "blcm.callbacks.AtomicCheckpointIO"}],
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(path.parent / "runs"), "name": "tiny"}},
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"save_last": True, "every_n_train_steps": 1, "save_top_k": 0}},
+                                  {"class_path": "blcm.callbacks.CheckpointOnTrainEnd"},
+                                  {"class_path": "blcm.callbacks.MetricsHistory"}],
+                    **trainer},
+        "model": {"class_path": "blcm.lightning.ByteLCMModule",
+                  "init_args": {**TINY_MODEL, "export_dir": str(path.parent / "export")}},
+        "data": {"class_path": "blcm.units.UnitDataModule",
+                 "init_args": {"data_dir": str(data_dir), "max_units": 6, "batch_size": 4, "val_windows": 8}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -1,0 +1,177 @@
+"""ByteLCM end to end: the joint LightningModule (stages, losses, gradient routing, validation metrics,
+TensorBoard text), export and reload, document generation, and a NaN that stops training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from blcm.callbacks import MetricsHistory
+from blcm.lightning import ByteLCMModule
+from blcm.model import ByteLCM
+from blcm.units import UnitDataModule
+from concept_core.interface import Sampling
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return prepared_corpus(tmp_path_factory.mktemp("toy"))
+
+
+def first_batch(prepared: Path, split: str = "train") -> dict:
+    dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=8)
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader() if split == "train" else dm.val_dataloader()))
+
+
+def tiny_module(**overrides) -> ByteLCMModule:
+    torch.manual_seed(0)
+    return ByteLCMModule(**{**TINY_MODEL, **overrides})
+
+
+@pytest.fixture(scope="module")
+def fitted(prepared, tmp_path_factory):
+    """12 steps: 3 entropy-model steps, 3 autoencoder steps, 6 joint ones; validation every 6."""
+    root = tmp_path_factory.mktemp("fit")
+    module = tiny_module(export_dir=str(root / "export"))
+    dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=8)
+    logger = L.pytorch.loggers.TensorBoardLogger(root, name="tb")
+    trainer = L.Trainer(max_steps=12, val_check_interval=6, check_val_every_n_epoch=None, logger=logger,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, use_distributed_sampler=False, callbacks=[MetricsHistory()],
+                        log_every_n_steps=1)
+    trainer.fit(module, dm)
+    return module, root, Path(logger.log_dir)
+
+
+def test_stage_schedule():
+    module = tiny_module()
+    assert [module.stage(s) for s in (0, 2, 3, 5, 6, 100)] == ["entropy"] * 2 + ["autoencoder"] * 2 + ["joint"] * 2
+    static = tiny_module(encoder={**TINY_MODEL["encoder"], "patching": "static"})
+    assert static.stage(0) == "autoencoder"  # no entropy model, no entropy stage
+
+
+def test_each_stage_has_its_losses(prepared):
+    module, batch = tiny_module(entropy_weight=0.5), first_batch(prepared)
+    assert set(module.losses(batch, "entropy")) == {"entropy"}
+    assert module.model.codec.encoder.needs_calibration
+    assert set(module.losses(batch, "autoencoder")) == {"reconstruction", "entropy"}
+    assert not module.model.codec.encoder.needs_calibration  # calibrated when the entropy stage ended
+    terms = module.losses(batch, "joint")
+    assert set(terms) == {"reconstruction", "core", "entropy"}
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert abs(terms["reconstruction"].item() - math.log(260)) < 1.0  # an untrained decoder is near uniform
+
+
+@pytest.mark.parametrize("variant", ["base", "one_tower", "two_tower", "quant"])
+def test_every_core_variant_trains_jointly(prepared, variant):
+    core = {"variant": variant, "model_dim": 32, "n_heads": 2, "n_layers": 1, "context_layers": 1,
+            "denoiser_layers": 1, "num_codebooks": 2, "codebook_size": 4}
+    fields = {"base": ("n_layers",), "one_tower": ("n_layers",), "two_tower": ("context_layers", "denoiser_layers"),
+              "quant": ("n_layers", "num_codebooks", "codebook_size")}[variant]
+    core = {k: v for k, v in core.items() if k in ("variant", "model_dim", "n_heads", *fields)}
+    module = tiny_module(core=core)
+    batch = first_batch(prepared)
+    module.losses(batch, "autoencoder")  # calibrate
+    loss = module.losses(batch, "joint")["core"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    # Quant's zero-initialised heads pass no gradient back to their inputs on the first step.
+    part = module.model.core if variant == "quant" else module.model.codec.encoder.local
+    assert sum(p.grad.abs().sum() for p in part.parameters() if p.grad is not None) > 0
+
+
+def test_detached_core_sends_no_gradient_to_the_encoder(prepared):
+    batch = first_batch(prepared)
+    for detach, expect_grad in ((False, True), (True, False)):
+        module = tiny_module(detach_core_inputs=detach, detach_core_targets=detach,
+                             core={"variant": "base", "model_dim": 32, "n_heads": 2, "n_layers": 1})
+        module.losses(batch, "autoencoder")
+        module.losses(batch, "joint")["core"].backward()
+        grads = [p.grad for p in module.model.codec.encoder.local.parameters() if p.grad is not None]
+        assert (sum(g.abs().sum() for g in grads) > 0 if grads else False) == expect_grad
+
+
+def test_fit_logs_metrics_text_and_exports(fitted):
+    module, root, log_dir = fitted
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/entropy", "train/reconstruction", "train/core", "val/bpb", "val/exact", "val/exact_le128",
+                "val/entropy_bpb", "val/core_loss", "val/l2", "val/ca", "val/copy_last_l2", "val/copy_last_ca"):
+        assert tag in scalars, tag
+    assert {"val/reconstruction/text_summary", "val/continuation/text_summary"} <= set(events.Tags()["tensors"])
+    history = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [6, 12] and history[1]["minutes"] > history[0]["minutes"] > 0
+
+    exported = ByteLCM.from_pretrained(root / "export")
+    for name, tensor in module.model.state_dict().items():
+        assert torch.equal(tensor.cpu(), exported.state_dict()[name]), name
+    assert not exported.codec.encoder.needs_calibration
+
+
+def test_training_lowers_the_reconstruction_loss(prepared):
+    module = tiny_module(entropy_steps=0, autoencoder_steps=1000)
+    dm = UnitDataModule(str(prepared), max_units=6, batch_size=4)
+    dm.setup("fit")
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(4):
+        for batch in dm.train_dataloader():
+            loss = module.losses(batch, "autoencoder")["reconstruction"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_export_round_trip_and_errors(fitted, tmp_path):
+    module, root, _ = fitted
+    model = ByteLCM.from_pretrained(root / "export")
+    text = b"The cat sat on the mat. A dog ran past the sea! "
+    torch.testing.assert_close(model.encode(text), module.model.eval().encode(text))
+    with pytest.raises(FileNotFoundError, match="not an exported ByteLCM"):
+        ByteLCM.from_pretrained(tmp_path)
+    entropy_dir = module.model.codec.encoder.entropy_model.save_pretrained(tmp_path / "entropy")
+    with pytest.raises(ValueError, match="does not describe a ByteLCM"):
+        ByteLCM.from_pretrained(entropy_dir)
+    model.save_pretrained(tmp_path / "again")
+    model.save_pretrained(tmp_path / "again")  # replaces the old export in one rename
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["config.json", "model.safetensors"]
+    assert not list(tmp_path.glob(".again*"))
+
+
+def test_generate_stops_at_the_end_of_document_concept(fitted, monkeypatch):
+    model = ByteLCM.from_pretrained(fitted[1] / "export")
+    eod = model.codec.eod_concept()
+    monkeypatch.setattr(model.core, "sample", lambda state, sampling, generator=None: eod[None])
+    assert model.generate(b"The cat sat on the mat.") == b""
+
+
+def test_generate_yields_at_most_max_units_and_is_seeded(fitted):
+    model = ByteLCM.from_pretrained(fitted[1] / "export")
+    kwargs = {"max_units": 3, "sampling": Sampling(steps=3), "eod_threshold": 1.1}  # never stops at EOD
+    units = list(model.iter_generate(b"The cat sat on the mat. ", seed=1, **kwargs))
+    assert 1 <= len(units) <= 3 and all(units)
+    assert list(model.iter_generate(b"The cat sat on the mat. ", seed=1, **kwargs)) == units
+    with pytest.raises(ValueError, match="empty"):
+        model.generate(b"")
+
+
+def test_a_nan_loss_stops_training_naming_step_and_term(prepared):
+    module = tiny_module(entropy_steps=0, autoencoder_steps=0)
+    with torch.no_grad():
+        module.model.codec.decoder.to_slots.weight.fill_(float("nan"))
+    dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=0)
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    with pytest.raises(FloatingPointError, match="step 0: the reconstruction loss is nan"):
+        trainer.fit(module, dm)
