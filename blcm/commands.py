@@ -127,7 +127,8 @@ def cmd_export(args) -> int:
     except FileNotFoundError:
         raise CLIError(f"{args.ckpt}: no such file") from None
     except Exception as e:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
-        raise CLIError(f"{args.ckpt} is not a readable Lightning checkpoint ({type(e).__name__}: {e})") from None
+        reason = (str(e).strip().splitlines() or [""])[0]  # torch's unpickling errors run to many lines
+        raise CLIError(f"{args.ckpt} is not a readable Lightning checkpoint ({type(e).__name__}: {reason})") from None
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
     if not isinstance(hparams, dict) or not isinstance(state, dict):
         raise CLIError(f"{args.ckpt} has no hyper-parameters or state dict: not a byte-lcm checkpoint")

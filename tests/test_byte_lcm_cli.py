@@ -1,0 +1,136 @@
+"""`blcm fit | generate | encode | decode | export` on a tiny ByteLCM: the commands work, bad input
+is one line and exit status 2, a run killed with SIGKILL resumes from its last checkpoint, and
+two-process DDP on CPU (gloo) trains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from byte_lcm_fixtures import prepared_corpus, write_fit_config
+
+from blcm.cli import main
+
+BLCM = [sys.executable, "-m", "blcm.cli"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny model trained for 10 steps through `blcm fit`, exported to <root>/export."""
+    root = tmp_path_factory.mktemp("cli")
+    config = write_fit_config(root / "fit.yaml", prepared_corpus(root))
+    assert main(["fit", "--config", str(config)]) == 0
+    return root
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def test_fit_writes_checkpoints_and_export(trained):
+    (last,) = trained.glob("runs/tiny/version_*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == 10
+    assert (trained / "export" / "model.safetensors").is_file()
+    assert not list(last.parent.glob("*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_encode_decode_round_trip_files(trained, tmp_path, capsys):
+    text = tmp_path / "doc.txt"
+    text.write_text("The cat sat on the mat. A dog ran past the sea! The river flew over the moon.")
+    out = tmp_path / "concepts.npy"
+    assert main(["encode", "--model", str(trained / "export"), str(text), "--out", str(out)]) == 0
+    concepts = np.load(out)
+    assert concepts.shape == (3, 32) and concepts.dtype == np.float32
+    decoded = tmp_path / "decoded.bin"
+    assert main(["decode", "--model", str(trained / "export"), str(out), "--out", str(decoded)]) == 0
+    assert decoded.stat().st_size > 0
+
+
+def test_generate_prints_units_or_writes_a_file(trained, tmp_path, capsys):
+    model = str(trained / "export")
+    args = ["generate", "--model", model, "The cat sat on the mat.", "--max-units", "2", "--steps", "3", "--seed", "0"]
+    out = tmp_path / "gen.bin"
+    assert main([*args, "--out", str(out)]) == 0
+    assert out.is_file()
+    code = main(args)  # an untrained decoder may emit non-UTF-8 bytes: then it asks for --out
+    captured = capsys.readouterr()
+    assert code == 0 or "--out" in captured.err
+
+
+def test_export_from_a_checkpoint(trained, tmp_path):
+    (last,) = trained.glob("runs/tiny/version_*/checkpoints/last.ckpt")
+    assert main(["export", "--ckpt", str(last), "--out", str(tmp_path / "exported")]) == 0
+    from blcm.model import ByteLCM
+
+    a, b = ByteLCM.from_pretrained(tmp_path / "exported"), ByteLCM.from_pretrained(trained / "export")
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+@pytest.mark.parametrize("command, message", [
+    (["generate", "--model", "{empty}", "hi"], "cannot load a ByteLCM"),
+    (["generate", "--model", "{model}", ""], "the prompt is empty"),
+    (["encode", "--model", "{model}", "{empty}/missing.txt", "--out", "{empty}/x.npy"], "no such file"),
+    (["decode", "--model", "{model}", "{bad_npy}"], "this model decodes (n, 32) concepts"),
+    (["decode", "--model", "{model}", "{empty}/missing.npy"], "no such file"),
+    (["export", "--ckpt", "{bad_npy}", "--out", "{empty}/out"], "not a readable Lightning checkpoint"),
+])
+def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, command, message):
+    bad_npy = tmp_path / "bad.npy"
+    np.save(bad_npy, np.zeros((2, 7), dtype=np.float32))
+    fill = {"model": str(trained / "export"), "empty": str(tmp_path), "bad_npy": str(bad_npy)}
+    assert main([c.format(**fill) for c in command]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def last_step(run_dir: Path) -> int:
+    ckpts = list(run_dir.glob("runs/tiny/version_*/checkpoints/last.ckpt"))
+    if not ckpts:
+        return -1
+    try:
+        return torch.load(ckpts[0], weights_only=True, map_location="cpu")["global_step"]
+    except Exception:  # noqa: BLE001 - being replaced right now: try again
+        return -1
+
+
+def test_kill_9_then_resume_continues_training(tmp_path):
+    config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), max_steps=400)
+    proc = subprocess.Popen([*BLCM, "fit", "--config", str(config)], env=subprocess_env(), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while last_step(tmp_path) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = last_step(tmp_path)
+    assert 8 <= killed_at < 400, proc.stderr.read().decode()[-2000:]
+
+    (last,) = tmp_path.glob("runs/tiny/version_*/checkpoints/last.ckpt")
+    resumed = subprocess.run([*BLCM, "fit", "--config", str(config), "--ckpt_path", str(last),
+                              "--trainer.max_steps", str(killed_at + 4)], env=subprocess_env(), cwd=tmp_path,
+                             capture_output=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert f"Restoring states from the checkpoint path at {last}" in resumed.stderr.decode()
+    final = [torch.load(p, weights_only=True, map_location="cpu")["global_step"]
+             for p in tmp_path.glob("runs/tiny/version_*/checkpoints/last.ckpt")]
+    assert killed_at + 4 in final
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), max_steps=4, devices=2,
+                              strategy="ddp_find_unused_parameters_true")
+    run = subprocess.run([*BLCM, "fit", "--config", str(config)], env=subprocess_env(), cwd=tmp_path,
+                         capture_output=True, timeout=300)
+    log = run.stderr.decode()
+    assert run.returncode == 0, log[-3000:]
+    assert "distributed_backend=gloo" in log and "All distributed processes registered" in log
+    (last,) = tmp_path.glob("runs/tiny/version_*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == 4
+    assert (tmp_path / "export" / "model.safetensors").is_file()
