@@ -175,3 +175,17 @@ def test_a_nan_loss_stops_training_naming_step_and_term(prepared):
                         enable_model_summary=False, use_distributed_sampler=False)
     with pytest.raises(FloatingPointError, match="step 0: the reconstruction loss is nan"):
         trainer.fit(module, dm)
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name, low, high", [("tiny", 5e6, 2e7), ("small", 3e7, 1.5e8), ("base", 3e8, 2e9)])
+def test_model_configs_build_at_their_sizes(name, low, high):
+    import yaml
+
+    init_args = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]["init_args"]
+    with torch.device("meta"):
+        module = ByteLCMModule(**init_args)
+    total = sum(module.model.num_params().values())
+    assert low < total < high, f"{name}: {total:,} parameters"
