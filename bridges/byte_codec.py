@@ -5,14 +5,19 @@ Encoder, per unit (a sentence, or a span of non-text bytes):
     -> LocalEncoder: byte + hash n-gram embeddings, a transformer inside the unit, cross-attention
        pooling of each patch's bytes -> patch vectors (U, P, D)
     -> concept pooler: a small transformer over the unit's patches, then one learned query that
-       attends to them -> linear -> unit-RMS concept (U, d)
+       attends to them -> linear -> batch-normalised concept (U, d)
 Decoder:
     concept (U, d) -> K latent slots (U, K, D) -> LocalDecoder (causal bytes, cross-attention to the
     slots) -> next-byte logits; greedy or sampled generation with a KV cache until EOS.
 
-Concepts have unit root-mean-square (every coordinate ~1 on average), the scale a diffusion core
-expects without a separate normaliser. Units of very different lengths are processed in chunks of
-similar length (``length_chunks``), so almost no compute goes to padding.
+Concepts are batch-normalised without affine parameters (running statistics at inference): every
+coordinate has mean 0 and variance 1 over the units, the scale a diffusion core expects without a
+separate normaliser. It is also what keeps the autoencoder from collapsing: with a per-vector
+normalisation instead, the encoder soon put one shared direction into every concept (it helps the
+decoder's byte statistics) and the unit-specific part shrank to nothing (all concepts within 0.001
+of each other after 100 steps on en); a batch norm cannot represent a shared direction at all.
+Units of very different lengths are processed in chunks of similar length (``length_chunks``), so
+almost no compute goes to padding; the batch norm sees the whole batch, never a chunk.
 """
 
 from __future__ import annotations
@@ -59,11 +64,6 @@ def by_length(fn, ids: torch.Tensor, lengths: torch.Tensor, max_tokens: int, *pe
     return torch.cat(outs)[torch.cat(chunks).argsort()]
 
 
-def unit_rms(x: torch.Tensor) -> torch.Tensor:
-    """Rescale each vector to root-mean-square 1 (norm sqrt(d))."""
-    return F.normalize(x, dim=-1) * x.shape[-1] ** 0.5
-
-
 @dataclass
 class ByteConceptEncoderConfig:
     concept_dim: int = 256
@@ -106,7 +106,9 @@ class ByteConceptEncoder(nn.Module):
         self.pool_norm = nn.RMSNorm(c.pooler_dim)
         self.pool = Attention(c.pooler_dim, c.n_heads, c.backend, context_dim=c.pooler_dim)
         self.pool_query = nn.Parameter(torch.zeros(c.pooler_dim))
+        self.out_norm = nn.RMSNorm(c.pooler_dim)  # raw concepts well above the batch norm's eps
         self.out = nn.Linear(c.pooler_dim, c.concept_dim, bias=False)
+        self.concept_norm = nn.BatchNorm1d(c.concept_dim, affine=False)
         init_weights(self.pooler)
         for m in (self.pool, self.out):
             init_weights(m)
@@ -140,7 +142,12 @@ class ByteConceptEncoder(nn.Module):
             return ids.new_zeros(0, self.config.concept_dim, dtype=self.out.weight.dtype)
         if bool((lengths < 1).any()):
             raise ValueError("every unit needs at least one byte")
-        return by_length(self._encode, ids, lengths, self.config.chunk_tokens)
+        raw = by_length(self._encode, ids, lengths, self.config.chunk_tokens)  # (U, d)
+        norm = self.concept_norm
+        # One unit has no batch statistics: it is normalised with the running ones, as at inference.
+        use_batch = self.training and len(raw) > 1
+        return F.batch_norm(raw, norm.running_mean, norm.running_var, training=use_batch, momentum=norm.momentum,
+                            eps=norm.eps)
 
     def _encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         patches = self.patches(ids, lengths)
@@ -154,7 +161,7 @@ class ByteConceptEncoder(nn.Module):
         # unit gets nearly the same concept.
         query = self.pool_query.expand(len(x), 1, -1)  # (U, 1, D)
         pooled = self.pool(query, AttentionMask(torch.zeros_like(groups[:, :1]), groups), context=self.pool_norm(x))
-        return unit_rms(self.out(pooled[:, 0]))  # (U, d)
+        return self.out(self.out_norm(pooled[:, 0]))  # (U, d) before normalisation
 
     def entropy_loss(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Next-byte cross-entropy (nats) of the entropy model on [BOS] unit [EOS] rows."""
