@@ -4,7 +4,7 @@ VENV ?= .venv
 # The CPU build of torch 2.13.0; set TORCH=torch for whatever your platform's default is.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
-DEMO_MINUTES ?= 4
+DEMO_MINUTES ?= 8
 DEMO_MAX_TIME := $(shell printf '00:00:%02d:00' $(DEMO_MINUTES))
 
 .PHONY: install demo test test-slow lint bench clean
@@ -20,15 +20,17 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
-## The main job: fetch the default corpus, train the tiny entropy model for DEMO_MINUTES, show patches.
+## The main job: fetch the default corpus, prepare it, train ByteLCM tiny for DEMO_MINUTES, show what it learned.
 demo: install
-	$(BIN)/blcm data fetch
-	$(BIN)/blcm fit --config configs/entropy-tiny.yaml --trainer.max_time $(DEMO_MAX_TIME) \
-		--trainer.val_check_interval 100 --trainer.limit_val_batches 10
-	$(BIN)/blcm patch examples/sample.txt --plot runs/entropy-tiny/patches.png
-	$(BIN)/blcm patch examples/sample.txt --mode space
-	@echo "TensorBoard logs: runs/entropy-tiny (tensorboard --logdir runs)"
-	@echo "exported entropy model: runs/entropy-tiny/export; figure: runs/entropy-tiny/patches.png"
+	corpus=$$($(BIN)/blcm data fetch) && $(BIN)/blcm prepare $$corpus/train.jsonl.gz --valid $$corpus/valid.jsonl.gz \
+		--max-unit-bytes 128 --out runs/prepared/sotu-128
+	$(BIN)/blcm fit --config configs/tiny.yaml --data.data_dir runs/prepared/sotu-128 \
+		--trainer.max_time $(DEMO_MAX_TIME) --model.entropy_steps 100 --model.autoencoder_steps 100 \
+		--trainer.val_check_interval 100 --trainer.limit_val_batches 4
+	$(BIN)/blcm reconstruct --model runs/tiny/export examples/sample.txt --max-units 4
+	$(BIN)/blcm generate --model runs/tiny/export --max-units 3 --seed 0 --guidance 1 \
+		"The State of the Union is strong. We will build new roads and schools."
+	@echo "TensorBoard logs: runs/tiny (tensorboard --logdir runs); exported model: runs/tiny/export"
 
 test: install
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@
     blcm prepare INPUT... --out DIR                                  segment documents into sharded units
     blcm generate --model DIR "prompt"                               continue a document sentence by sentence
     blcm encode --model DIR FILE --out X.npy / blcm decode --model DIR X.npy
+    blcm reconstruct --model DIR FILE                                each unit next to its encode -> decode
     blcm export --ckpt X.ckpt --out DIR                              checkpoint -> config.json + model.safetensors
 """
 
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from blcm.commands import cmd_decode, cmd_encode, cmd_export, cmd_generate, read_bytes
+from blcm.commands import cmd_decode, cmd_encode, cmd_export, cmd_generate, cmd_reconstruct, read_bytes
 from blcm.errors import CLIError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
@@ -151,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--model", required=True, metavar="DIR", help="an exported ByteLCM")
     dc.add_argument("--out", metavar="FILE", help="write the bytes to FILE instead of printing them")
     dc.set_defaults(func=cmd_decode)
+
+    r = sub.add_parser("reconstruct", help="encode and decode each unit of a file, side by side",
+                       description="Segment FILE, encode every unit to its concept and decode it back; print each "
+                       "unit (=: reconstructed exactly, ~: not) above its reconstruction, and the exact-match count.")
+    r.add_argument("file", help="any file")
+    r.add_argument("--model", required=True, metavar="DIR", help="an exported ByteLCM")
+    r.add_argument("--max-units", type=int, default=20, help="the first this many units (default 20)")
+    r.set_defaults(func=cmd_reconstruct)
 
     x = sub.add_parser("export", help="a training checkpoint -> an exported model directory",
                        description="Export the weights of a ByteLCMModule or EntropyLMModule checkpoint to DIR as "

@@ -148,3 +148,25 @@ def cmd_export(args) -> int:
     path = model.save_pretrained(args.out)
     print(f"exported step {checkpoint.get('global_step', '?')} of {args.ckpt} to {path}", file=sys.stderr)
     return 0
+
+
+def cmd_reconstruct(args) -> int:
+    """Encode each unit of a file and decode it again: how well the concepts keep the bytes."""
+    model = load_model(args.model)
+    units = model.units(read_bytes(args.file))[: args.max_units]
+    if not units:
+        raise CLIError(f"{args.file} is empty: there is nothing to reconstruct")
+    rebuilt = model.codec.decode(model.codec.encode(units))
+    exact = 0
+    for unit, out in zip(units, rebuilt, strict=True):
+        exact += unit == out
+        mark = "=" if unit == out else "~"
+        print(f"{mark} {show_unit(unit)}\n  -> {show_unit(out)}")
+    print(f"{exact}/{len(units)} unit(s) reconstructed exactly", file=sys.stderr)
+    return 0
+
+
+def show_unit(unit: bytes, limit: int = 200) -> str:
+    """A unit on one line: invalid UTF-8 replaced, newlines shown as ⏎."""
+    text = unit.decode("utf-8", errors="replace").replace("\n", "⏎")
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -53,6 +53,15 @@ def test_encode_decode_round_trip_files(trained, tmp_path, capsys):
     assert decoded.stat().st_size > 0
 
 
+def test_reconstruct_prints_each_unit_and_a_count(trained, tmp_path, capsys):
+    text = tmp_path / "doc.txt"
+    text.write_text("The cat sat on the mat. A dog ran past the sea! The river flew over the moon.")
+    assert main(["reconstruct", "--model", str(trained / "export"), str(text), "--max-units", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("\n  -> ") == 2 and "The cat sat on the mat." in captured.out
+    assert "/2 unit(s) reconstructed exactly" in captured.err
+
+
 def test_generate_prints_units_or_writes_a_file(trained, tmp_path, capsys):
     model = str(trained / "export")
     args = ["generate", "--model", model, "The cat sat on the mat.", "--max-units", "2", "--steps", "3", "--seed", "0"]
