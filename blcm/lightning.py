@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.plotting import log_entropy_figure
+from blcm.units import read_prepared
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import EOD, OFFSET, decode
 from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
@@ -186,6 +188,17 @@ class ByteLCMModule(L.LightningModule):
         if step < self.entropy_stage_steps + self.hparams.autoencoder_steps:
             return "autoencoder"
         return "joint"
+
+    def on_fit_start(self) -> None:
+        """Warn when the data was segmented differently from how the model will segment at inference."""
+        train_set = getattr(self.trainer.datamodule, "train_set", None)
+        directory = getattr(train_set, "directory", None)
+        if directory is None:
+            return
+        data_segmenter = read_prepared(directory)["settings"]["segmenter"]
+        if data_segmenter != self.model.segmenter.to_config():
+            rank_zero_warn(f"{directory} was prepared with segmenter {data_segmenter}, but the model segments "
+                           f"with {self.model.segmenter.to_config()} at inference: set model.segmenter to match")
 
     # -- training -------------------------------------------------------------------------------
 

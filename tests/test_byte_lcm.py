@@ -189,3 +189,12 @@ def test_model_configs_build_at_their_sizes(name, low, high):
         module = ByteLCMModule(**init_args)
     total = sum(module.model.num_params().values())
     assert low < total < high, f"{name}: {total:,} parameters"
+
+
+def test_a_segmenter_mismatch_between_data_and_model_is_a_warning(prepared):
+    module = tiny_module(segmenter={"kind": "sentence", "max_bytes": 100}, entropy_steps=0, autoencoder_steps=0)
+    dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=0)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    with pytest.warns(UserWarning, match="prepared with segmenter"):
+        trainer.fit(module, dm)
