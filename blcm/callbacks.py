@@ -22,7 +22,7 @@ class CheckpointOnTrainEnd(L.Callback):
         callback = trainer.checkpoint_callback
         # With nothing saved yet, ModelCheckpoint's own on_train_end (it runs after this one) writes last.ckpt.
         if callback is not None and callback.dirpath and callback.last_model_path and trainer.global_step > 0:
-            trainer.save_checkpoint(Path(callback.dirpath) / "last.ckpt")
+            trainer.save_checkpoint(Path(callback.dirpath) / "last.ckpt", weights_only=False)  # a full, resumable one
 
 
 class MetricsHistory(L.Callback):
