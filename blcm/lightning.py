@@ -264,9 +264,8 @@ class ByteLCMModule(L.LightningModule):
         scores = self.model.codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
         totals.add_reconstruction(scores, lengths[text])
         sequences, mask = document_concepts(concepts, batch)
-        if self.stage() == "joint":
-            totals.core_loss += float(self.model.core.loss(sequences, mask))
-            totals.core_batches += 1
+        totals.core_loss += float(self.model.core.loss(sequences, mask))  # untrained before the joint stage
+        totals.core_batches += 1
         if batch_idx < self.hparams.val_core_batches:
             generator = torch.Generator(self.device).manual_seed(batch_idx)
             totals.add_predictions(*next_concept_predictions(self.model.core, sequences, mask, self.val_sampling,
