@@ -135,7 +135,9 @@ class ByteLCMModule(L.LightningModule):
             that nearby concepts (as a generated one is) decode to the same bytes.
         concept_dropout: dropout on the concept before decoding.
         detach_core_inputs, detach_core_targets: stop the core loss's gradient into the encoder through
-            the context concepts / the predicted ones.
+            the context concepts / the predicted ones. Targets are detached by default: with live
+            targets the encoder learns to make concepts trivially predictable (on en, copy-last l2
+            fell from 19 to 2.5 within 100 joint steps and the decoder's bits per byte rose).
         lr, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW with warm-up + cosine
             (``--optimizer`` / ``--lr_scheduler`` on the command line replace them).
         init_entropy_from: an exported EntropyModel for the encoder's patching (skips the entropy stage).
@@ -150,7 +152,7 @@ class ByteLCMModule(L.LightningModule):
                  decoder: ByteConceptDecoderConfig | None = None, core: dict | None = None,
                  reconstruction_weight: float = 1.0, core_weight: float = 1.0, entropy_weight: float = 0.0,
                  concept_noise: float = 0.1, concept_dropout: float = 0.0,
-                 detach_core_inputs: bool = False, detach_core_targets: bool = False,
+                 detach_core_inputs: bool = False, detach_core_targets: bool = True,
                  entropy_steps: int = 200, autoencoder_steps: int = 300,
                  lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100, decay_steps: int | None = None,
                  min_lr_ratio: float = 0.1, init_entropy_from: str | None = None, init_from: str | None = None,
