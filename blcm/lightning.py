@@ -141,7 +141,8 @@ class ByteLCMModule(L.LightningModule):
         lr, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW with warm-up + cosine
             (``--optimizer`` / ``--lr_scheduler`` on the command line replace them).
         init_entropy_from: an exported EntropyModel for the encoder's patching (skips the entropy stage).
-        init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it.
+        init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it
+            (the stage schedule starts again: set entropy_steps and autoencoder_steps to 0 to go on jointly).
         export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
         val_core_batches: validation batches whose every next concept is sampled for l2 / CA.
         val_sampling: Sampling fields for those predictions and the text samples (e.g. {"steps": 40}).
@@ -205,7 +206,7 @@ class ByteLCMModule(L.LightningModule):
     # -- training -------------------------------------------------------------------------------
 
     def losses(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
-        """The loss terms of ``stage`` on a batch of units (see blcm.prepare.collate_units)."""
+        """The loss terms of ``stage`` on a batch of units (see blcm.units.collate_units)."""
         units, lengths = batch["units"], batch["unit_lengths"]  # (U, L), (U,)
         encoder = self.model.codec.encoder
         if stage == "entropy":
