@@ -50,17 +50,22 @@ class MetricsHistory(L.Callback):
             self._since = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or trainer.log_dir is None:
+        if trainer.sanity_checking:
+            return
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if not trainer.is_global_zero or log_dir is None:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         record = {"step": trainer.global_step, "minutes": round(self.minutes, 3), **metrics}
-        path = Path(trainer.log_dir) / "metrics.jsonl"
+        path = Path(log_dir) / "metrics.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
     def state_dict(self) -> dict:
-        return {"minutes": self.minutes}
+        # Checkpoints are written mid-segment: count the minutes since the last pause too.
+        running = (time.monotonic() - self._since) / 60 if self._since is not None else 0.0
+        return {"minutes": self.minutes + running}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.minutes = state_dict["minutes"]

@@ -176,16 +176,32 @@ def run_lightning(argv: list[str]) -> int:
     from lightning.pytorch.cli import LightningCLI
 
     from blcm.data import DataError
+    from blcm.errors import ConfigError
 
     if not any(a.startswith("--weights_only") for a in argv):
         argv = [*argv, "--weights_only", "true"]  # resuming never unpickles arbitrary objects
     try:
+        # A model that cannot be built raises (not exits), so it reads as one line, not a dump of the namespace.
         LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                     args=argv, save_config_kwargs={"overwrite": True})
-    except DataError as e:
+                     args=argv, save_config_kwargs={"overwrite": True},
+                     parser_kwargs={command: {"exit_on_error": False} for command in LIGHTNING_COMMANDS})
+    except (DataError, ConfigError) as e:
         print(f"blcm {argv[0]}: error: {e}", file=sys.stderr)
         return 2
+    except (ValueError, TypeError) as e:  # jsonargparse wraps what the model's __init__ raised
+        cause = next((c for c in causes(e) if isinstance(c, DataError | ConfigError)), None)
+        if cause is None:
+            raise
+        print(f"blcm {argv[0]}: error: {cause}", file=sys.stderr)
+        return 2
     return 0
+
+
+def causes(error: BaseException):
+    """The error and the ones it was raised from."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def cmd_data_fetch(args) -> int:

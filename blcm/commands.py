@@ -15,12 +15,15 @@ from blcm.errors import CLIError
 
 
 def load_model(directory: str):
+    from safetensors import SafetensorError
+
     from blcm.model import ByteLCM
 
     try:
         return ByteLCM.from_pretrained(directory)
-    except (FileNotFoundError, ValueError, TypeError) as e:
-        raise CLIError(f"cannot load a ByteLCM from {directory}: {e}") from None
+    except (FileNotFoundError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
+        reason = (str(e).strip().splitlines() or [""])[0]  # load_state_dict lists every mismatched key
+        raise CLIError(f"cannot load a ByteLCM from {directory}: {reason}") from None
 
 
 def read_bytes(path: str) -> bytes:
@@ -46,15 +49,22 @@ def is_text(data: bytes) -> bool:
 def cmd_generate(args) -> int:
     from concept_core.interface import Sampling
 
-    if (args.prompt is None) == (args.prompt_file is None):
+    if args.prompt is None and args.prompt_file is None:
+        raise CLIError("no prompt: give it as an argument or with --prompt-file")
+    if args.prompt is not None and args.prompt_file is not None:
         raise CLIError("give the prompt as an argument or with --prompt-file, not both")
+    if args.max_units < 1 or args.steps < 1:
+        raise CLIError(f"--max-units and --steps must be >= 1, got {args.max_units} and {args.steps}")
     prompt = args.prompt.encode("utf-8") if args.prompt is not None else read_bytes(args.prompt_file)
     if not prompt:
         raise CLIError("the prompt is empty")
     model = load_model(args.model)
     sampling = Sampling(steps=args.steps, guidance_scale=args.guidance)
-    units = model.iter_generate(prompt, max_units=args.max_units, sampling=sampling, seed=args.seed,
-                                temperature=args.temperature)
+    try:
+        units = model.iter_generate(prompt, max_units=args.max_units, sampling=sampling, seed=args.seed,
+                                    temperature=args.temperature)
+    except ValueError as e:  # e.g. more sampling steps than the model has diffusion timesteps
+        raise CLIError(str(e)) from None
     if args.out:  # bytes that are not text belong in a file, not on a terminal
         data = b"".join(units)
         Path(args.out).write_bytes(data)
@@ -99,6 +109,8 @@ def cmd_decode(args) -> int:
         raise CLIError(f"{args.concepts}: no such file") from None
     except (ValueError, OSError) as e:
         raise CLIError(f"{args.concepts} is not a .npy array of concepts ({e})") from None
+    if not isinstance(concepts, np.ndarray):  # an .npz archive
+        raise CLIError(f"{args.concepts} is not a .npy array of concepts (an archive of {len(concepts.files)})")
     if concepts.ndim == 1:
         concepts = concepts[None]
     if concepts.ndim != 2 or concepts.shape[1] != model.codec.dim:
@@ -133,18 +145,26 @@ def cmd_export(args) -> int:
     if not isinstance(hparams, dict) or not isinstance(state, dict):
         raise CLIError(f"{args.ckpt} has no hyper-parameters or state dict: not a byte-lcm checkpoint")
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    if "encoder" in hparams and "core" in hparams:
-        from blcm.model import ByteLCM, ByteLCMConfig
+    try:
+        if "encoder" in hparams and "core" in hparams:
+            from blcm.model import ByteLCM, ByteLCMConfig
 
-        model = ByteLCM(ByteLCMConfig.from_dict({k: hparams[k] for k in ("segmenter", "encoder", "decoder", "core")}))
-    elif "context" in hparams:
-        from blt.entropy import EntropyModel, EntropyModelConfig
+            model = ByteLCM(ByteLCMConfig.from_dict({k: hparams[k] for k in ("segmenter", "encoder", "decoder",
+                                                                              "core")}))
+        elif "context" in hparams:
+            from blt.entropy import EntropyModel, EntropyModelConfig
 
-        model = EntropyModel(EntropyModelConfig(**{k: hparams[k] for k in ("dim", "n_layers", "n_heads", "context",
-                                                                           "window", "backend")}))
-    else:
-        raise CLIError(f"{args.ckpt} is neither a ByteLCMModule nor an EntropyLMModule checkpoint")
-    model.load_state_dict(weights)
+            model = EntropyModel(EntropyModelConfig(**{k: hparams[k] for k in ("dim", "n_layers", "n_heads",
+                                                                               "context", "window", "backend")}))
+        else:
+            raise CLIError(f"{args.ckpt} is neither a ByteLCMModule nor an EntropyLMModule checkpoint")
+    except (KeyError, TypeError, ValueError) as e:
+        raise CLIError(f"{args.ckpt}: its hyper-parameters do not describe a model ({e})") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CLIError(f"{args.ckpt}: its weights do not fit its own hyper-parameters "
+                       f"({(str(e).strip().splitlines() or [''])[0]})") from None
     path = model.save_pretrained(args.out)
     print(f"exported step {checkpoint.get('global_step', '?')} of {args.ckpt} to {path}", file=sys.stderr)
     return 0
@@ -152,6 +172,8 @@ def cmd_export(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     """Encode each unit of a file and decode it again: how well the concepts keep the bytes."""
+    if args.max_units < 1:
+        raise CLIError(f"--max-units must be >= 1, got {args.max_units}")
     model = load_model(args.model)
     units = model.units(read_bytes(args.file))[: args.max_units]
     if not units:

@@ -3,3 +3,7 @@
 
 class CLIError(Exception):
     """Bad input to a command."""
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be built (an unknown core variant, a missing init_from, ...)."""

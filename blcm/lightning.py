@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from blcm.errors import ConfigError
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.plotting import log_entropy_figure
 from blcm.units import read_prepared
@@ -17,7 +18,7 @@ from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import EOD, OFFSET, decode
 from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
 from concept_core.interface import Sampling
-from concept_core.metrics import summary
+from concept_core.metrics import contrastive_accuracy, l2
 from concept_core.quant import QuantizedLCM
 
 
@@ -114,6 +115,7 @@ class EntropyLMModule(L.LightningModule):
 
 
 STAGES = ("entropy", "autoencoder", "joint")
+QUANTIZER_BATCHES = 4  # joint batches whose concepts fit a Quant core's codebooks
 
 
 class ByteLCMModule(L.LightningModule):
@@ -142,7 +144,8 @@ class ByteLCMModule(L.LightningModule):
             (``--optimizer`` / ``--lr_scheduler`` on the command line replace them).
         init_entropy_from: an exported EntropyModel for the encoder's patching (skips the entropy stage).
         init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it
-            (the stage schedule starts again: set entropy_steps and autoencoder_steps to 0 to go on jointly).
+            (its entropy model and threshold are kept: no entropy stage; set autoencoder_steps to 0 to go on
+            jointly). With entropy_weight > 0 the entropy model keeps learning but the threshold stays fixed.
         export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
         val_core_batches: validation batches whose every next concept is sampled for l2 / CA.
         val_sampling: Sampling fields for those predictions and the text samples (e.g. {"steps": 40}).
@@ -160,28 +163,33 @@ class ByteLCMModule(L.LightningModule):
                  export_dir: str | None = None, val_core_batches: int = 2, val_sampling: dict | None = None,
                  samples: int = 4):
         super().__init__()
-        config = ByteLCMConfig.from_dict({k: asdict(v) if is_dataclass(v) else v for k, v in
-                                          {"segmenter": segmenter, "encoder": encoder, "decoder": decoder,
-                                           "core": core}.items() if v is not None})
+        try:
+            config = ByteLCMConfig.from_dict({k: asdict(v) if is_dataclass(v) else v for k, v in
+                                              {"segmenter": segmenter, "encoder": encoder, "decoder": decoder,
+                                               "core": core}.items() if v is not None})
+            self.model = ByteLCM(config)
+            if init_from is not None:
+                self.model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
+            entropy_model = self.model.codec.encoder.entropy_model
+            if init_entropy_from is not None:
+                if entropy_model is None:
+                    raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no "
+                                     "entropy model")
+                entropy_model.load_state_dict(EntropyModel.from_pretrained(init_entropy_from).state_dict())
+            self.val_sampling = Sampling(**(val_sampling or {}))
+        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+            raise ConfigError(f"cannot build the ByteLCM: {e}") from None
         self.save_hyperparameters()
         self.hparams.update(asdict(config))  # plain dicts, so a checkpoint's hparams load under weights_only=True
-        self.model = ByteLCM(config)
-        if init_from is not None:
-            self.model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
-        encoder_module = self.model.codec.encoder
-        if init_entropy_from is not None:
-            if encoder_module.entropy_model is None:
-                raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no "
-                                 "entropy model")
-            encoder_module.entropy_model.load_state_dict(EntropyModel.from_pretrained(init_entropy_from).state_dict())
-        self.val_sampling = Sampling(**(val_sampling or {}))
         self._val = ValidationTotals()
+        self._quantizer_pool: list[torch.Tensor] = []
 
     # -- stages ---------------------------------------------------------------------------------
 
     @property
     def entropy_stage_steps(self) -> int:
-        trains_entropy = self.model.codec.encoder.entropy_model is not None and self.hparams.init_entropy_from is None
+        pretrained = self.hparams.init_entropy_from is not None or self.hparams.init_from is not None
+        trains_entropy = self.model.codec.encoder.entropy_model is not None and not pretrained
         return self.hparams.entropy_steps if trains_entropy else 0
 
     def stage(self, step: int | None = None) -> str:
@@ -212,7 +220,9 @@ class ByteLCMModule(L.LightningModule):
         if stage == "entropy":
             return {"entropy": encoder.entropy_loss(units, lengths)}
         if encoder.needs_calibration:
-            encoder.calibrate(units, lengths)
+            threshold = encoder.calibrate(units, lengths)
+            if self._trainer is not None and self.trainer.world_size > 1:  # one threshold for every rank
+                encoder.entropy_threshold.fill_(self.trainer.strategy.broadcast(threshold))
         terms = {}
         concepts = encoder(units, lengths)  # (U, d)
         text = units[:, 0] != EOD  # the EOD unit exists for the core only
@@ -225,14 +235,30 @@ class ByteLCMModule(L.LightningModule):
         if stage == "joint":
             sequences, mask = document_concepts(concepts, batch)  # (B, N, d), (B, N)
             core = self.model.core
-            if isinstance(core, QuantizedLCM) and not bool(core.quantizer.fitted):
-                core.fit_quantizer(concepts.detach())
+            if not self.core_ready:
+                self._fit_quantizer(concepts.detach()[text])
+                if not self.core_ready:
+                    return terms
             inputs = sequences.detach() if self.hparams.detach_core_inputs else sequences
             targets = sequences.detach() if self.hparams.detach_core_targets else None
             terms["core"] = core.loss(inputs, mask, targets=targets)
         if self.hparams.entropy_weight > 0 and encoder.entropy_model is not None:
             terms["entropy"] = encoder.entropy_loss(units, lengths)
         return terms
+
+    def _fit_quantizer(self, concepts: torch.Tensor) -> None:
+        """Pool the concepts of the first QUANTIZER_BATCHES joint batches, then fit the RVQ codebooks (every
+        rank counts the same batches; rank 0's codebooks are broadcast). They stay fixed afterwards while
+        the encoder keeps learning."""
+        core = self.model.core
+        self._quantizer_pool.append(concepts)
+        if len(self._quantizer_pool) < QUANTIZER_BATCHES:
+            return
+        pool = torch.cat(self._quantizer_pool)
+        core.fit_quantizer(pool, generator=torch.Generator(pool.device).manual_seed(0))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            core.quantizer.codebooks.copy_(self.trainer.strategy.broadcast(core.quantizer.codebooks))
+        self._quantizer_pool = []
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         stage = self.stage()
@@ -257,30 +283,41 @@ class ByteLCMModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         units, lengths = batch["units"], batch["unit_lengths"]
         encoder, totals = self.model.codec.encoder, self._val
-        if encoder.entropy_model is not None:
-            totals.entropy_nats += float(encoder.entropy_loss(units, lengths)) * float((lengths + 1).sum())
-            totals.entropy_targets += float((lengths + 1).sum())
+        text = units[:, 0] != EOD
+        if encoder.entropy_model is not None and text.any():
+            targets = (lengths[text] + 1).sum()  # bytes and the closing EOS; bits per *byte* below, as for the decoder
+            totals.add(entropy_nats=encoder.entropy_loss(units[text], lengths[text]) * targets,
+                       entropy_bytes=lengths[text].sum())
         if encoder.needs_calibration:  # nothing to encode with yet
             return
         concepts = encoder(units, lengths)
-        text = units[:, 0] != EOD
         scores = self.model.codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
-        totals.add_reconstruction(scores, lengths[text])
+        short = lengths[text] <= 128
+        totals.add(nats=scores[:, 0].sum(), bytes=lengths[text].sum(), exact=scores[:, 1].sum(), units=len(scores),
+                   exact_le128=scores[short, 1].sum(), units_le128=short.sum())
         sequences, mask = document_concepts(concepts, batch)
-        totals.core_loss += float(self.model.core.loss(sequences, mask))  # untrained before the joint stage
-        totals.core_batches += 1
-        if batch_idx < self.hparams.val_core_batches:
-            generator = torch.Generator(self.device).manual_seed(batch_idx)
-            totals.add_predictions(*next_concept_predictions(self.model.core, sequences, mask, self.val_sampling,
-                                                             generator), offset=batch_idx * len(mask))
+        if self.core_ready:
+            totals.add(core_loss=self.model.core.loss(sequences, mask), core_batches=1)  # untrained before joint
+            if batch_idx < self.hparams.val_core_batches:
+                generator = torch.Generator(self.device).manual_seed(batch_idx)
+                totals.add_predictions(*next_concept_predictions(self.model.core, sequences, mask,
+                                                                 self.val_sampling, generator), documents=len(mask))
         if batch_idx == 0 and self.trainer.is_global_zero:
             self._log_samples(batch, concepts, sequences, mask)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._val.metrics()
+        sums = self._val.tensor(self.device)
+        if self.trainer.world_size > 1:  # ratios of global sums: every rank logs the same keys and values
+            sums = self.all_gather(sums).reshape(-1, len(sums)).sum(0)
         self._val = ValidationTotals()
-        for name, value in metrics.items():
-            self.log(f"val/{name}", value, prog_bar=name in ("bpb", "exact_le128", "l2"), sync_dist=True)
+        for name, value in ValidationTotals.metrics(sums).items():
+            self.log(f"val/{name}", value, prog_bar=name in ("bpb", "exact_le128", "l2"))
+
+    @property
+    def core_ready(self) -> bool:
+        """False only for a Quant core whose codebooks are not fitted yet (that happens when joint training starts)."""
+        core = self.model.core
+        return not isinstance(core, QuantizedLCM) or bool(core.quantizer.fitted)
 
     def _log_samples(self, batch: dict, concepts: torch.Tensor, sequences: torch.Tensor, mask: torch.Tensor) -> None:
         experiment = getattr(self.logger, "experiment", None)
@@ -296,7 +333,7 @@ class ByteLCMModule(L.LightningModule):
                             self.global_step)
         rows = []
         generator = torch.Generator(self.device).manual_seed(0)
-        for b in range(min(n, len(mask))):
+        for b in range(min(n, len(mask)) if self.core_ready else 0):
             k = int(mask[b].sum()) // 2  # continue each document from its first half
             if k < 1:
                 continue
@@ -305,8 +342,9 @@ class ByteLCMModule(L.LightningModule):
             true_unit = batch["doc_units"][b, k]
             rows.append(f"| {show(b''.join(codec.decode(context[0][-1:])))} | {show(codec.decode(predicted)[0])} | "
                         f"{show(decode_ids(units[true_unit, : lengths[true_unit]]))} |")
-        experiment.add_text("val/continuation", "| last context unit (decoded) | generated next | true next |\n"
-                            "|---|---|---|\n" + "\n".join(rows), self.global_step)
+        if rows:
+            experiment.add_text("val/continuation", "| last context unit (decoded) | generated next | true next |\n"
+                                "|---|---|---|\n" + "\n".join(rows), self.global_step)
         encoder = self.model.codec.encoder
         if encoder.entropy_model is not None and not encoder.needs_calibration:
             longest = int(lengths.argmax())
@@ -341,50 +379,45 @@ def next_concept_predictions(core, sequences: torch.Tensor, mask: torch.Tensor, 
     return predictions, sequences[doc, k], sequences[doc, k - 1], doc
 
 
+SUMS = ("entropy_nats", "entropy_bytes", "nats", "bytes", "exact", "units", "exact_le128", "units_le128", "core_loss",
+        "core_batches", "pairs", "l2", "copy_l2", "ca", "ca_items", "copy_ca", "copy_ca_items")
+
+
 @dataclass
 class ValidationTotals:
-    """Sums over a validation epoch; each rank keeps its own and the logged means are synced."""
+    """Sums over a validation epoch. Ranks add their sums up before any ratio is taken, so every rank
+    logs the same metrics (a ratio of sums, not a mean of per-rank ratios). CA compares a prediction
+    with the targets of its own rank's pool."""
 
-    entropy_nats: float = 0.0
-    entropy_targets: float = 0.0
-    nats: float = 0.0
-    bytes: float = 0.0
-    exact: float = 0.0
-    units: float = 0.0
-    exact_le128: float = 0.0
-    units_le128: float = 0.0
-    core_loss: float = 0.0
-    core_batches: int = 0
-    predictions: list = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUMS, 0.0))
+    documents: int = 0
 
-    def add_reconstruction(self, scores: torch.Tensor, lengths: torch.Tensor) -> None:
-        short = lengths <= 128
-        self.nats += float(scores[:, 0].sum())
-        self.bytes += float(lengths.sum())
-        self.exact += float(scores[:, 1].sum())
-        self.units += len(lengths)
-        self.exact_le128 += float(scores[short, 1].sum())
-        self.units_le128 += float(short.sum())
+    def add(self, **values) -> None:
+        for name, value in values.items():
+            self.sums[name] += float(value)
 
-    def add_predictions(self, pred, target, copy, doc, offset: int) -> None:
-        self.predictions.append((pred.cpu(), target.cpu(), copy.cpu(), doc.cpu() + offset))
+    def add_predictions(self, pred, target, copy, doc, documents: int) -> None:
+        if len(pred):
+            doc = doc + self.documents  # document ids unique across batches, for CA's neighbour exclusion
+            ca = contrastive_accuracy(pred, target, doc_ids=doc)
+            copy_ca = contrastive_accuracy(copy, target, doc_ids=doc)
+            self.add(pairs=len(pred), l2=l2(pred, target).sum(), copy_l2=l2(copy, target).sum(),
+                     ca=ca.nansum(), ca_items=(~ca.isnan()).sum(), copy_ca=copy_ca.nansum(),
+                     copy_ca_items=(~copy_ca.isnan()).sum())
+        self.documents += documents
 
-    def metrics(self) -> dict[str, float]:
-        out = {}
-        if self.entropy_targets:
-            out["entropy_bpb"] = self.entropy_nats / self.entropy_targets / math.log(2)
-        if self.units:
-            out |= {"bpb": self.nats / self.bytes / math.log(2), "exact": self.exact / self.units}
-        if self.units_le128:
-            out["exact_le128"] = self.exact_le128 / self.units_le128
-        if self.core_batches:
-            out["core_loss"] = self.core_loss / self.core_batches
-        if self.predictions:
-            pred, target, copy, doc = (torch.cat(x) for x in zip(*self.predictions, strict=True))
-            model, baseline = summary(pred, target, doc), summary(copy, target, doc)
-            out |= {"l2": model["l2"], "ca": model["ca"], "copy_last_l2": baseline["l2"],
-                    "copy_last_ca": baseline["ca"]}
-        return out
+    def tensor(self, device) -> torch.Tensor:
+        return torch.tensor([self.sums[name] for name in SUMS], dtype=torch.float64, device=device)
+
+    @staticmethod
+    def metrics(sums: torch.Tensor) -> dict[str, float]:
+        s = dict(zip(SUMS, sums.tolist(), strict=True))
+        ratios = {"entropy_bpb": ("entropy_nats", "entropy_bytes", 1 / math.log(2)),
+                  "bpb": ("nats", "bytes", 1 / math.log(2)), "exact": ("exact", "units", 1.0),
+                  "exact_le128": ("exact_le128", "units_le128", 1.0), "core_loss": ("core_loss", "core_batches", 1.0),
+                  "l2": ("l2", "pairs", 1.0), "copy_last_l2": ("copy_l2", "pairs", 1.0),
+                  "ca": ("ca", "ca_items", 1.0), "copy_last_ca": ("copy_ca", "copy_ca_items", 1.0)}
+        return {name: s[num] / s[den] * scale for name, (num, den, scale) in ratios.items() if s[den] > 0}
 
 
 def decode_ids(ids: torch.Tensor) -> bytes:

@@ -23,7 +23,7 @@ from torch import nn
 
 from blt.export import load_export, save_export
 from bridges.byte_codec import ByteConceptCodec, ByteConceptDecoderConfig, ByteConceptEncoderConfig
-from bridges.segment import Segmenter, build_segmenter
+from bridges.segment import build_segmenter
 from concept_core.config import build_model
 from concept_core.interface import Sampling
 
@@ -52,21 +52,15 @@ class ByteLCMConfig:
                    core=dict(d.get("core", default_core())))
 
 
-def max_unit_bytes(segmenter: Segmenter) -> int:
-    return getattr(segmenter, "max_bytes", None) or segmenter.size
-
-
 class ByteLCM(nn.Module):
     def __init__(self, config: ByteLCMConfig):
         super().__init__()
         self.config = config
         e, d = config.encoder, config.decoder
-        if e.concept_dim != d.concept_dim:
-            raise ValueError(f"encoder.concept_dim {e.concept_dim} != decoder.concept_dim {d.concept_dim}")
         self.codec = ByteConceptCodec(e, d)
         self.core = build_model({**config.core, "dim": e.concept_dim})
         self.segmenter = build_segmenter(config.segmenter, entropy_model=self.codec.encoder.entropy_model)
-        self.codec.max_unit_bytes = max_unit_bytes(self.segmenter)  # decoding never runs past the cap
+        self.codec.max_unit_bytes = self.segmenter.max_bytes  # decoding never runs past the cap
 
     @property
     def device(self) -> torch.device:
@@ -87,16 +81,24 @@ class ByteLCM(nn.Module):
             return torch.zeros(0, self.codec.dim, device=self.device)
         return self.codec.encode(units)
 
-    @torch.no_grad()
     def iter_generate(self, prompt: bytes, max_units: int = 16, sampling: Sampling | None = None,
                       seed: int | None = None, eod_threshold: float = 0.9, temperature: float = 0.0,
                       top_k: int | None = None) -> Iterator[bytes]:
-        """Yield the units that continue ``prompt``, one at a time, until EOD or ``max_units``."""
+        """The units that continue ``prompt``, one at a time, until EOD or ``max_units`` (an iterator; the
+        arguments are checked here, before the first unit is asked for)."""
         if not prompt:
             raise ValueError("the prompt is empty: give at least one byte to continue")
         if max_units < 1:
             raise ValueError(f"max_units must be >= 1, got {max_units}")
         sampling = sampling or Sampling()
+        steps = getattr(self.core.config, "num_train_timesteps", None)
+        if sampling.steps < 1 or (steps is not None and sampling.steps > steps):
+            raise ValueError(f"sampling steps must be between 1 and the model's {steps} diffusion timesteps, "
+                             f"got {sampling.steps}")
+        return self._generate_units(prompt, max_units, sampling, seed, eod_threshold, temperature, top_k)
+
+    @torch.no_grad()
+    def _generate_units(self, prompt, max_units, sampling, seed, eod_threshold, temperature, top_k) -> Iterator[bytes]:
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         context = self.encode(prompt)[None]  # (1, n, d)
         state = self.core.start(context, torch.ones(context.shape[:2], dtype=torch.bool, device=self.device))

@@ -3,8 +3,9 @@
 A document of ``n`` units is followed by one end-of-document unit (``[EOD]``); the ``n + 1`` units
 are cut into windows of up to ``max_units`` consecutive units that overlap by one (window ``j``
 starts at unit ``j * (max_units - 1)``), so the EOD unit is the last unit of the document's last
-window, every window but a one-unit document's has a (context, next) pair, and every unit after the
-first is a prediction target in exactly one window. A batch of B windows is::
+window, every window has a (context, next) pair, and every unit after the first is a prediction
+target in exactly one window (given ``max_units >= 2``, which UnitDataModule requires). A batch of
+B windows is::
 
     units        (U, L) int64   every unit of every window, window by window, byte ids right-padded
                                 with PAD; L = the longest unit in the batch
@@ -293,9 +294,11 @@ class UnitDataModule(L.LightningDataModule):
 
     def _resolve(self) -> Path:
         # Checked here, not in __init__: LightningCLI would wrap an __init__ error in a parser traceback.
-        if self.max_units < 1 or self.batch_size < 1 or self.max_unit_bytes < 1 or self.num_workers < 0:
-            raise DataError(f"max_units, batch_size and max_unit_bytes must be >= 1 and num_workers >= 0, got "
-                            f"{self.max_units}, {self.batch_size}, {self.max_unit_bytes} and {self.num_workers}")
+        if self.max_units < 2:
+            raise DataError(f"max_units must be >= 2 (a window needs a context and a next unit), got {self.max_units}")
+        if self.batch_size < 1 or self.max_unit_bytes < 1 or self.num_workers < 0:
+            raise DataError(f"batch_size and max_unit_bytes must be >= 1 and num_workers >= 0, got "
+                            f"{self.batch_size}, {self.max_unit_bytes} and {self.num_workers}")
         if self.val_windows is not None and self.val_windows < 0:
             raise DataError(f"val_windows must be >= 0 or None, got {self.val_windows}")
         if self.data_dir is None:
@@ -316,6 +319,8 @@ class UnitDataModule(L.LightningDataModule):
         directory = self._resolve()
         self.train_set = PreparedUnits(directory, "train", self.max_units)
         self.val_set = PreparedUnits(directory, "valid", self.max_units)
+        if stage == "fit" and len(self.train_set) == 0:
+            raise DataError(f"{directory}: the train split has no documents (see its manifest.json)")
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer

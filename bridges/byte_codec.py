@@ -136,8 +136,12 @@ class ByteConceptEncoder(nn.Module):
         entropies = self.entropy_model.entropies(ids, lengths)
         return self.patcher(ids, lengths, entropies, float(self.entropy_threshold))
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Units as byte ids (U, L), right-padded, with lengths (U,) >= 1 -> concepts (U, d)."""
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, running_stats: bool = False) -> torch.Tensor:
+        """Units as byte ids (U, L), right-padded, with lengths (U,) >= 1 -> concepts (U, d).
+
+        In training mode the concepts are normalised with the batch's statistics (updating the running
+        ones) unless ``running_stats``; inference (``ByteConceptCodec.encode``) always uses the running ones.
+        """
         if ids.shape[0] == 0:
             return ids.new_zeros(0, self.config.concept_dim, dtype=self.out.weight.dtype)
         if bool((lengths < 1).any()):
@@ -145,9 +149,9 @@ class ByteConceptEncoder(nn.Module):
         raw = by_length(self._encode, ids, lengths, self.config.chunk_tokens)  # (U, d)
         norm = self.concept_norm
         # One unit has no batch statistics: it is normalised with the running ones, as at inference.
-        use_batch = self.training and len(raw) > 1
-        return F.batch_norm(raw, norm.running_mean, norm.running_var, training=use_batch, momentum=norm.momentum,
-                            eps=norm.eps)
+        if self.training and not running_stats and len(raw) > 1:
+            return norm(raw)  # through the module, so that Lightning's sync_batchnorm can swap it for SyncBatchNorm
+        return F.batch_norm(raw, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
 
     def _encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         patches = self.patches(ids, lengths)
@@ -255,13 +259,13 @@ class ByteConceptCodec(nn.Module):
         if any(len(u) == 0 for u in units):
             raise ValueError("cannot encode an empty unit")
         ids, lengths = pad_batch(list(units))
-        return self.encoder(ids.to(self.device), lengths.to(self.device))
+        return self.encoder(ids.to(self.device), lengths.to(self.device), running_stats=True)
 
     @torch.no_grad()
     def eod_concept(self) -> torch.Tensor:
         """(d,) the concept of the end-of-document unit, the one-id unit [EOD]."""
         ids = torch.full((1, 1), EOD, dtype=torch.long, device=self.device)
-        return self.encoder(ids, torch.ones(1, dtype=torch.long, device=self.device))[0]
+        return self.encoder(ids, torch.ones(1, dtype=torch.long, device=self.device), running_stats=True)[0]
 
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> list[bytes]:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import sys
@@ -37,7 +38,8 @@ def build_model(config: dict, device: str | torch.device | None = None) -> Conce
     known = {f.name for f in dataclasses.fields(config_cls)}
     if unknown := sorted(set(fields) - known):
         raise ValueError(f"{config_name} has no field(s) {unknown}; known: {sorted(known)}")
-    with torch.device(device or "cpu"):
+    # No device: the caller's default (so that an enclosing `with torch.device("meta")` still applies).
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         return getattr(module, model_name)(config_cls(**fields))
 
 

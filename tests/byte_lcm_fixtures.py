@@ -46,7 +46,7 @@ def prepared_corpus(directory: Path) -> Path:
     return directory / "prepared"
 
 
-def write_fit_config(path: Path, data_dir: Path, **trainer) -> Path:
+def write_fit_config(path: Path, data_dir: Path, model: dict | None = None, **trainer) -> Path:
     """A `blcm fit` YAML for the tiny model on ``data_dir``, logging and checkpointing under path's folder."""
     config = {
         "seed_everything": 0,
@@ -63,7 +63,7 @@ def write_fit_config(path: Path, data_dir: Path, **trainer) -> Path:
                                   {"class_path": "blcm.callbacks.MetricsHistory"}],
                     **trainer},
         "model": {"class_path": "blcm.lightning.ByteLCMModule",
-                  "init_args": {**TINY_MODEL, "export_dir": str(path.parent / "export")}},
+                  "init_args": {**TINY_MODEL, **(model or {}), "export_dir": str(path.parent / "export")}},
         "data": {"class_path": "blcm.units.UnitDataModule",
                  "init_args": {"data_dir": str(data_dir), "max_units": 6, "batch_size": 4, "val_windows": 8}},
     }

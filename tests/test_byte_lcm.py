@@ -14,7 +14,7 @@ from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.callbacks import MetricsHistory
-from blcm.lightning import ByteLCMModule
+from blcm.lightning import QUANTIZER_BATCHES, ByteLCMModule
 from blcm.model import ByteLCM
 from blcm.units import UnitDataModule
 from concept_core.interface import Sampling
@@ -77,9 +77,11 @@ def test_every_core_variant_trains_jointly(prepared, variant):
     fields = {"base": ("n_layers",), "one_tower": ("n_layers",), "two_tower": ("context_layers", "denoiser_layers"),
               "quant": ("n_layers", "num_codebooks", "codebook_size")}[variant]
     core = {k: v for k, v in core.items() if k in ("variant", "model_dim", "n_heads", *fields)}
-    module = tiny_module(core=core)
-    batch = first_batch(prepared)
+    module = tiny_module(core=core, detach_core_targets=False)  # zero-initialised outputs: only targets carry
+    batch = first_batch(prepared)                                 # a gradient into the encoder on step one
     module.losses(batch, "autoencoder")  # calibrate
+    for _ in range(QUANTIZER_BATCHES - 1 if variant == "quant" else 0):  # Quant pools concepts for its codebooks
+        assert "core" not in module.losses(batch, "joint")
     loss = module.losses(batch, "joint")["core"]
     loss.backward()
     assert torch.isfinite(loss)
@@ -198,3 +200,30 @@ def test_a_segmenter_mismatch_between_data_and_model_is_a_warning(prepared):
                         enable_model_summary=False, use_distributed_sampler=False)
     with pytest.warns(UserWarning, match="prepared with segmenter"):
         trainer.fit(module, dm)
+
+
+def test_a_quant_core_validates_before_and_after_its_codebooks_are_fitted(prepared, tmp_path):
+    module = tiny_module(core={"variant": "quant", "model_dim": 32, "n_heads": 2, "n_layers": 1,
+                               "num_codebooks": 2, "codebook_size": 4}, entropy_steps=1, autoencoder_steps=1)
+    dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=8)
+    logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb")
+    trainer = L.Trainer(max_steps=2 + QUANTIZER_BATCHES + 2, val_check_interval=2, check_val_every_n_epoch=None,
+                        logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module, dm)
+    assert bool(module.model.core.quantizer.fitted)
+    events = EventAccumulator(str(logger.log_dir))
+    events.Reload()
+    core_loss = [e.step for e in events.Scalars("val/core_loss")]
+    assert core_loss and max(core_loss) > 2 + QUANTIZER_BATCHES  # scored once the codebooks exist
+
+
+def test_bad_model_configs_are_config_errors():
+    from blcm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown LCM variant"):
+        tiny_module(core={"variant": "nope"})
+    with pytest.raises(ConfigError, match="not an exported ByteLCM"):
+        tiny_module(init_from="/nonexistent")
+    with pytest.raises(ConfigError, match="uses no entropy model"):
+        tiny_module(encoder={**TINY_MODEL["encoder"], "patching": "static"}, init_entropy_from="/x")

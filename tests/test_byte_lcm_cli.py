@@ -4,6 +4,7 @@ two-process DDP on CPU (gloo) trains."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,11 +90,18 @@ def test_export_from_a_checkpoint(trained, tmp_path):
     (["decode", "--model", "{model}", "{bad_npy}"], "this model decodes (n, 32) concepts"),
     (["decode", "--model", "{model}", "{empty}/missing.npy"], "no such file"),
     (["export", "--ckpt", "{bad_npy}", "--out", "{empty}/out"], "not a readable Lightning checkpoint"),
+    (["generate", "--model", "{model}", "hi", "--max-units", "0"], "--max-units and --steps must be >= 1"),
+    (["generate", "--model", "{model}", "hi", "--steps", "1000"], "between 1 and the model's 100"),
+    (["generate", "--model", "{model}"], "no prompt"),
+    (["decode", "--model", "{model}", "{npz}"], "an archive"),
+    (["reconstruct", "--model", "{model}", "{bad_npy}", "--max-units", "0"], "--max-units must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, command, message):
     bad_npy = tmp_path / "bad.npy"
     np.save(bad_npy, np.zeros((2, 7), dtype=np.float32))
-    fill = {"model": str(trained / "export"), "empty": str(tmp_path), "bad_npy": str(bad_npy)}
+    np.savez(tmp_path / "concepts.npz", np.zeros((2, 32), dtype=np.float32))
+    fill = {"model": str(trained / "export"), "empty": str(tmp_path), "bad_npy": str(bad_npy),
+            "npz": str(tmp_path / "concepts.npz")}
     assert main([c.format(**fill) for c in command]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -133,8 +141,10 @@ def test_kill_9_then_resume_continues_training(tmp_path):
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
+    # one step per stage, then joint steps, with a validation in the joint stage
     config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), max_steps=4, devices=2,
-                              strategy="ddp_find_unused_parameters_true")
+                              strategy="ddp_find_unused_parameters_true", val_check_interval=4,
+                              model={"entropy_steps": 1, "autoencoder_steps": 1})
     run = subprocess.run([*BLCM, "fit", "--config", str(config)], env=subprocess_env(), cwd=tmp_path,
                          capture_output=True, timeout=300)
     log = run.stderr.decode()
@@ -143,3 +153,13 @@ def test_two_process_ddp_on_cpu(tmp_path):
     (last,) = tmp_path.glob("runs/tiny/version_*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == 4
     assert (tmp_path / "export" / "model.safetensors").is_file()
+    (history,) = tmp_path.glob("runs/tiny/version_*/metrics.jsonl")
+    record = json.loads(history.read_text().splitlines()[-1])
+    assert record["step"] == 4 and {"val/bpb", "val/l2", "val/core_loss"} <= set(record)
+
+
+def test_fit_with_a_model_that_cannot_be_built_is_one_line(tmp_path, capsys):
+    config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), model={"init_from": "/nonexistent"})
+    assert main(["fit", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("blcm fit: error: cannot build the ByteLCM: /nonexistent is not an exported")

@@ -218,9 +218,15 @@ def test_windows_and_end_of_document_units(tmp_path, corpus):
             assert max_units == 1 or len(windows[-1]) >= 2  # every window has a (context, next) pair
             assert (np.concatenate(units[:-1]) - OFFSET).astype(np.uint8).tobytes() == expected[d][0]
         costs = ds.costs()
-        assert len(costs) == len(ds) and (ds.win_max_bytes <= 8).all() and (ds.win_max_bytes >= 1).all()
+        assert len(costs) == len(ds)
+        for i in range(len(ds)):  # the overlap unit counts towards a window's longest unit
+            assert ds.win_max_bytes[i] == max(len(u) for u in ds[i])
     with pytest.raises(IndexError):
         ds[len(ds)]
+    run(inputs, tmp_path / "sentences", segmenter="sentence", max_unit_bytes=16, valid_percent=0)
+    for max_units in (2, 3, 5):  # units of many lengths: each window's longest unit, overlap included
+        ds = PreparedUnits(tmp_path / "sentences", "train", max_units=max_units)
+        assert all(ds.win_max_bytes[i] == max(len(u) for u in ds[i]) for i in range(len(ds)))
 
 
 def test_collate_shapes_and_masks():
