@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from blcm.commands import show_unit
 from blcm.errors import ConfigError
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.plotting import log_entropy_figure
@@ -424,7 +425,6 @@ def decode_ids(ids: torch.Tensor) -> bytes:
     return b"<EOD>" if ids.numel() and int(ids[0]) == EOD else decode(ids)
 
 
-def show(unit: bytes, limit: int = 160) -> str:
+def show(unit: bytes) -> str:
     """A unit as one markdown-safe table cell."""
-    text = unit.decode("utf-8", errors="replace")[:limit]
-    return text.replace("|", "\\|").replace("\n", "⏎").strip() or "∅"
+    return show_unit(unit, limit=160).replace("|", "\\|").strip() or "∅"

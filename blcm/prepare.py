@@ -34,11 +34,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from blcm.data import DataError, SkipReport, in_valid_split, iter_records
+from bridges.segment import FixedSegmenter, Segmenter, SentenceSegmenter, build_segmenter
 
 log = logging.getLogger("blcm")
 
@@ -50,20 +51,12 @@ SEGMENTERS = ("sentence", "fixed")
 _EMPTY_WARNINGS = 10  # empty documents named one by one before only counting
 
 
-class Segmenter(Protocol):
-    def split(self, document: bytes) -> list[bytes]: ...
-
-    def to_config(self) -> dict: ...
-
-
 def make_segmenter(segmenter: str | dict | Segmenter = "sentence", max_unit_bytes: int = 256) -> Segmenter:
     """"sentence" | "fixed" (units of at most ``max_unit_bytes``), a config dict, or a segmenter object."""
     if not isinstance(segmenter, (str, dict)):
         return segmenter
     if isinstance(segmenter, str) and segmenter not in SEGMENTERS:
         raise DataError(f"unknown segmenter {segmenter!r}: use one of {', '.join(SEGMENTERS)}")
-    from bridges.segment import FixedSegmenter, SentenceSegmenter, build_segmenter
-
     try:
         if isinstance(segmenter, dict):
             return build_segmenter(segmenter)
