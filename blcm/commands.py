@@ -1,4 +1,4 @@
-"""`blcm generate | encode | decode | export`: the commands that use a trained ByteLCM.
+"""`blcm generate | encode | decode | reconstruct | export | eval`: the commands that use a trained model.
 
 Each turns bad input (a directory that is not a model, a concept file of the wrong shape, a
 checkpoint of something else) into a CLIError: one line, exit status 2.
@@ -6,6 +6,7 @@ checkpoint of something else) into a CLIError: one line, exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -14,16 +15,27 @@ import numpy as np
 from blcm.errors import CLIError
 
 
-def load_model(directory: str):
+def load_model(directory: str, byte_lm: bool = False):
+    """The ByteLCM exported to ``directory``; with ``byte_lm``, an exported EntropyModel (a byte LM such as
+    the ByteGPT baseline) is accepted too."""
+    import json
+
     from safetensors import SafetensorError
 
     from blcm.model import ByteLCM
+    from blt.entropy import EntropyModel
 
+    kind = "ByteLCM"
+    if byte_lm:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # from_pretrained below says what is wrong
+            kind = json.loads((Path(directory) / "config.json").read_text()).get("type", kind)
+    cls = EntropyModel if kind == "EntropyModel" else ByteLCM
     try:
-        return ByteLCM.from_pretrained(directory)
+        return cls.from_pretrained(directory)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
         reason = (str(e).strip().splitlines() or [""])[0]  # load_state_dict lists every mismatched key
-        raise CLIError(f"cannot load a ByteLCM from {directory}: {reason}") from None
+        what = "ByteLCM or byte LM" if byte_lm else "ByteLCM"
+        raise CLIError(f"cannot load a {what} from {directory}: {reason}") from None
 
 
 def read_bytes(path: str) -> bytes:
@@ -192,3 +204,52 @@ def show_unit(unit: bytes, limit: int = 200) -> str:
     """A unit on one line: invalid UTF-8 replaced, newlines shown as ⏎."""
     text = unit.decode("utf-8", errors="replace").replace("\n", "⏎")
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def cmd_eval(args) -> int:
+    """Evaluate a ByteLCM or a byte LM on documents; JSON to --out, the markdown report next to it and to stdout."""
+    import json
+
+    import torch
+
+    from blcm.data import DataError
+    from blcm.evaluate import EvalSettings, evaluate, log_tensorboard, read_documents, read_parallel, render_markdown
+    from concept_core.interface import Sampling
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        settings = EvalSettings(max_docs=args.max_docs or None, window=args.window, noise=tuple(args.noise),
+                                prompt_units=args.prompt_units, continuation_units=args.continuation_units,
+                                generation_docs=args.generation_docs, temperature=args.temperature, seed=args.seed,
+                                sampling=Sampling(steps=args.steps, guidance_scale=args.guidance),
+                                parallel_max=args.parallel_max or None)
+        settings.check()
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise CLIError(f"--out must name a .json file (the markdown report goes next to it), got {args.out}")
+    model = load_model(args.model, byte_lm=True)
+    byte_lm = load_model(args.byte_lm, byte_lm=True) if args.byte_lm else None
+    if byte_lm is not None and type(byte_lm).__name__ != "EntropyModel":
+        raise CLIError(f"--byte-lm {args.byte_lm} is a ByteLCM; give an exported byte LM (EntropyModel)")
+    try:
+        documents = read_documents(args.data, settings.max_docs, args.text_field)
+        parallel = read_parallel(args.parallel, settings.parallel_max) if args.parallel else None
+        result = evaluate(model, documents, settings, byte_lm=byte_lm, parallel=parallel,
+                          progress=not args.no_progress)
+    except (DataError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    result["inputs"] = {"model": args.model, "data": args.data, "byte_lm": args.byte_lm, "parallel": args.parallel}
+    report = render_markdown(result)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out, json.dumps(result, indent=2, allow_nan=True)), (out.with_suffix(".md"), report)):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.rename(path)
+    if args.tensorboard:
+        log_tensorboard(result, args.tensorboard)
+    print(report)
+    print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
+    return 0

@@ -19,7 +19,7 @@ from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import EOD, OFFSET, decode
 from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
 from concept_core.interface import Sampling
-from concept_core.metrics import contrastive_accuracy, l2
+from concept_core.metrics import TeacherForced, contrastive_accuracy, l2, teacher_forced_predictions
 from concept_core.quant import QuantizedLCM
 
 
@@ -301,8 +301,8 @@ class ByteLCMModule(L.LightningModule):
             totals.add(core_loss=self.model.core.loss(sequences, mask), core_batches=1)  # untrained before joint
             if batch_idx < self.hparams.val_core_batches:
                 generator = torch.Generator(self.device).manual_seed(batch_idx)
-                totals.add_predictions(*next_concept_predictions(self.model.core, sequences, mask,
-                                                                 self.val_sampling, generator), documents=len(mask))
+                predictions = teacher_forced_predictions(self.model.core, sequences, mask, self.val_sampling, generator)
+                totals.add_predictions(predictions, documents=len(mask))
         if batch_idx == 0 and self.trainer.is_global_zero:
             self._log_samples(batch, concepts, sequences, mask)
 
@@ -365,21 +365,6 @@ def document_concepts(concepts: torch.Tensor, batch: dict) -> tuple[torch.Tensor
     return concepts[index.clamp(min=0)].masked_fill(~mask[..., None], 0.0), mask
 
 
-@torch.no_grad()
-def next_concept_predictions(core, sequences: torch.Tensor, mask: torch.Tensor, sampling: Sampling,
-                             generator: torch.Generator | None):
-    """Teacher-forced: for every concept k >= 1 of every document, the core's prediction from concepts < k.
-
-    -> (predictions (P, d), targets (P, d), the copy-last baseline c_{k-1} (P, d), document ids (P,)).
-    """
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    doc, k = (mask & (positions >= 1)).nonzero(as_tuple=True)  # (P,), (P,)
-    prefix_mask = mask[doc] & (positions < k[:, None])  # (P, N)
-    predictions = torch.cat([core.predict_next(sequences[doc[s : s + 256]], prefix_mask[s : s + 256], sampling,
-                                               generator) for s in range(0, len(doc), 256)])
-    return predictions, sequences[doc, k], sequences[doc, k - 1], doc
-
-
 SUMS = ("entropy_nats", "entropy_bytes", "nats", "bytes", "exact", "units", "exact_le128", "units_le128", "core_loss",
         "core_batches", "pairs", "l2", "copy_l2", "ca", "ca_items", "copy_ca", "copy_ca_items")
 
@@ -397,9 +382,10 @@ class ValidationTotals:
         for name, value in values.items():
             self.sums[name] += float(value)
 
-    def add_predictions(self, pred, target, copy, doc, documents: int) -> None:
+    def add_predictions(self, predictions: TeacherForced, documents: int) -> None:
+        pred, target, copy = predictions.pred, predictions.target, predictions.previous
         if len(pred):
-            doc = doc + self.documents  # document ids unique across batches, for CA's neighbour exclusion
+            doc = predictions.doc + self.documents  # document ids unique across batches, for CA's neighbour exclusion
             ca = contrastive_accuracy(pred, target, doc_ids=doc)
             copy_ca = contrastive_accuracy(copy, target, doc_ids=doc)
             self.add(pairs=len(pred), l2=l2(pred, target).sum(), copy_l2=l2(copy, target).sum(),

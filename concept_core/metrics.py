@@ -13,8 +13,12 @@ give NaN, which ``summary`` leaves out of its means.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from concept_core.interface import Sampling
 
 
 def l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -90,3 +94,28 @@ def summary(pred: torch.Tensor, target: torch.Tensor, doc_ids: torch.Tensor | No
                                                                         device=context.device)
         out["par"] = paraphrasing_ratio(pred, target, context, mask).nanmean().item()
     return out
+
+
+@dataclass
+class TeacherForced:
+    """Next-concept predictions for every concept k >= 1 of every document, each from the true concepts < k."""
+
+    pred: torch.Tensor  # (P, d)
+    target: torch.Tensor  # (P, d) c_k
+    previous: torch.Tensor  # (P, d) c_{k-1}, the copy-last baseline
+    doc: torch.Tensor  # (P,) the document (row of the batch)
+    position: torch.Tensor  # (P,) k
+
+
+@torch.no_grad()
+def teacher_forced_predictions(core, sequences: torch.Tensor, mask: torch.Tensor, sampling: Sampling,
+                               generator: torch.Generator | None = None, batch_size: int = 256) -> TeacherForced:
+    """The core's prediction of each concept from the ones before it: sequences (B, N, d), mask (B, N)
+    left-aligned. Predictions are made ``batch_size`` prefixes at a time."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    doc, k = (mask & (positions >= 1)).nonzero(as_tuple=True)  # (P,), (P,)
+    prefix_mask = mask[doc] & (positions < k[:, None])  # (P, N)
+    chunks = [core.predict_next(sequences[doc[s : s + batch_size]], prefix_mask[s : s + batch_size], sampling,
+                                generator) for s in range(0, len(doc), batch_size)]
+    pred = torch.cat(chunks) if chunks else sequences.new_zeros(0, sequences.shape[-1])
+    return TeacherForced(pred, sequences[doc, k], sequences[doc, k - 1], doc, k)

@@ -208,3 +208,66 @@ def test_from_pretrained_wrong_type(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError):
         EntropyModel.from_pretrained(tmp_path / "m")
+
+
+def reference_log_probs(model, data: bytes) -> torch.Tensor:
+    """log p(byte t) from the same documented window that scores its entropy."""
+    width = model.config.context
+    stride = width - width // 2
+    ids = encode(data)
+    x = torch.cat([torch.tensor([BOS]), ids[:-1]])
+    out = []
+    for t in range(len(data)):
+        s = 0 if t < width else width - width // 2 + ((t - width) // stride) * stride
+        out.append(torch.log_softmax(model(x[None, s : t + 1]).float()[0, -1], -1)[ids[t]])
+    return torch.stack(out)
+
+
+def test_log_probs_match_window_reference_and_are_batch_independent():
+    model = tiny()
+    ids, lengths = pad_batch(TEXTS)
+    logp = model.log_probs(ids, lengths)
+    assert logp.shape == ids.shape and bool((logp <= 0).all())
+    for row, text in enumerate(TEXTS):
+        torch.testing.assert_close(logp[row, : len(text)], reference_log_probs(model, text), atol=1e-5, rtol=1e-5)
+        alone = model.log_probs(*pad_batch([text]))[0]
+        torch.testing.assert_close(alone, logp[row, : len(text)], atol=1e-5, rtol=1e-5)
+    assert bool((logp[ids == 0] == 0).all())  # padding scores zero
+
+
+def naive_greedy(model, prompt: bytes, n: int) -> bytes:
+    ids = torch.cat([torch.tensor([BOS]), encode(prompt)])[None] if prompt else torch.tensor([[BOS]])
+    out = bytearray()
+    for _ in range(n):
+        logits = model(ids)[0, -1]
+        logits[:2] = float("-inf")
+        nxt = int(logits.argmax())
+        if nxt < 4:
+            break
+        out.append(nxt - 4)
+        ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("prompt", [b"", b"a", b"hello wor"])
+def test_generate_with_kv_cache_equals_full_recompute(prompt):
+    model = tiny(context=64, sharpen=False)
+    n = 20
+    got = model.generate(prompt, max_new_bytes=n, stop_at_end=True)
+    assert got == naive_greedy(model, prompt, n)
+    assert len(got) <= n
+
+
+def test_generate_crops_the_prompt_to_the_context_and_checks_arguments():
+    model = tiny(context=16, sharpen=False)
+    long_prompt = b"0123456789" * 5
+    got = model.generate(long_prompt, max_new_bytes=5, stop_at_end=False)
+    assert len(got) == 5  # without stopping, exactly max_new_bytes
+    assert got == model.generate(long_prompt[-10:], max_new_bytes=5, stop_at_end=False)  # 16 - 1 - 5 bytes kept
+    with pytest.raises(ValueError, match="max_new_bytes"):
+        model.generate(b"a", max_new_bytes=16)
+    with pytest.raises(ValueError, match="max_new_bytes"):
+        model.generate(b"a", max_new_bytes=0)
+    sampled = model.generate(b"ab", max_new_bytes=8, temperature=1.0, top_k=5, stop_at_end=False,
+                             generator=torch.Generator().manual_seed(0))
+    assert len(sampled) == 8

@@ -1,0 +1,69 @@
+"""Metrics on bytes and words: reconstruction (exact, byte accuracy, chrF) and generation (ROUGE-L,
+REP-4, OVL-3).
+
+REP-n and OVL-n count *word* n-grams, as the LCM paper describes them (Meta's released code counts
+character n-grams). Words are runs of letters/digits, lower-cased, so punctuation and case do not
+split an n-gram. A text with fewer than n words has no n-grams: its REP/OVL is NaN and is left out
+of means.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def repetition(text: str, n: int = 4) -> float:
+    """REP-n: the share of a text's word n-grams that repeat an earlier one (1 - unique / total)."""
+    grams = ngrams(words(text), n)
+    return 1 - len(set(grams)) / len(grams) if grams else math.nan
+
+
+def overlap(text: str, context: str, n: int = 3) -> float:
+    """OVL-n: the share of a text's word n-grams that also occur in its context."""
+    grams = ngrams(words(text), n)
+    if not grams:
+        return math.nan
+    seen = set(ngrams(words(context), n))
+    return sum(g in seen for g in grams) / len(grams)
+
+
+def byte_accuracy(predicted: bytes, true: bytes) -> float:
+    """Position-wise byte matches over the longer of the two lengths (1 only for equal strings)."""
+    longest = max(len(predicted), len(true))
+    if longest == 0:
+        return 1.0
+    return sum(a == b for a, b in zip(predicted, true, strict=False)) / longest
+
+
+def as_text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def chrf(hypotheses: Sequence[bytes], references: Sequence[bytes]) -> float:
+    """Corpus chrF (sacrebleu's defaults: character 6-grams, beta 2), 0-100."""
+    from sacrebleu.metrics import CHRF
+
+    if not hypotheses:
+        return math.nan
+    return CHRF().corpus_score([as_text(h) for h in hypotheses], [[as_text(r) for r in references]]).score
+
+
+def rouge_l(hypotheses: Sequence[bytes], references: Sequence[bytes]) -> list[float]:
+    """ROUGE-L F1 per pair (rouge-score; its tokenizer keeps lower-cased ASCII letters and digits)."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(["rougeL"])
+    return [scorer.score(as_text(r), as_text(h))["rougeL"].fmeasure for h, r in zip(hypotheses, references,
+                                                                                     strict=True)]
