@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     v.add_argument("--byte-lm", metavar="DIR", help="an exported byte LM for MI and a side-by-side bits per byte "
                    "(default for MI: the model's own entropy model)")
+    v.add_argument("--mi-predictions", type=int, default=128,
+                   help="MI on the first N predictions (default 128; each is a byte LM pass over its context)")
+    v.add_argument("--mi-context", type=int, default=512, help="MI: bytes of context kept (default 512)")
     v.add_argument("--parallel", metavar="FILE", help="parallel JSONL {en, <locale>...} for xsim, e.g. "
                    "../shared/data/parallel/valid.jsonl.gz")
     v.add_argument("--parallel-max", type=int, default=0, help="the first N parallel records (default 0 = all)")

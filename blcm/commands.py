@@ -223,7 +223,8 @@ def cmd_eval(args) -> int:
                                 prompt_units=args.prompt_units, continuation_units=args.continuation_units,
                                 generation_docs=args.generation_docs, temperature=args.temperature, seed=args.seed,
                                 sampling=Sampling(steps=args.steps, guidance_scale=args.guidance),
-                                parallel_max=args.parallel_max or None)
+                                parallel_max=args.parallel_max or None, mi_predictions=args.mi_predictions,
+                                mi_context=args.mi_context)
         settings.check()
     except ValueError as e:
         raise CLIError(str(e)) from None

@@ -52,6 +52,8 @@ class EvalSettings:
     temperature: float = 0.0  # byte sampling of both decoders; 0 = greedy
     seed: int = 0
     parallel_max: int | None = None  # paragraphs of the parallel file; None: all
+    mi_predictions: int = 128  # MI is scored on the first N predictions ...
+    mi_context: int = 512  # ... with the last N bytes of the units before each (a byte LM pass per prediction)
     baseline_segmenter: dict = field(default_factory=lambda: {"kind": "sentence", "max_bytes": 128})  # a byte LM's
     # units (it has no segmenter of its own): those of the ByteLCM it is compared with, so both score the same bytes
 
@@ -62,6 +64,8 @@ class EvalSettings:
             raise ValueError(f"window must be >= 2 units (a context and a next unit), got {self.window}")
         if self.prompt_units < 1 or self.continuation_units < 1 or self.generation_docs < 0:
             raise ValueError("prompt_units and continuation_units must be >= 1 and generation_docs >= 0")
+        if self.mi_predictions < 0 or self.mi_context < 1:
+            raise ValueError("mi_predictions must be >= 0 and mi_context >= 1")
         if any(s < 0 or not math.isfinite(s) for s in self.noise):
             raise ValueError(f"noise levels must be finite and >= 0, got {list(self.noise)}")
 
@@ -219,8 +223,11 @@ def prediction(model, docs: list[EvalDocument], settings: EvalSettings,
     ca = contrastive_accuracy(tf.pred, tf.target, doc_ids=tf.doc).cpu()
     copy_ca = contrastive_accuracy(tf.previous, tf.target, doc_ids=tf.doc).cpu()
     dist, copy_dist = l2(tf.pred, tf.target).cpu(), l2(tf.previous, tf.target).cpu()
-    mi = mutual_information(byte_lm, [b"".join(docs[b].units[:j]) for b, j in zip(doc, k, strict=True)], decoded) \
-        if byte_lm is not None else [math.nan] * len(decoded)
+    mi = [math.nan] * len(decoded)
+    if byte_lm is not None:
+        n = settings.mi_predictions
+        contexts = [b"".join(docs[b].units[:j])[-settings.mi_context :] for b, j in zip(doc[:n], k[:n], strict=True)]
+        mi[:n] = mutual_information(byte_lm, contexts, decoded[:n])
 
     ids, lengths = pad_batch(true_units)
     scores = model.codec.decoder(ids.to(model.device), lengths.to(model.device), tf.pred)  # (P, 2) nats, exact

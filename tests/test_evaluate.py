@@ -1,0 +1,192 @@
+"""`blcm eval`: every section on a tiny ByteLCM and a tiny byte LM, the metric wiring against direct
+computations and oracles, the report files, and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from byte_lcm_fixtures import TINY_MODEL, write_corpus
+
+from blcm.cli import main
+from blcm.data import Document
+from blcm.evaluate import (
+    EvalDocument,
+    EvalSettings,
+    bucket_name,
+    byte_lm_bits_per_byte,
+    crosslingual,
+    evaluate,
+    mutual_information,
+    read_documents,
+    reconstruction_scores,
+    render_markdown,
+    unit_log_probs,
+)
+from blcm.model import ByteLCM, ByteLCMConfig
+from blt.entropy import EntropyModel, EntropyModelConfig
+from blt.ids import pad_batch
+from concept_core.interface import Sampling
+
+FAST = dict(max_docs=8, window=6, noise=(0.0, 0.5), prompt_units=2, continuation_units=2, generation_docs=2,
+            sampling=Sampling(steps=2, guidance_scale=1.0), mi_predictions=8)
+
+
+def no_bar(items, desc):
+    return items
+
+
+@pytest.fixture(scope="module")
+def tiny_lcm() -> ByteLCM:
+    torch.manual_seed(0)
+    config = ByteLCMConfig.from_dict({k: TINY_MODEL[k] for k in ("segmenter", "encoder", "decoder", "core")})
+    model = ByteLCM(config).eval()
+    units = [b"The cat sat on the mat.", b" A dog ran past the hill!", b" My sister dreamed of the sea."]
+    model.codec.encoder.calibrate(*pad_batch(units))
+    return model
+
+
+@pytest.fixture(scope="module")
+def byte_lm() -> EntropyModel:
+    torch.manual_seed(1)
+    return EntropyModel(EntropyModelConfig(dim=32, n_layers=1, n_heads=2, context=64)).eval()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("eval") / "toy.jsonl", docs=12)
+
+
+def test_every_section_on_a_byte_lcm(tiny_lcm, byte_lm, corpus):
+    docs = read_documents([str(corpus)], 8)
+    parallel = [{"en": f"Paragraph {i} is here.", "fr-FR": f"Paragraphe {i} est ici."} for i in range(5)]
+    result = evaluate(tiny_lcm, docs, EvalSettings(**FAST), byte_lm=byte_lm, parallel=parallel, progress=False)
+    units = sum(len(tiny_lcm.units(d.text)[:6]) for d in docs)
+    assert result["data"] == {"documents": 8, "units": units, "bytes": result["data"]["bytes"], "sources": {"toy": 8}}
+    recon = result["reconstruction"]["overall"]
+    assert set(recon) == {"sigma=0", "sigma=0.5"} and recon["sigma=0"]["all"]["units"] == units
+    for cell in recon["sigma=0"].values():
+        assert 0 <= cell["exact"] <= 1 and 0 <= cell["byte_accuracy"] <= 1 and 0 <= cell["chrf"] <= 100
+    assert result["reconstruction"]["toy"] == recon  # one source: its group is the whole
+    pred = result["prediction"]["overall"]
+    assert pred["predictions"] == units - len(docs)  # every unit but each document's first
+    assert pred["l2"] >= 0 and 0 <= pred["ca"] <= 1 and 0 <= pred["empty_decodes"] <= 1
+    assert pred["round_trip_l2"] >= 0 or pred["empty_decodes"] == 1  # NaN only when nothing decodes
+    assert math.isfinite(pred["mi"])
+    assert result["next_unit_bpb"]["overall"]["bytes"] == result["byte_lm_next_unit_bpb"]["overall"]["bytes"]
+    gen = result["generation"]["overall"]
+    assert gen["documents"] == 2 and 0 <= gen["rouge_l"] <= 1
+    assert set(result["crosslingual"]) == {"fr-FR", "mean"}
+    assert set(result["speed"]) >= {"encode_units_per_s", "decode_units_per_s", "generated_bytes_per_s"}
+    json.dumps(result)  # plain JSON
+    report = render_markdown(result)
+    assert "| metric | overall | toy |" in report and "xsim error" in report and "ROUGE-L" in report
+
+
+def test_the_byte_lm_scores_the_same_bytes_as_a_byte_lcm_with_the_same_units(tiny_lcm, byte_lm, corpus):
+    docs = read_documents([str(corpus)], 8)
+    settings = EvalSettings(**FAST, baseline_segmenter=tiny_lcm.segmenter.to_config())
+    result = evaluate(byte_lm, docs, settings, progress=False)
+    assert set(result) >= {"next_unit_bpb", "generation", "speed"} and "reconstruction" not in result
+    lcm_docs = [EvalDocument(d.source, tiny_lcm.units(d.text)[:6]) for d in docs]
+    assert result["next_unit_bpb"] == byte_lm_bits_per_byte(byte_lm, lcm_docs)
+    gen = result["generation"]["overall"]
+    assert gen["generated_bytes"] <= gen["reference_bytes"]  # the byte LM's budget is the true continuation's length
+
+
+def test_byte_lm_bits_per_byte_is_the_direct_sum(byte_lm):
+    units = [b"First one.", b" Second unit here.", b" Third."]
+    got = byte_lm_bits_per_byte(byte_lm, [EvalDocument("s", units)])["overall"]
+    doc = b"".join(units)
+    logp = byte_lm.log_probs(*pad_batch([doc]))[0]
+    expected = -logp[len(units[0]) :].sum() / (len(doc) - len(units[0])) / math.log(2)
+    assert got["bytes"] == len(doc) - len(units[0]) and got["units"] == 2
+    assert got["bpb"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_mutual_information_is_zero_without_context_and_nan_for_empty_units(byte_lm):
+    mi = mutual_information(byte_lm, [b"", b"some context. ", b"x"], [b"a unit", b"a unit", b""])
+    assert mi[0] == pytest.approx(0.0, abs=1e-6)
+    with_context = unit_log_probs(byte_lm, [b"some context. "], [b"a unit"])[0]
+    alone = unit_log_probs(byte_lm, [b""], [b"a unit"])[0]
+    assert mi[1] == pytest.approx((with_context - alone) / 6)
+    assert math.isnan(mi[2])
+
+
+def test_reconstruction_scores_of_an_oracle_and_buckets():
+    rows = [{"true": b"abc", "decoded": b"abc"}, {"true": b"hello world", "decoded": b"hello world"}]
+    assert reconstruction_scores(rows) == {"units": 2, "exact": 1.0, "byte_accuracy": 1.0, "chrf": 100.0}
+    half = reconstruction_scores([{"true": b"abcd", "decoded": b"abXY"}])
+    assert half["exact"] == 0.0 and half["byte_accuracy"] == 0.5
+    assert [bucket_name(n) for n in (1, 64, 65, 128, 129, 256, 257)] == \
+        ["1-64", "1-64", "65-128", "65-128", "129-256", "129-256", ">256"]
+
+
+def test_xsim_is_zero_for_copies_and_counts_swaps(tiny_lcm):
+    records = [{"en": t, "de-DE": t} for t in ("The cat sat.", "A dog ran far away!", "My sister spoke.",
+                                               "Numbers 12345 and more 67890.")]
+    assert crosslingual(tiny_lcm, records, no_bar)["de-DE"] == {"pairs": 4, "xsim_error": 0.0}
+    swapped = [{"en": r["en"], "de-DE": records[(i + 1) % 4]["en"]} for i, r in enumerate(records)]
+    assert crosslingual(tiny_lcm, swapped, no_bar)["de-DE"]["xsim_error"] == 1.0  # each finds the wrong one
+
+
+def test_settings_are_checked(tiny_lcm):
+    docs = [Document(b"One. Two.", "s", "k")]
+    for bad in (dict(window=1), dict(noise=(-1.0,)), dict(prompt_units=0), dict(max_docs=0)):
+        with pytest.raises(ValueError):
+            evaluate(tiny_lcm, docs, EvalSettings(**{**FAST, **bad}), progress=False)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(tiny_lcm, byte_lm, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("exports")
+    return tiny_lcm.save_pretrained(root / "lcm"), byte_lm.save_pretrained(root / "lm")
+
+
+FAST_ARGS = ["--max-docs", "4", "--window", "5", "--noise", "0", "--generation-docs", "1", "--steps", "2",
+             "--prompt-units", "1", "--continuation-units", "1", "--mi-predictions", "4", "--no-progress"]
+
+
+def test_eval_command_writes_json_markdown_and_tensorboard(exported, corpus, tmp_path, capsys):
+    lcm, lm = exported
+    out = tmp_path / "res" / "lcm.json"
+    assert main(["eval", "--model", str(lcm), "--data", str(corpus), "--out", str(out), "--byte-lm", str(lm),
+                 "--tensorboard", str(tmp_path / "tb"), *FAST_ARGS]) == 0
+    result = json.loads(out.read_text())
+    assert result["data"]["documents"] == 4 and result["inputs"]["byte_lm"] == str(lm)
+    assert out.with_suffix(".md").read_text() in capsys.readouterr().out
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    out_lm = tmp_path / "lm.json"
+    assert main(["eval", "--model", str(lm), "--data", str(corpus), "--out", str(out_lm), *FAST_ARGS]) == 0
+    assert json.loads(out_lm.read_text())["model"]["type"] == "EntropyModel"
+
+
+def test_eval_bad_input_is_one_line_and_exit_2(exported, corpus, tmp_path, capsys):
+    lcm, lm = exported
+    no_text = tmp_path / "no_text.jsonl"
+    no_text.write_text(json.dumps({"body": "x"}) + "\n")
+    empty = tmp_path / "empty.jsonl.gz"
+    with gzip.open(empty, "wt"):
+        pass
+    not_model = tmp_path / "not_model"
+    not_model.mkdir()
+    cases = [
+        (["--model", str(not_model), "--data", str(corpus)], "cannot load"),
+        (["--model", str(lcm), "--data", str(no_text)], "no 'text' field"),
+        (["--model", str(lcm), "--data", str(empty)], "no documents"),
+        (["--model", str(lcm), "--data", str(tmp_path / "missing.jsonl")], "no such file"),
+        (["--model", str(lcm), "--data", str(corpus), "--byte-lm", str(lcm)], "is a ByteLCM"),
+        (["--model", str(lcm), "--data", str(corpus), "--window", "1"], "window"),
+    ]
+    for args, message in cases:
+        assert main(["eval", *args, "--out", str(tmp_path / "r.json"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert main(["eval", "--model", str(lcm), "--data", str(corpus), "--out", str(tmp_path / "r.txt")]) == 2
+    assert not (tmp_path / "r.json").exists()  # nothing written on an error

@@ -1,0 +1,64 @@
+"""Word n-gram generation metrics (REP-4, OVL-3), byte accuracy, chrF and ROUGE-L."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blcm.text_metrics import byte_accuracy, chrf, ngrams, overlap, repetition, rouge_l, words
+
+WORDS = st.lists(st.sampled_from(["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away"]), max_size=30)
+
+
+def test_ngrams_are_of_words_not_characters():
+    # Character 4-grams of this text repeat ("the " twice, " the" ...); its word 4-grams do not.
+    assert repetition("the cat sat on the mat", 4) == 0.0
+    assert words("The CAT, sat.") == ["the", "cat", "sat"]
+    assert ngrams(["a", "b", "c"], 2) == [("a", "b"), ("b", "c")]
+
+
+def test_repetition_counts_repeated_ngrams():
+    assert repetition("a b c d a b c d", 4) == 1 - 4 / 5  # 5 4-grams, "a b c d" twice
+    assert repetition("a b c d a b c d a b c d", 4) == 1 - 4 / 9  # 9 4-grams, 4 distinct
+    assert math.isnan(repetition("too short", 4))
+
+
+@given(WORDS)
+def test_repetition_is_a_share(tokens):
+    value = repetition(" ".join(tokens), 4)
+    assert math.isnan(value) if len(tokens) < 4 else 0.0 <= value < 1.0
+
+
+@given(WORDS, WORDS)
+def test_overlap_is_a_share_and_one_against_itself(a, b):
+    text, context = " ".join(a), " ".join(b)
+    value = overlap(text, context, 3)
+    if len(a) < 3:
+        assert math.isnan(value)
+    else:
+        assert 0.0 <= value <= 1.0
+        assert overlap(text, text, 3) == 1.0
+        assert overlap(text, context + " " + text, 3) == 1.0
+
+
+def test_overlap_of_disjoint_texts_is_zero():
+    assert overlap("one two three four", "five six seven eight", 3) == 0.0
+
+
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_byte_accuracy_is_symmetric_bounded_and_one_only_for_equal_bytes(a, b):
+    value = byte_accuracy(a, b)
+    assert value == byte_accuracy(b, a)
+    assert 0.0 <= value <= 1.0
+    assert (value == 1.0) == (a == b)
+
+
+def test_chrf_and_rouge_l_of_identical_texts():
+    texts = [b"The cat sat on the mat.", b"A dog ran far away."]
+    assert chrf(texts, texts) == 100.0
+    assert rouge_l(texts, texts) == [1.0, 1.0]
+    assert chrf([b"zzzz qqqq"], [b"The cat sat on the mat."]) < 10
+    assert rouge_l([b"zzzz"], [b"the cat"]) == [0.0]
+    assert math.isnan(chrf([], []))
