@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", required=True, nargs="+", metavar="FILE",
                    help="JSONL(.gz) documents with a text field (and optionally source), text files or directories")
     v.add_argument("--out", required=True, metavar="X.json", help="where the results go (X.md gets the report)")
-    v.add_argument("--max-docs", type=int, default=64, help="the first N documents (default 64; 0 = all)")
+    v.add_argument("--max-docs", type=int, default=64,
+                   help="N documents, taken in turn from each source (default 64; 0 = all)")
     v.add_argument("--window", type=int, default=16, help="units kept per document (default 16, tiny's window)")
     v.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.5], metavar="SIGMA",
                    help="concept noise levels for reconstruction (default 0 0.1 0.2 0.5)")

@@ -42,7 +42,7 @@ LENGTH_BUCKETS = ((1, 64), (65, 128), (129, 256), (257, None))
 
 @dataclass
 class EvalSettings:
-    max_docs: int | None = 64  # documents read from the data (in order); None: all
+    max_docs: int | None = 64  # documents read from the data (in turn from each source); None: all
     window: int = 16  # units kept per document
     noise: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5)  # σ of the noise added to concepts before decoding
     prompt_units: int = 4  # generation continues each document from its first k units ...
@@ -79,18 +79,23 @@ class EvalDocument:
 # -- inputs ---------------------------------------------------------------------------------------
 
 def read_documents(paths: Sequence[str], max_docs: int | None, text_field: str = "text") -> list[Document]:
-    """The first ``max_docs`` non-empty documents of ``paths``; DataError when there are none."""
+    """Up to ``max_docs`` non-empty documents of ``paths``, taken in turn from each source (so every source
+    is represented), each source's in file order; DataError when there are none."""
     skipped = SkipReport()
-    docs = []
+    by_source: dict[str, list[Document]] = defaultdict(list)
     for doc in iter_records(list(paths), text_field, skipped):
         if doc.text:
-            docs.append(doc)
-        if max_docs is not None and len(docs) >= max_docs:
-            break
-    if not docs:
+            by_source[doc.source].append(doc)
+    if not by_source:
         reason = skipped.named() or "they are empty"
         raise DataError(f"no documents with text in {', '.join(map(str, paths))}: {reason}")
-    return docs
+    queues = list(by_source.values())
+    total = sum(map(len, queues))
+    limit = total if max_docs is None else min(max_docs, total)
+    docs = []
+    for i in range(max(map(len, queues))):
+        docs += [q[i] for q in queues if i < len(q)]
+    return docs[:limit]
 
 
 def read_parallel(path: str, limit: int | None) -> list[dict[str, str]]:

@@ -190,3 +190,12 @@ def test_eval_bad_input_is_one_line_and_exit_2(exported, corpus, tmp_path, capsy
         assert message in err and len(err.splitlines()) == 1, err
     assert main(["eval", "--model", str(lcm), "--data", str(corpus), "--out", str(tmp_path / "r.txt")]) == 2
     assert not (tmp_path / "r.json").exists()  # nothing written on an error
+
+
+def test_documents_are_taken_in_turn_from_each_source(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    records = [{"source": "a", "text": f"a{i}."} for i in range(5)] + [{"source": "b", "text": "b0."},
+                                                                       {"source": "c", "text": ""}]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert [d.text for d in read_documents([str(path)], 3)] == [b"a0.", b"b0.", b"a1."]
+    assert len(read_documents([str(path)], None)) == 6  # the empty one is left out
