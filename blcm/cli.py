@@ -127,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "context. Stops at the end-of-document concept or after --max-units.")
     g.add_argument("prompt", nargs="?", help="the prompt text (or use --prompt-file)")
     g.add_argument("--model", required=True, metavar="DIR",
-                   help="an exported ByteLCM (config.json + model.safetensors)")
+                   help="an exported ByteLCM (config.json + model.safetensors), or a byte LM such as ByteGPT's")
     g.add_argument("--prompt-file", metavar="FILE", help="read the prompt's bytes from FILE (any bytes)")
     g.add_argument("--max-units", type=int, default=8, help="the most units to generate (default 8)")
+    g.add_argument("--max-bytes", type=int, default=256, help="a byte LM: the most bytes to generate (default 256)")
     g.add_argument("--steps", type=int, default=40, help="diffusion sampling steps (default 40)")
     g.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3; 1 = off)")
     g.add_argument("--temperature", type=float, default=0.0,

@@ -59,6 +59,9 @@ def is_text(data: bytes) -> bool:
 
 
 def cmd_generate(args) -> int:
+    import torch
+
+    from blt.entropy import EntropyModel
     from concept_core.interface import Sampling
 
     if args.prompt is None and args.prompt_file is None:
@@ -70,11 +73,16 @@ def cmd_generate(args) -> int:
     prompt = args.prompt.encode("utf-8") if args.prompt is not None else read_bytes(args.prompt_file)
     if not prompt:
         raise CLIError("the prompt is empty")
-    model = load_model(args.model)
-    sampling = Sampling(steps=args.steps, guidance_scale=args.guidance)
+    model = load_model(args.model, byte_lm=True)
     try:
-        units = model.iter_generate(prompt, max_units=args.max_units, sampling=sampling, seed=args.seed,
-                                    temperature=args.temperature)
+        if isinstance(model, EntropyModel):  # a byte LM (the ByteGPT baseline): bytes, not units
+            generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+            units = iter([model.generate(prompt, max_new_bytes=args.max_bytes, temperature=args.temperature,
+                                         generator=generator)])
+        else:
+            units = model.iter_generate(prompt, max_units=args.max_units,
+                                        sampling=Sampling(steps=args.steps, guidance_scale=args.guidance),
+                                        seed=args.seed, temperature=args.temperature)
     except ValueError as e:  # e.g. more sampling steps than the model has diffusion timesteps
         raise CLIError(str(e)) from None
     if args.out:  # bytes that are not text belong in a file, not on a terminal

@@ -199,3 +199,13 @@ def test_documents_are_taken_in_turn_from_each_source(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert [d.text for d in read_documents([str(path)], 3)] == [b"a0.", b"b0.", b"a1."]
     assert len(read_documents([str(path)], None)) == 6  # the empty one is left out
+
+
+def test_generate_with_a_byte_lm_writes_bytes(exported, tmp_path, capsys):
+    _, lm = exported
+    out = tmp_path / "gen.bin"
+    assert main(["generate", "--model", str(lm), "--max-bytes", "5", "--seed", "0", "--temperature", "1",
+                 "--out", str(out), "Hello"]) == 0
+    assert 0 <= len(out.read_bytes()) <= 5
+    assert main(["generate", "--model", str(lm), "--max-bytes", "5000", "Hello"]) == 2
+    assert "max_new_bytes must be between 1 and 63" in capsys.readouterr().err
