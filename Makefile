@@ -20,7 +20,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
-## The main job: fetch the default corpus, prepare it, train ByteLCM tiny for DEMO_MINUTES, show what it learned.
+## The main job: fetch the default corpus, prepare it, train ByteLCM tiny for DEMO_MINUTES, show what it learned
+## (reconstructions, a generated continuation, the evaluation suite on 8 held-out documents).
 demo: install
 	corpus=$$($(BIN)/blcm data fetch) && $(BIN)/blcm prepare $$corpus/train.jsonl.gz --valid $$corpus/valid.jsonl.gz \
 		--max-unit-bytes 128 --out runs/prepared/sotu-128
@@ -30,6 +31,9 @@ demo: install
 	$(BIN)/blcm reconstruct --model runs/tiny/export examples/sample.txt --max-units 4
 	$(BIN)/blcm generate --model runs/tiny/export --max-units 3 --seed 0 --guidance 1 \
 		"The State of the Union is strong. We will build new roads and schools."
+	corpus=$$($(BIN)/blcm data fetch) && $(BIN)/blcm eval --model runs/tiny/export --data $$corpus/valid.jsonl.gz \
+		--max-docs 8 --generation-docs 4 --out runs/tiny/eval.json
+	@echo "evaluation: runs/tiny/eval.md, metrics explained by blcm eval --help"
 	@echo "TensorBoard logs: runs/tiny (tensorboard --logdir runs); exported model: runs/tiny/export"
 
 test: install

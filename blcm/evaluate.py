@@ -199,8 +199,8 @@ def encode_units(model, units: list[bytes], batch_size: int = 256) -> torch.Tens
     return torch.cat([model.codec.encode(units[s : s + batch_size]) for s in range(0, len(units), batch_size)])
 
 
-def prediction(model, docs: list[EvalDocument], settings: EvalSettings,
-               byte_lm: EntropyModel | None) -> tuple[dict, dict]:
+def prediction(model, docs: list[EvalDocument], settings: EvalSettings, byte_lm: EntropyModel | None,
+               progress) -> tuple[dict, dict]:
     """-> (prediction metrics by source, the ByteLCM's next-unit bits per byte by source)."""
     docs = [d for d in docs if len(d.units) >= 2]
     if not docs:
@@ -232,7 +232,7 @@ def prediction(model, docs: list[EvalDocument], settings: EvalSettings,
     if byte_lm is not None:
         n = settings.mi_predictions
         contexts = [b"".join(docs[b].units[:j])[-settings.mi_context :] for b, j in zip(doc[:n], k[:n], strict=True)]
-        mi[:n] = mutual_information(byte_lm, contexts, decoded[:n])
+        mi[:n] = mutual_information(byte_lm, contexts, decoded[:n], progress=progress)
 
     ids, lengths = pad_batch(true_units)
     scores = model.codec.decoder(ids.to(model.device), lengths.to(model.device), tf.pred)  # (P, 2) nats, exact
@@ -254,11 +254,12 @@ def bits_per_byte(rows: list[dict]) -> dict:
     return {"units": len(rows), "bytes": num_bytes, "bpb": sum(r["nats"] for r in rows) / num_bytes / math.log(2)}
 
 
-def mutual_information(byte_lm: EntropyModel, contexts: list[bytes], units: list[bytes],
-                       batch_size: int = 16) -> list[float]:
+def mutual_information(byte_lm: EntropyModel, contexts: list[bytes], units: list[bytes], batch_size: int = 16,
+                       progress=None) -> list[float]:
     """(log p(unit | context) - log p(unit)) / |unit| in nats per byte, NaN for an empty unit."""
     out = [math.nan] * len(units)
-    for i in range(0, len(units), batch_size):
+    starts = range(0, len(units), batch_size)
+    for i in progress(starts, desc="MI (byte LM batches)") if progress else starts:
         block = [j for j in range(i, min(i + batch_size, len(units))) if units[j]]
         if not block:
             continue
@@ -395,7 +396,8 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         result["data"] = data_summary(docs)
         result["reconstruction"] = timed("reconstruction", reconstruction, model, docs, settings, speed, bar)
         scorer = byte_lm if byte_lm is not None else model.codec.encoder.entropy_model
-        result["prediction"], result["next_unit_bpb"] = timed("prediction", prediction, model, docs, settings, scorer)
+        result["prediction"], result["next_unit_bpb"] = timed("prediction", prediction, model, docs, settings, scorer,
+                                                              bar)
         result["mi_byte_lm"] = "given" if byte_lm is not None else "the encoder's entropy model" if scorer else None
         if byte_lm is not None:
             result["byte_lm_next_unit_bpb"] = timed("byte_lm_bpb", byte_lm_bits_per_byte, byte_lm, docs)
