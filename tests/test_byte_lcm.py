@@ -193,6 +193,20 @@ def test_model_configs_build_at_their_sizes(name, low, high):
     assert low < total < high, f"{name}: {total:,} parameters"
 
 
+def test_the_next_byte_baseline_matches_tiny_in_parameters():
+    import yaml
+
+    from blcm.lightning import EntropyLMModule
+
+    def init_args(name):
+        return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]["init_args"]
+
+    with torch.device("meta"):
+        tiny = sum(ByteLCMModule(**init_args("tiny")).model.num_params().values())
+        baseline = EntropyLMModule(**init_args("bytegpt-tiny")).model.num_params()
+    assert abs(baseline - tiny) / tiny < 0.01, (baseline, tiny)
+
+
 def test_a_segmenter_mismatch_between_data_and_model_is_a_warning(prepared):
     module = tiny_module(segmenter={"kind": "sentence", "max_bytes": 100}, entropy_steps=0, autoencoder_steps=0)
     dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=0)

@@ -66,6 +66,20 @@ def test_cli_fit_runs_from_a_config(tmp_path, corpus, monkeypatch):
     assert torch.load(resumed, weights_only=True, map_location="cpu")["global_step"] == 6
 
 
+def test_the_next_byte_baseline_trains_through_the_same_entry_point(tmp_path, corpus, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "bytegpt-tiny.yaml"
+    assert main(["fit", "--config", str(config), "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+                 "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+                 "--model.dim", "32", "--model.n_layers", "1", "--model.n_heads", "2", "--model.context", "64",
+                 "--data.seq_len", "64", "--data.train_files", f"[{corpus[0]}]",
+                 "--data.val_files", f"[{corpus[1]}]"]) == 0
+    exported = EntropyModel.from_pretrained(tmp_path / "runs/bytegpt-tiny/export")
+    assert exported.config.context == 64 and len(exported.generate(b"The cat", max_new_bytes=8)) <= 8
+    (run,) = (tmp_path / "runs/bytegpt-tiny").glob("version_*")
+    assert "val/bpb" in (run / "metrics.jsonl").read_text()  # the curve benchmarks/wallclock.py reads
+
+
 def test_validate_an_export(tmp_path, corpus, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
