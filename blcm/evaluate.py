@@ -239,7 +239,7 @@ def prediction(model, docs: list[EvalDocument], settings: EvalSettings, byte_lm:
     rows = [{"source": docs[b].source, "l2": float(dist[i]), "copy_l2": float(copy_dist[i]),
              "round_trip_l2": float(round_trip[i]), "par": float(par[i]), "ca": float(ca[i]),
              "copy_ca": float(copy_ca[i]), "mi": mi[i], "empty": not decoded[i],
-             "nats": float(scores[i, 0]), "bytes": len(true_units[i])} for i, b in enumerate(doc)]
+             "nats": float(scores[i, 0]), "bytes": len(true_units[i]), "units": 1} for i, b in enumerate(doc)]
 
     def aggregate(group: list[dict]) -> dict:
         out = {name: nanmean(r[name] for r in group)
@@ -250,8 +250,10 @@ def prediction(model, docs: list[EvalDocument], settings: EvalSettings, byte_lm:
 
 
 def bits_per_byte(rows: list[dict]) -> dict:
+    """Rows of {"nats", "bytes", "units"} -> their total bits per byte."""
     num_bytes = sum(r["bytes"] for r in rows)
-    return {"units": len(rows), "bytes": num_bytes, "bpb": sum(r["nats"] for r in rows) / num_bytes / math.log(2)}
+    return {"units": sum(r["units"] for r in rows), "bytes": num_bytes,
+            "bpb": sum(r["nats"] for r in rows) / num_bytes / math.log(2)}
 
 
 def mutual_information(byte_lm: EntropyModel, contexts: list[bytes], units: list[bytes], batch_size: int = 16,
@@ -289,13 +291,7 @@ def byte_lm_bits_per_byte(byte_lm: EntropyModel, docs: list[EvalDocument]) -> di
         logp = unit_log_probs(byte_lm, [d.units[0]], [b"".join(d.units[1:])])[0]
         rows.append({"source": d.source, "nats": -logp, "bytes": sum(map(len, d.units)) - first,
                      "units": len(d.units) - 1})
-
-    def aggregate(group: list[dict]) -> dict:
-        num_bytes = sum(r["bytes"] for r in group)
-        return {"units": sum(r["units"] for r in group), "bytes": num_bytes,
-                "bpb": sum(r["nats"] for r in group) / num_bytes / math.log(2)}
-
-    return by_source(rows, aggregate) if rows else {}
+    return by_source(rows, bits_per_byte) if rows else {}
 
 
 def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocument], settings: EvalSettings,
