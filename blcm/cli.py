@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     v.add_argument("--byte-lm", metavar="DIR", help="an exported byte LM for MI and a side-by-side bits per byte "
                    "(default for MI: the model's own entropy model)")
+    v.add_argument("--unit-bytes", type=int, default=128, help="a byte LM: the sentence cap of the units it is "
+                   "scored on; match the ByteLCM it is compared with (default 128, configs/tiny.yaml's)")
     v.add_argument("--mi-predictions", type=int, default=128,
                    help="MI on the first N predictions (default 128; each is a byte LM pass over its context)")
     v.add_argument("--mi-context", type=int, default=512, help="MI: bytes of context kept (default 512)")

@@ -232,7 +232,8 @@ def cmd_eval(args) -> int:
                                 generation_docs=args.generation_docs, temperature=args.temperature, seed=args.seed,
                                 sampling=Sampling(steps=args.steps, guidance_scale=args.guidance),
                                 parallel_max=args.parallel_max or None, mi_predictions=args.mi_predictions,
-                                mi_context=args.mi_context)
+                                mi_context=args.mi_context,
+                                baseline_segmenter={"kind": "sentence", "max_bytes": args.unit_bytes})
         settings.check()
     except ValueError as e:
         raise CLIError(str(e)) from None
