@@ -526,15 +526,15 @@ def cell(text: str, limit: int = 300) -> str:
 
 
 def log_tensorboard(result: dict, log_dir: str, step: int = 0) -> None:
-    """Every number of the summary table as eval/<metric>/<group>, and the markdown report as text."""
+    """Every number of the summary table as eval/<section>/<metric>/<group>, and the markdown report as text."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir)
-    header, rows = summary_rows(result)
-    for label, *values in rows:
-        for group, value in zip(header[1:], values, strict=True):
+    for group in ["overall", *result["data"]["sources"]]:
+        for _, section, path in SUMMARY:  # e.g. eval/reconstruction/sigma=0/all/exact/overall
+            value = lookup(result.get(section) or {}, (group, *path))
             if isinstance(value, int | float) and not math.isnan(value):
-                writer.add_scalar(f"eval/{label}/{group}", value, step)
+                writer.add_scalar(f"eval/{section}/{'/'.join(path)}/{group}", value, step)
     for locale, m in (result.get("crosslingual") or {}).items():
         writer.add_scalar(f"eval/xsim_error/{locale}", m["xsim_error"], step)
     writer.add_text("eval/report", render_markdown(result), step)

@@ -161,7 +161,12 @@ def test_eval_command_writes_json_markdown_and_tensorboard(exported, corpus, tmp
     result = json.loads(out.read_text())
     assert result["data"]["documents"] == 4 and result["inputs"]["byte_lm"] == str(lm)
     assert out.with_suffix(".md").read_text() in capsys.readouterr().out
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert "eval/reconstruction/sigma=0/all/exact/overall" in events.Tags()["scalars"]
+    assert "eval/prediction/ca/toy" in events.Tags()["scalars"] and "eval/report" in str(events.Tags())
     out_lm = tmp_path / "lm.json"
     assert main(["eval", "--model", str(lm), "--data", str(corpus), "--out", str(out_lm), *FAST_ARGS]) == 0
     assert json.loads(out_lm.read_text())["model"]["type"] == "EntropyModel"
