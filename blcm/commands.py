@@ -221,7 +221,16 @@ def cmd_eval(args) -> int:
     import torch
 
     from blcm.data import DataError
-    from blcm.evaluate import EvalSettings, evaluate, log_tensorboard, read_documents, read_parallel, render_markdown
+    from blcm.evaluate import (
+        EvalSettings,
+        evaluate,
+        json_ready,
+        log_tensorboard,
+        read_documents,
+        read_parallel,
+        render_markdown,
+    )
+    from blt.entropy import EntropyModel
     from concept_core.interface import Sampling
 
     if args.threads:
@@ -234,15 +243,16 @@ def cmd_eval(args) -> int:
                                 parallel_max=args.parallel_max or None, mi_predictions=args.mi_predictions,
                                 mi_context=args.mi_context,
                                 baseline_segmenter={"kind": "sentence", "max_bytes": args.unit_bytes})
-        settings.check()
     except ValueError as e:
         raise CLIError(str(e)) from None
     out = Path(args.out)
     if out.suffix != ".json":
         raise CLIError(f"--out must name a .json file (the markdown report goes next to it), got {args.out}")
     model = load_model(args.model, byte_lm=True)
+    if isinstance(model, EntropyModel) and (args.byte_lm or args.parallel):
+        raise CLIError(f"{args.model} is a byte LM: --byte-lm and --parallel apply to a ByteLCM only")
     byte_lm = load_model(args.byte_lm, byte_lm=True) if args.byte_lm else None
-    if byte_lm is not None and type(byte_lm).__name__ != "EntropyModel":
+    if byte_lm is not None and not isinstance(byte_lm, EntropyModel):
         raise CLIError(f"--byte-lm {args.byte_lm} is a ByteLCM; give an exported byte LM (EntropyModel)")
     try:
         documents = read_documents(args.data, settings.max_docs, args.text_field)
@@ -253,11 +263,15 @@ def cmd_eval(args) -> int:
         raise CLIError(str(e)) from None
     result["inputs"] = {"model": args.model, "data": args.data, "byte_lm": args.byte_lm, "parallel": args.parallel}
     report = render_markdown(result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out, json.dumps(result, indent=2, allow_nan=True)), (out.with_suffix(".md"), report)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.rename(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for path, text in ((out, json.dumps(json_ready(result), indent=2, allow_nan=False)),
+                           (out.with_suffix(".md"), report)):
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            tmp.rename(path)
+    except OSError as e:
+        raise CLIError(f"cannot write {out}: {e.strerror or e}") from None
     if args.tensorboard:
         log_tensorboard(result, args.tensorboard)
     print(report)

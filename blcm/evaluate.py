@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from blcm.data import DataError, Document, SkipReport, iter_records
 from blcm.text_metrics import byte_accuracy, chrf, overlap, repetition, rouge_l
@@ -35,9 +36,10 @@ from blt.entropy import EntropyModel
 from blt.ids import pad_batch
 from bridges.segment import build_segmenter
 from concept_core.interface import Sampling
-from concept_core.metrics import contrastive_accuracy, l2, paraphrasing_ratio, teacher_forced_predictions
+from concept_core.metrics import context_cosine, contrastive_accuracy, l2, teacher_forced_predictions
 
 LENGTH_BUCKETS = ((1, 64), (65, 128), (129, 256), (257, None))
+CA_POOL = 256  # predictions a CA candidate pool holds
 
 
 @dataclass
@@ -57,7 +59,7 @@ class EvalSettings:
     baseline_segmenter: dict = field(default_factory=lambda: {"kind": "sentence", "max_bytes": 128})  # a byte LM's
     # units (it has no segmenter of its own): those of the ByteLCM it is compared with, so both score the same bytes
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.max_docs is not None and self.max_docs < 1:
             raise ValueError(f"max_docs must be >= 1, got {self.max_docs}")
         if self.window < 2:
@@ -66,6 +68,8 @@ class EvalSettings:
             raise ValueError("prompt_units and continuation_units must be >= 1 and generation_docs >= 0")
         if self.mi_predictions < 0 or self.mi_context < 1:
             raise ValueError("mi_predictions must be >= 0 and mi_context >= 1")
+        if self.parallel_max is not None and self.parallel_max < 1:
+            raise ValueError(f"parallel_max must be >= 1 (or None: all), got {self.parallel_max}")
         if any(s < 0 or not math.isfinite(s) for s in self.noise):
             raise ValueError(f"noise levels must be finite and >= 0, got {list(self.noise)}")
 
@@ -100,7 +104,7 @@ def read_documents(paths: Sequence[str], max_docs: int | None, text_field: str =
 
 def read_parallel(path: str, limit: int | None) -> list[dict[str, str]]:
     """Records {"en": ..., "<locale>": ...} of a parallel JSONL(.gz) file (other fields dropped)."""
-    opener = gzip.open if path.endswith(".gz") else open
+    opener = gzip.open if path.lower().endswith(".gz") else open
     records = []
     try:
         with opener(path, "rt", encoding="utf-8") as f:
@@ -111,6 +115,8 @@ def read_parallel(path: str, limit: int | None) -> list[dict[str, str]]:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DataError(f"{path}:{lineno} is not valid JSON ({e})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{lineno} is not a JSON object of texts by language")
                 texts = {k: v for k, v in record.items() if k not in ("id", "source") and isinstance(v, str) and v}
                 if "en" in texts and len(texts) > 1:
                     records.append(texts)
@@ -161,11 +167,10 @@ class Timer:
 
 # -- sections ------------------------------------------------------------------------------------
 
-def reconstruction(model, docs: list[EvalDocument], settings: EvalSettings, speed: dict, progress) -> dict:
+def reconstruction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings: EvalSettings, speed: dict,
+                   progress) -> dict:
+    """concepts (U, d): the units of ``docs`` in order."""
     units = [(d.source, u) for d in docs for u in d.units]
-    with Timer() as t:
-        concepts = encode_units(model, [u for _, u in units])
-    speed["encode_units_per_s"] = len(units) / t.seconds
     generator = torch.Generator(model.device).manual_seed(settings.seed)
     rows = []
     for sigma in progress(settings.noise, desc="reconstruction (noise levels)"):
@@ -195,23 +200,32 @@ def reconstruction_scores(rows: list[dict]) -> dict:
             "chrf": chrf([r["decoded"] for r in rows], [r["true"] for r in rows])}
 
 
-def encode_units(model, units: list[bytes], batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([model.codec.encode(units[s : s + batch_size]) for s in range(0, len(units), batch_size)])
+def encode_units(model, units: list[bytes], batch_size: int = 256, progress=None, desc: str = "") -> torch.Tensor:
+    starts = range(0, len(units), batch_size)
+    return torch.cat([model.codec.encode(units[s : s + batch_size])
+                      for s in (progress(starts, desc=desc) if progress else starts)])
 
 
-def prediction(model, docs: list[EvalDocument], settings: EvalSettings, byte_lm: EntropyModel | None,
-               progress) -> tuple[dict, dict]:
-    """-> (prediction metrics by source, the ByteLCM's next-unit bits per byte by source)."""
-    docs = [d for d in docs if len(d.units) >= 2]
-    if not docs:
+def pooled_contrastive_accuracy(pred: torch.Tensor, target: torch.Tensor, doc: torch.Tensor,
+                                pool: int = CA_POOL) -> torch.Tensor:
+    """CA with each prediction ranked among the targets of its pool of ``pool`` consecutive predictions (as
+    a validation batch is in training): comparable across data sizes, and memory stays pool² per pool."""
+    return torch.cat([contrastive_accuracy(pred[s : s + pool], target[s : s + pool], doc_ids=doc[s : s + pool])
+                      for s in range(0, len(pred), pool)])
+
+
+def prediction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings: EvalSettings,
+               byte_lm: EntropyModel | None, progress) -> tuple[dict, dict]:
+    """concepts (U, d): the units of ``docs`` in order. -> (prediction metrics by source, the ByteLCM's
+    next-unit bits per byte by source)."""
+    per_doc = [(d, c) for d, c in zip(docs, concepts.split([len(d.units) for d in docs]), strict=True)
+               if len(d.units) >= 2]
+    if not per_doc:
         return {}, {}
-    concepts = encode_units(model, [u for d in docs for u in d.units])
-    sequences = torch.zeros(len(docs), max(len(d.units) for d in docs), concepts.shape[-1], device=concepts.device)
-    mask = torch.zeros(sequences.shape[:2], dtype=torch.bool, device=concepts.device)
-    offset = 0
-    for i, d in enumerate(docs):
-        sequences[i, : len(d.units)], mask[i, : len(d.units)] = concepts[offset : offset + len(d.units)], True
-        offset += len(d.units)
+    docs = [d for d, _ in per_doc]
+    sequences = pad_sequence([c for _, c in per_doc], batch_first=True)  # (B, N, d)
+    mask = pad_sequence([torch.ones(len(c), dtype=torch.bool, device=c.device) for _, c in per_doc],
+                        batch_first=True)  # (B, N)
     generator = torch.Generator(model.device).manual_seed(settings.seed)
     tf = teacher_forced_predictions(model.core, sequences, mask, settings.sampling, generator)
     doc, k = tf.doc.tolist(), tf.position.tolist()
@@ -223,10 +237,11 @@ def prediction(model, docs: list[EvalDocument], settings: EvalSettings, byte_lm:
     if decodable:
         re_encoded = encode_units(model, [decoded[i] for i in decodable])
         round_trip[decodable] = l2(re_encoded, tf.target[decodable]).cpu()
-    prefix = mask[tf.doc] & (torch.arange(mask.shape[1], device=mask.device) < tf.position[:, None])
-    par = paraphrasing_ratio(tf.pred, tf.target, sequences[tf.doc], prefix).cpu()
-    ca = contrastive_accuracy(tf.pred, tf.target, doc_ids=tf.doc).cpu()
-    copy_ca = contrastive_accuracy(tf.previous, tf.target, doc_ids=tf.doc).cpu()
+    prefix = mask[tf.doc] & (torch.arange(mask.shape[1], device=mask.device) < tf.position[:, None])  # (P, N)
+    pred_cos = context_cosine(tf.pred, sequences[tf.doc], prefix).cpu()
+    true_cos = context_cosine(tf.target, sequences[tf.doc], prefix).cpu()
+    ca = pooled_contrastive_accuracy(tf.pred, tf.target, tf.doc).cpu()
+    copy_ca = pooled_contrastive_accuracy(tf.previous, tf.target, tf.doc).cpu()
     dist, copy_dist = l2(tf.pred, tf.target).cpu(), l2(tf.previous, tf.target).cpu()
     mi = [math.nan] * len(decoded)
     if byte_lm is not None:
@@ -237,14 +252,18 @@ def prediction(model, docs: list[EvalDocument], settings: EvalSettings, byte_lm:
     ids, lengths = pad_batch(true_units)
     scores = model.codec.decoder(ids.to(model.device), lengths.to(model.device), tf.pred)  # (P, 2) nats, exact
     rows = [{"source": docs[b].source, "l2": float(dist[i]), "copy_l2": float(copy_dist[i]),
-             "round_trip_l2": float(round_trip[i]), "par": float(par[i]), "ca": float(ca[i]),
-             "copy_ca": float(copy_ca[i]), "mi": mi[i], "empty": not decoded[i],
+             "round_trip_l2": float(round_trip[i]), "pred_cos": float(pred_cos[i]), "true_cos": float(true_cos[i]),
+             "ca": float(ca[i]), "copy_ca": float(copy_ca[i]), "mi": mi[i], "empty": not decoded[i],
              "nats": float(scores[i, 0]), "bytes": len(true_units[i]), "units": 1} for i, b in enumerate(doc)]
 
     def aggregate(group: list[dict]) -> dict:
         out = {name: nanmean(r[name] for r in group)
-               for name in ("l2", "round_trip_l2", "par", "ca", "mi", "copy_l2", "copy_ca")}
-        return {"predictions": len(group), **out, "empty_decodes": sum(r["empty"] for r in group) / len(group)}
+               for name in ("l2", "round_trip_l2", "ca", "mi", "copy_l2", "copy_ca")}
+        # PAR of the set: per-item ratios explode where the truth's best context cosine is near 0.
+        par = nanmean(r["pred_cos"] for r in group) / nanmean(r["true_cos"] for r in group)
+        return {"predictions": len(group), **out, "par": par,
+                "mi_predictions": sum(not math.isnan(r["mi"]) for r in group),
+                "empty_decodes": sum(r["empty"] for r in group) / len(group)}
 
     return by_source(rows, aggregate), by_source(rows, bits_per_byte)
 
@@ -331,35 +350,36 @@ def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocumen
 
 def crosslingual(model, records: list[dict[str, str]], progress) -> dict:
     """xsim error per locale: the share of its paragraphs whose nearest English paragraph (cosine of mean
-    unit concepts) is not their own translation, among the English paragraphs that have that locale."""
-    texts = sorted({t for r in records for t in r.values()})
-    concepts = paragraph_concepts(model, [t.encode("utf-8") for t in texts], progress)
-    index = {t: i for i, t in enumerate(texts)}
+    unit concepts) is not their own translation. Every locale searches the same pool, all distinct English
+    paragraphs of ``records``, so the error rates compare across locales (chance: 1 - 1/pool)."""
+    english = sorted({r["en"] for r in records})
+    foreign = sorted({t for r in records for k, t in r.items() if k != "en"})
+    concepts = F.normalize(paragraph_concepts(model, [t.encode("utf-8") for t in english + foreign], progress), dim=-1)
+    pool = concepts[: len(english)]
+    en_index = {t: i for i, t in enumerate(english)}
+    fx_index = {t: len(english) + i for i, t in enumerate(foreign)}
     out = {}
     for locale in sorted({k for r in records for k in r if k != "en"}):
-        pairs = [(index[r["en"]], index[r[locale]]) for r in records if locale in r]
-        if len(pairs) < 2:
-            continue
-        english, foreign = (F.normalize(concepts[list(side)], dim=-1) for side in zip(*pairs, strict=True))
-        nearest = (foreign @ english.T).argmax(-1).cpu()
-        out[locale] = {"pairs": len(pairs), "xsim_error": float((nearest != torch.arange(len(pairs))).float().mean())}
+        pairs = sorted({(en_index[r["en"]], fx_index[r[locale]]) for r in records if locale in r})
+        truth = torch.tensor([e for e, _ in pairs])
+        nearest = (concepts[[f for _, f in pairs]] @ pool.T).argmax(-1).cpu()
+        out[locale] = {"pairs": len(pairs), "xsim_error": float((nearest != truth).float().mean())}
     if out:
         out["mean"] = {"pairs": sum(v["pairs"] for v in out.values()),
                        "xsim_error": nanmean(v["xsim_error"] for v in out.values())}
+        out["pool"] = {"pairs": len(english), "xsim_error": 1 - 1 / len(english)}  # chance
     return out
 
 
-def paragraph_concepts(model, paragraphs: list[bytes], progress, batch_size: int = 256) -> torch.Tensor:
-    """(n, d): the mean of each paragraph's unit concepts, units encoded ``batch_size`` at a time."""
+def paragraph_concepts(model, paragraphs: list[bytes], progress) -> torch.Tensor:
+    """(n, d): the mean of each paragraph's unit concepts."""
     units = [model.units(p) for p in paragraphs]
-    flat = [u for us in units for u in us]
     owner = torch.tensor([i for i, us in enumerate(units) for _ in us], device=model.device)
-    concepts = torch.cat([model.codec.encode(flat[s : s + batch_size])
-                          for s in progress(range(0, len(flat), batch_size), desc="cross-lingual (unit batches)")])
+    concepts = encode_units(model, [u for us in units for u in us], progress=progress,
+                            desc="cross-lingual (unit batches)")
     sums = torch.zeros(len(paragraphs), concepts.shape[-1], device=concepts.device).index_add_(0, owner, concepts)
-    counts = torch.zeros(len(paragraphs), device=concepts.device).index_add_(0, owner, torch.ones_like(owner,
-                                                                                                      dtype=torch.float))
-    return sums / counts.clamp(min=1)[:, None]
+    counts = torch.bincount(owner, minlength=len(paragraphs)).clamp(min=1)
+    return sums / counts[:, None]
 
 
 # -- the whole suite ------------------------------------------------------------------------------
@@ -372,7 +392,6 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
     encoder's own entropy model)."""
     from blcm.model import ByteLCM
 
-    settings.check()
     bar = _progress if progress else (lambda items, desc: items)
     torch.manual_seed(settings.seed)
     speed: dict[str, float] = {}
@@ -390,11 +409,15 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         docs = [EvalDocument(d.source, model.units(d.text)[: settings.window]) for d in documents]
         docs = [d for d in docs if d.units]
         result["data"] = data_summary(docs)
-        result["reconstruction"] = timed("reconstruction", reconstruction, model, docs, settings, speed, bar)
+        model.check_sampling(settings.sampling)
+        concepts = timed("encode", encode_units, model, [u for d in docs for u in d.units])
+        speed["encode_units_per_s"] = result["data"]["units"] / max(seconds["encode"], 1e-9)
+        result["reconstruction"] = timed("reconstruction", reconstruction, model, docs, concepts, settings, speed, bar)
         scorer = byte_lm if byte_lm is not None else model.codec.encoder.entropy_model
-        result["prediction"], result["next_unit_bpb"] = timed("prediction", prediction, model, docs, settings, scorer,
-                                                              bar)
-        result["mi_byte_lm"] = "given" if byte_lm is not None else "the encoder's entropy model" if scorer else None
+        result["prediction"], result["next_unit_bpb"] = timed("prediction", prediction, model, docs, concepts,
+                                                              settings, scorer, bar)
+        result["mi_byte_lm"] = ("given" if byte_lm is not None else
+                                "the encoder's entropy model" if scorer is not None else None)
         if byte_lm is not None:
             result["byte_lm_next_unit_bpb"] = timed("byte_lm_bpb", byte_lm_bits_per_byte, byte_lm, docs)
 
@@ -439,6 +462,15 @@ def _progress(items, desc: str):
 
 
 # -- reports ---------------------------------------------------------------------------------------
+
+def json_ready(value):
+    """The result with NaN (an undefined metric) as None, so it is strict JSON (null)."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
 
 SUMMARY = (  # (label, section, path inside a group)
     ("exact match (σ=0)", "reconstruction", ("sigma=0", "all", "exact")),
@@ -507,8 +539,10 @@ def render_markdown(result: dict) -> str:
                 for sigma, buckets in recon.items() for bucket, m in buckets.items()]
         parts += ["## Reconstruction (overall)", table(["σ", "unit bytes", "units", "exact", "byte acc", "chrF"], rows)]
     if result.get("crosslingual"):
-        rows = [[locale, m["pairs"], m["xsim_error"]] for locale, m in result["crosslingual"].items()]
-        parts += ["## Cross-lingual xsim error (vs English)", table(["locale", "pairs", "xsim error"], rows)]
+        rows = [[locale if locale != "pool" else "chance", m["pairs"], m["xsim_error"]]
+                for locale, m in result["crosslingual"].items()]
+        parts += ["## Cross-lingual xsim error (nearest of all English paragraphs)",
+                  table(["locale", "pairs (chance: pool size)", "xsim error"], rows)]
     if result.get("speed"):
         parts += ["## Speed", table(["measure", "value"], [[k, v] for k, v in result["speed"].items()])]
     examples = lookup(result, ("generation", "examples")) or []

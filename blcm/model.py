@@ -91,11 +91,14 @@ class ByteLCM(nn.Module):
         if max_units < 1:
             raise ValueError(f"max_units must be >= 1, got {max_units}")
         sampling = sampling or Sampling()
+        self.check_sampling(sampling)
+        return self._generate_units(prompt, max_units, sampling, seed, eod_threshold, temperature, top_k)
+
+    def check_sampling(self, sampling: Sampling) -> None:
         steps = getattr(self.core.config, "num_train_timesteps", None)
         if sampling.steps < 1 or (steps is not None and sampling.steps > steps):
             raise ValueError(f"sampling steps must be between 1 and the model's {steps} diffusion timesteps, "
                              f"got {sampling.steps}")
-        return self._generate_units(prompt, max_units, sampling, seed, eod_threshold, temperature, top_k)
 
     @torch.no_grad()
     def _generate_units(self, prompt, max_units, sampling, seed, eod_threshold, temperature, top_k) -> Iterator[bytes]:

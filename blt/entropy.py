@@ -103,7 +103,7 @@ class EntropyModel(nn.Module):
                   progress: bool = False) -> torch.Tensor:
         """log p(ids[t] | BOS, ids[<t]) in nats, (B, L) float32, zero at padding (windowed as ``entropies``)."""
         def log_prob(logits, targets):
-            return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None].clamp(min=0))[..., 0]
+            return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]
 
         return self._windowed(log_prob, ids, lengths, batch_size, progress)
 
@@ -144,13 +144,14 @@ class EntropyModel(nn.Module):
                  generator: torch.Generator | None = None, stop_at_end: bool = True) -> bytes:
         """Continue ``prompt`` byte by byte with a KV cache, until ``max_new_bytes`` or (``stop_at_end``)
         the end of the document. The prompt is cut to its last ``context - max_new_bytes`` bytes, so the
-        whole sequence stays within the context the model was trained on."""
+        whole sequence stays within the context the model was trained on (a cut prompt still starts with
+        BOS: the model reads it as a document start)."""
         if max_new_bytes < 1 or max_new_bytes >= self.config.context:
             raise ValueError(f"max_new_bytes must be between 1 and {self.config.context - 1} (the context), "
                              f"got {max_new_bytes}")
-        keep = self.config.context - 1 - max_new_bytes
+        keep = self.config.context - max_new_bytes  # BOS + kept + all but the last new byte fill the context
         device = self.head.weight.device
-        kept = prompt[max(len(prompt) - keep, 0) :] if keep else b""
+        kept = prompt[max(len(prompt) - keep, 0) :]
         ids = torch.tensor([[BOS, *(b + OFFSET for b in kept)]], dtype=torch.long, device=device)  # (1, P)
         caches = [KVCache() for _ in self.blocks]
         logits = self(ids, caches)[:, -1]

@@ -66,22 +66,27 @@ def contrastive_accuracy(pred: torch.Tensor, target: torch.Tensor, neighbours: t
     return farther / candidates.sum(1)  # 0/0 = NaN where there is no candidate
 
 
+def context_cosine(x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    """max_j cos(x, context_j) over the valid context concepts: (B, d), (B, N, d), (B, N) bool -> (B,);
+    NaN for a row with no valid context."""
+    if context.ndim != 3 or context.shape[0] != x.shape[0] or context_mask.shape != context.shape[:2]:
+        raise ValueError(f"expected context (B, N, d) and mask (B, N) for B = {x.shape[0]}, "
+                         f"got {tuple(context.shape)} and {tuple(context_mask.shape)}")
+    cos = torch.einsum("bd,bnd->bn", F.normalize(x.float(), dim=-1), F.normalize(context.float(), dim=-1))
+    best = cos.masked_fill(~context_mask, float("-inf")).amax(-1)  # (B,)
+    return best.masked_fill(~context_mask.any(-1), float("nan"))
+
+
 def paraphrasing_ratio(pred: torch.Tensor, true: torch.Tensor, context: torch.Tensor,
                        context_mask: torch.Tensor) -> torch.Tensor:
     """PAR per row: (B, d), (B, d), (B, N, d), (B, N) bool -> (B,).
 
     max_j cos(ĉ, context_j) / max_j cos(c, context_j) over the valid context concepts; NaN for a row
-    with no valid context."""
-    if context.ndim != 3 or context.shape[0] != pred.shape[0] or context_mask.shape != context.shape[:2]:
-        raise ValueError(f"expected context (B, N, d) and mask (B, N) for B = {pred.shape[0]}, "
-                         f"got {tuple(context.shape)} and {tuple(context_mask.shape)}")
+    with no valid context. Per row the denominator can be near 0 (centred concepts): over a set,
+    divide the mean ``context_cosine`` of the predictions by that of the targets instead."""
     if pred.shape != true.shape:
         raise ValueError(f"pred and true shapes differ: {tuple(pred.shape)} vs {tuple(true.shape)}")
-    both = F.normalize(torch.stack([pred, true]).float(), dim=-1)  # (2, B, d)
-    cos = torch.einsum("kbd,bnd->kbn", both, F.normalize(context.float(), dim=-1))  # (2, B, N)
-    best = cos.masked_fill(~context_mask, float("-inf")).amax(-1)  # (2, B)
-    ratio = best[0] / best[1]
-    return ratio.masked_fill(~context_mask.any(-1), float("nan"))
+    return context_cosine(pred, context, context_mask) / context_cosine(true, context, context_mask)
 
 
 def summary(pred: torch.Tensor, target: torch.Tensor, doc_ids: torch.Tensor | None = None,

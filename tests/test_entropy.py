@@ -263,7 +263,8 @@ def test_generate_crops_the_prompt_to_the_context_and_checks_arguments():
     long_prompt = b"0123456789" * 5
     got = model.generate(long_prompt, max_new_bytes=5, stop_at_end=False)
     assert len(got) == 5  # without stopping, exactly max_new_bytes
-    assert got == model.generate(long_prompt[-10:], max_new_bytes=5, stop_at_end=False)  # 16 - 1 - 5 bytes kept
+    assert got == model.generate(long_prompt[-11:], max_new_bytes=5, stop_at_end=False)  # 16 - 5 bytes kept
+    assert got != model.generate(long_prompt[-10:], max_new_bytes=5, stop_at_end=False)
     with pytest.raises(ValueError, match="max_new_bytes"):
         model.generate(b"a", max_new_bytes=16)
     with pytest.raises(ValueError, match="max_new_bytes"):

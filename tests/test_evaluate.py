@@ -20,8 +20,11 @@ from blcm.evaluate import (
     bucket_name,
     byte_lm_bits_per_byte,
     crosslingual,
+    encode_units,
     evaluate,
+    json_ready,
     mutual_information,
+    prediction,
     read_documents,
     reconstruction_scores,
     render_markdown,
@@ -31,6 +34,7 @@ from blcm.model import ByteLCM, ByteLCMConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import pad_batch
 from concept_core.interface import Sampling
+from concept_core.metrics import contrastive_accuracy, l2, teacher_forced_predictions
 
 FAST = dict(max_docs=8, window=6, noise=(0.0, 0.5), prompt_units=2, continuation_units=2, generation_docs=2,
             sampling=Sampling(steps=2, guidance_scale=1.0), mi_predictions=8)
@@ -80,9 +84,10 @@ def test_every_section_on_a_byte_lcm(tiny_lcm, byte_lm, corpus):
     assert result["next_unit_bpb"]["overall"]["bytes"] == result["byte_lm_next_unit_bpb"]["overall"]["bytes"]
     gen = result["generation"]["overall"]
     assert gen["documents"] == 2 and 0 <= gen["rouge_l"] <= 1
-    assert set(result["crosslingual"]) == {"fr-FR", "mean"}
+    assert set(result["crosslingual"]) == {"fr-FR", "mean", "pool"}
+    assert result["crosslingual"]["pool"] == {"pairs": 5, "xsim_error": 0.8}  # chance: 1 - 1/5
     assert set(result["speed"]) >= {"encode_units_per_s", "decode_units_per_s", "generated_bytes_per_s"}
-    json.dumps(result)  # plain JSON
+    json.dumps(json_ready(result), allow_nan=False)  # strict JSON: undefined metrics are null
     report = render_markdown(result)
     assert "| metric | overall | toy |" in report and "xsim error" in report and "ROUGE-L" in report
 
@@ -181,6 +186,8 @@ def test_eval_bad_input_is_one_line_and_exit_2(exported, corpus, tmp_path, capsy
         pass
     not_model = tmp_path / "not_model"
     not_model.mkdir()
+    not_parallel = tmp_path / "parallel.jsonl"
+    not_parallel.write_text('["en", "fr-FR"]\n')
     cases = [
         (["--model", str(not_model), "--data", str(corpus)], "cannot load"),
         (["--model", str(lcm), "--data", str(no_text)], "no 'text' field"),
@@ -188,6 +195,9 @@ def test_eval_bad_input_is_one_line_and_exit_2(exported, corpus, tmp_path, capsy
         (["--model", str(lcm), "--data", str(tmp_path / "missing.jsonl")], "no such file"),
         (["--model", str(lcm), "--data", str(corpus), "--byte-lm", str(lcm)], "is a ByteLCM"),
         (["--model", str(lcm), "--data", str(corpus), "--window", "1"], "window"),
+        (["--model", str(lm), "--data", str(corpus), "--byte-lm", str(lm)], "ByteLCM only"),
+        (["--model", str(lcm), "--data", str(corpus), "--parallel", str(not_parallel)], "not a JSON object"),
+        (["--model", str(lcm), "--data", str(corpus), "--steps", "100000"], "diffusion timesteps"),
     ]
     for args, message in cases:
         assert main(["eval", *args, "--out", str(tmp_path / "r.json"), "--no-progress"]) == 2
@@ -211,6 +221,34 @@ def test_generate_with_a_byte_lm_writes_bytes(exported, tmp_path, capsys):
     out = tmp_path / "gen.bin"
     assert main(["generate", "--model", str(lm), "--max-bytes", "5", "--seed", "0", "--temperature", "1",
                  "--out", str(out), "Hello"]) == 0
-    assert 0 <= len(out.read_bytes()) <= 5
+    first = out.read_bytes()
+    assert len(first) <= 5
+    assert main(["generate", "--model", str(lm), "--max-bytes", "5", "--seed", "0", "--temperature", "1",
+                 "--out", str(out), "Hello"]) == 0
+    assert out.read_bytes() == first  # seeded
     assert main(["generate", "--model", str(lm), "--max-bytes", "5000", "Hello"]) == 2
     assert "max_new_bytes must be between 1 and 63" in capsys.readouterr().err
+
+
+def test_prediction_metrics_equal_a_direct_computation(tiny_lcm, corpus):
+    """l2, CA, copy-last and the decoder's bits per byte, recomputed here from the same seeded predictions."""
+    docs = [EvalDocument("toy", tiny_lcm.units(d.text)[:6]) for d in read_documents([str(corpus)], 8)]
+    docs = [d for d in docs if len(d.units) >= 2]
+    settings = EvalSettings(**{**FAST, "mi_predictions": 0})
+    concepts = encode_units(tiny_lcm, [u for d in docs for u in d.units])
+    metrics, bpb = prediction(tiny_lcm, docs, concepts, settings, None, no_bar)
+    sequences = torch.nn.utils.rnn.pad_sequence(concepts.split([len(d.units) for d in docs]), batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(d.units), dtype=torch.bool) for d in docs],
+                                           batch_first=True)
+    tf = teacher_forced_predictions(tiny_lcm.core, sequences, mask, settings.sampling,
+                                    torch.Generator().manual_seed(settings.seed))
+    overall = metrics["overall"]
+    assert overall["predictions"] == len(tf.pred) == sum(len(d.units) - 1 for d in docs)
+    assert overall["l2"] == pytest.approx(float(l2(tf.pred, tf.target).mean()), rel=1e-5)
+    assert overall["copy_l2"] == pytest.approx(float(l2(tf.previous, tf.target).mean()), rel=1e-5)
+    assert overall["ca"] == pytest.approx(float(contrastive_accuracy(tf.pred, tf.target, doc_ids=tf.doc).nanmean()))
+    targets = [d.units[k] for d, k in zip([docs[b] for b in tf.doc.tolist()], tf.position.tolist(), strict=True)]
+    scores = tiny_lcm.codec.decoder(*pad_batch(targets), tf.pred)
+    expected = float(scores[:, 0].sum()) / sum(map(len, targets)) / math.log(2)
+    assert bpb["overall"]["bpb"] == pytest.approx(expected, rel=1e-5)
+    assert math.isnan(overall["mi"]) and overall["mi_predictions"] == 0
