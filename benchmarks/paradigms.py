@@ -6,8 +6,9 @@ the machine's speed hits both alike:
 - training: bytes per optimizer step, seconds per step (min / median), bytes/s;
 - CPU efficiency: FLOPs per step (torch's FlopCounterMode: matmuls and attention), achieved FLOP/s,
   and that as a share of the fp32 GEMM throughput measured in the same run;
-- generation: bytes/s continuing real documents (ByteLCM: concept by concept, each unit decoded
-  greedily with a KV cache; ByteGPT: byte by byte with a KV cache).
+- generation: bytes/s continuing real documents (ByteLCM: concept by concept, Two-Tower sampling with
+  20 steps and no guidance as `blcm eval`, each unit decoded greedily with a KV cache; ByteGPT: byte
+  by byte with a KV cache, as many bytes as ByteLCM produced, at least 64).
 
 ByteLCM trains on windows of its prepared units (joint stage: encoder + core + decoder); ByteGPT on
 the same documents' bytes as rows of its context. Writes benchmarks/out/paradigms.json.
@@ -34,6 +35,7 @@ from blcm.model import ByteLCM
 from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, OFFSET, decode
+from concept_core.interface import Sampling
 
 
 def model_args(config_path: str) -> tuple[dict, dict]:
@@ -149,10 +151,11 @@ def main() -> None:
     lm_model = EntropyModel.from_pretrained(args.lm_model) if args.lm_model else lm.model.eval()
     prompts = [b"".join(decode(torch.from_numpy(u.astype(np.int64))) for u in dataset[i][:4])
                for i in range(0, len(dataset), max(len(dataset) // args.prompts, 1))][: args.prompts]
+    sampling = Sampling(steps=20, guidance_scale=1.0)  # as blcm eval's defaults
     generated = {"ByteLCM": [0, 0.0], "ByteGPT": [0, 0.0]}
     for prompt in prompts:
         start = time.perf_counter()
-        out = lcm_model.generate(prompt, max_units=args.gen_units, seed=0)
+        out = lcm_model.generate(prompt, max_units=args.gen_units, seed=0, sampling=sampling)
         generated["ByteLCM"][0] += len(out)
         generated["ByteLCM"][1] += time.perf_counter() - start
         start = time.perf_counter()

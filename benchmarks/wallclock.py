@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from blcm.evaluate import lookup
+
 ROWS = (  # label, eval JSON path (overall)
     ("next-unit bits/byte", ("next_unit_bpb", "overall", "bpb")),
     ("ROUGE-L", ("generation", "overall", "rouge_l")),
@@ -30,12 +32,6 @@ def last_record(run: str) -> dict:
     return json.loads(lines[-1])
 
 
-def lookup(tree: dict, path: tuple[str, ...]):
-    for key in path:
-        tree = tree.get(key, {}) if isinstance(tree, dict) else {}
-    return tree if isinstance(tree, int | float) else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lcm-run", required=True, help="the ByteLCM run's log dir (with metrics.jsonl)")
@@ -49,15 +45,16 @@ def main() -> None:
     for name, (run, eval_path) in runs.items():
         record, result = last_record(run), json.loads(Path(eval_path).read_text())
         row = {"training minutes": record["minutes"], "steps": record["step"],
-               "parameters": sum(result["model"]["parameters"].values()), "val/bpb in training": record["val/bpb"]}
+               "parameters": sum(result["model"]["parameters"].values()), "val/bpb in training*": record["val/bpb"]}
         row.update({label: lookup(result, path) for label, path in ROWS})
         table[name] = row
     print(f"{'':<22} {'ByteLCM':>12} {'ByteGPT':>12}")
     for label in table["ByteLCM"]:
         cells = [table[m][label] for m in runs]
         print(f"{label:<22} " + " ".join(f"{c:>12,.3f}" if isinstance(c, float) else f"{c!s:>12}" for c in cells))
-    print("val/bpb in training: ByteLCM's decoder given the true concept (an autoencoder); ByteGPT's next-byte "
-          "bits per byte. next-unit bits/byte scores the same bytes for both (see blcm eval --help).")
+    print("* not comparable: ByteLCM's decoder given the true concept (an autoencoder) on 64 validation windows; "
+          "ByteGPT's next-byte bits per byte on the first limit_val_batches x batch x seq_len bytes of the "
+          "validation files. next-unit bits/byte scores the same bytes for both (see blcm eval --help).")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"runs": {m: {"run": r, "eval": e} for m, (r, e) in runs.items()}, "table": table},
