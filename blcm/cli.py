@@ -110,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out inputs (repeatable): the valid split is these documents and every INPUT "
                    "document is in train (--valid-percent is then not used)")
     p.add_argument("--max-unit-bytes", type=int, default=256, help="the longest unit, in bytes (default 256)")
-    p.add_argument("--segmenter", default="sentence", choices=("sentence", "fixed"),
+    p.add_argument("--segmenter", default="sentence", choices=("sentence", "fixed", "modality"),
                    help="sentence: sentences, long ones re-split at clause breaks; fixed: spans of "
-                   "--max-unit-bytes (default sentence)")
+                   "--max-unit-bytes; modality: each document sniffed from its content, text cut into sentences "
+                   "and other bytes (WAV, PNG, ...) into fixed spans (default sentence)")
     p.add_argument("--valid-percent", type=int, default=3,
                    help="the share of documents held out for validation, by a stable hash (default 3)")
     p.add_argument("--shard-docs", type=int, default=2000, help="documents per shard (default 2000)")

@@ -10,6 +10,7 @@ Layout of a prepared directory::
         units.npy    int64 (n_units, 2)     start offset into bytes.npy, length
         docs.npy     int64 (n_docs, 2)      first unit, unit count
         sources.json list[str] (n_docs,)    each document's source (JSONL "source", else the file name)
+        modalities.json list[str] (n_docs,) each document's modality from its content (bridges.modality)
 
 Why plain ``.npy`` files and not litdata (or webdataset, or Arrow): no extra dependency; what length
 bucketing needs is random access by unit and by document index, which a memory-mapped array gives
@@ -33,13 +34,15 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from blcm.data import DataError, SkipReport, in_valid_split, iter_records
-from bridges.segment import FixedSegmenter, Segmenter, SentenceSegmenter, build_segmenter
+from bridges.modality import sniff
+from bridges.segment import FixedSegmenter, ModalitySegmenter, Segmenter, SentenceSegmenter, build_segmenter
 
 log = logging.getLogger("blcm")
 
@@ -47,12 +50,13 @@ FORMAT = "byte-lcm-prepared-units"
 VERSION = 1
 SPLITS = ("train", "valid")
 MANIFEST = "manifest.json"
-SEGMENTERS = ("sentence", "fixed")
+SEGMENTERS = ("sentence", "fixed", "modality")
 _EMPTY_WARNINGS = 10  # empty documents named one by one before only counting
 
 
 def make_segmenter(segmenter: str | dict | Segmenter = "sentence", max_unit_bytes: int = 256) -> Segmenter:
-    """"sentence" | "fixed" (units of at most ``max_unit_bytes``), a config dict, or a segmenter object."""
+    """"sentence" | "fixed" | "modality" (sentences for text, fixed spans for other bytes; units of at most
+    ``max_unit_bytes``), a config dict, or a segmenter object."""
     if not isinstance(segmenter, (str, dict)):
         return segmenter
     if isinstance(segmenter, str) and segmenter not in SEGMENTERS:
@@ -62,6 +66,8 @@ def make_segmenter(segmenter: str | dict | Segmenter = "sentence", max_unit_byte
             return build_segmenter(segmenter)
         if segmenter == "sentence":
             return SentenceSegmenter(max_bytes=max_unit_bytes)
+        if segmenter == "modality":
+            return ModalitySegmenter(SentenceSegmenter(max_bytes=max_unit_bytes), FixedSegmenter(size=max_unit_bytes))
         return FixedSegmenter(size=max_unit_bytes)
     except ValueError as e:
         raise DataError(str(e)) from None
@@ -108,7 +114,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _write_shard(split_dir: Path, k: int, docs: list[bytes], unit_lengths: list[np.ndarray],
-                 sources: list[str]) -> None:
+                 sources: list[str], modalities: list[str]) -> None:
     """Write shard ``k`` into a temporary directory, then rename it into place (atomic)."""
     lengths = np.concatenate(unit_lengths).astype(np.int64)  # (n_units,)
     counts = np.array([len(u) for u in unit_lengths], dtype=np.int64)  # (n_docs,)
@@ -119,6 +125,7 @@ def _write_shard(split_dir: Path, k: int, docs: list[bytes], unit_lengths: list[
     np.save(tmp / "units.npy", units)
     np.save(tmp / "docs.npy", doc_index)
     (tmp / "sources.json").write_text(json.dumps(sources, ensure_ascii=False))
+    (tmp / "modalities.json").write_text(json.dumps(modalities))
     os.rename(tmp, split_dir / shard_name(k))
 
 
@@ -126,7 +133,10 @@ def _shard_stats(shard: Path) -> dict:
     docs = np.load(shard / "docs.npy", mmap_mode="r")
     units = np.load(shard / "units.npy", mmap_mode="r")
     data = np.load(shard / "bytes.npy", mmap_mode="r")
-    return {"name": shard.name, "docs": int(docs.shape[0]), "units": int(units.shape[0]), "bytes": int(data.size)}
+    modalities = shard / "modalities.json"  # absent in shards written before modalities were recorded
+    counts = Counter(json.loads(modalities.read_text())) if modalities.is_file() else Counter()
+    return {"name": shard.name, "docs": int(docs.shape[0]), "units": int(units.shape[0]), "bytes": int(data.size),
+            "modalities": dict(sorted(counts.items()))}
 
 
 def _settings(inputs: list[Path], valid_inputs: list[Path] | None, segmenter: Segmenter, text_field: str,
@@ -164,7 +174,8 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, *, segmente
     Args:
         inputs: JSONL(.gz) files (``text_field`` per line), other files (one document each), directories.
         out: the prepared directory (created).
-        segmenter: "sentence" | "fixed" (capped at ``max_unit_bytes``), a segmenter config, or a segmenter.
+        segmenter: "sentence" | "fixed" | "modality" (capped at ``max_unit_bytes``), a segmenter config, or a
+            segmenter.
         valid_percent: the share of documents held out, by a stable hash of each document's source and
             id (JSONL "id", else its ordinal in its file, or its path for a plain file).
         shard_docs: documents per shard.
@@ -224,14 +235,13 @@ def _run(out: Path, settings: dict, seg: Segmenter, in_paths: list[Path], valid_
     done = {split: {p.name for p in (out / split).glob("shard-*") if p.is_dir()} for split in SPLITS}
     skipped, empty = SkipReport(), 0
     count = dict.fromkeys(SPLITS, 0)  # documents seen per split
-    buffers: dict[str, tuple[list, list, list]] = {split: ([], [], []) for split in SPLITS}
+    buffers: dict[str, tuple[list, list, list, list]] = {split: ([], [], [], []) for split in SPLITS}
 
     def flush(split: str) -> None:
         k = (count[split] - 1) // shard_docs
-        docs, lengths, sources = buffers[split]
         if shard_name(k) not in done[split]:
-            _write_shard(out / split, k, docs, lengths, sources)
-        buffers[split] = ([], [], [])
+            _write_shard(out / split, k, *buffers[split])
+        buffers[split] = ([], [], [], [])
 
     streams = [(p, None) for p in in_paths] if valid_paths is None else (
         [(p, "train") for p in in_paths] + [(p, "valid") for p in valid_paths])
@@ -251,10 +261,11 @@ def _run(out: Path, settings: dict, seg: Segmenter, in_paths: list[Path], valid_
                     if b"".join(units) != doc.text or not all(units):
                         raise RuntimeError(f"{type(seg).__name__} is not lossless on {doc.key}: "
                                            "its units do not join back to the document, or one is empty")
-                    docs, lengths, sources = buffers[split]
+                    docs, lengths, sources, modalities = buffers[split]
                     docs.append(doc.text)
                     lengths.append(np.fromiter(map(len, units), dtype=np.int64, count=len(units)))
                     sources.append(doc.source)
+                    modalities.append(sniff(doc.text))
                 if count[split] % shard_docs == 0:
                     flush(split)
                 n_bytes += len(doc.text)
@@ -276,7 +287,9 @@ def _run(out: Path, settings: dict, seg: Segmenter, in_paths: list[Path], valid_
     for split in SPLITS:
         n_shards = -(-count[split] // shard_docs)
         shards = [_shard_stats(out / split / shard_name(k)) for k in range(n_shards)]
-        splits[split] = {"shards": shards, **{key: sum(s[key] for s in shards) for key in ("docs", "units", "bytes")}}
+        modalities = sum((Counter(s["modalities"]) for s in shards), Counter())
+        splits[split] = {"shards": shards, **{key: sum(s[key] for s in shards) for key in ("docs", "units", "bytes")},
+                         "modalities": dict(sorted(modalities.items()))}
     manifest = {"format": FORMAT, "version": VERSION, "complete": True, "settings": settings, "splits": splits,
                 "skipped": len(skipped.items), "skipped_items": skipped.items[:100], "empty": empty}
     _write_json(out / MANIFEST, manifest)
@@ -292,7 +305,9 @@ def summary(out: str | os.PathLike, manifest: dict) -> str:
     parts = []
     for split in SPLITS:
         s = manifest["splits"][split]
-        parts.append(f"{split} {s['docs']:,} docs / {s['units']:,} units / {_size(s['bytes'])}")
+        kinds = s.get("modalities") or {}
+        mix = f" ({', '.join(f'{k} {n:,}' for k, n in kinds.items())})" if set(kinds) - {"text"} else ""
+        parts.append(f"{split} {s['docs']:,} docs{mix} / {s['units']:,} units / {_size(s['bytes'])}")
     items, skipped = manifest.get("skipped_items", []), manifest.get("skipped", 0)
     tail = f"skipped {skipped} bad file(s)/line(s)"
     if items:

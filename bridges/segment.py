@@ -7,7 +7,9 @@ fixed budget per unit). Three kinds:
 * ``SentenceSegmenter``  text: sentences in many scripts, long ones re-split at clause breaks;
 * ``EntropySegmenter``   other bytes (audio, images, binaries): cuts where an entropy model is
   surprised, the same signal BLT uses for patches, at a coarser scale;
-* ``FixedSegmenter``     spans of a fixed size, a baseline.
+* ``FixedSegmenter``     spans of a fixed size, a baseline;
+* ``ModalitySegmenter``  any file: sniffs the document (bridges.modality) and cuts text with one
+  segmenter, everything else (audio, images, binaries) with another.
 
 ``to_config()`` gives a JSON-able dict with a ``kind`` key and ``build_segmenter`` inverts it, so
 an exported model can record how its units were cut.
@@ -24,6 +26,7 @@ import torch
 
 from blt.ids import OFFSET
 from blt.patching import check_threshold
+from bridges.modality import sniff
 
 # ---------------------------------------------------------------------------------------------
 # Byte patterns for sentences. Everything is a complete UTF-8 sequence that starts with a lead
@@ -313,12 +316,38 @@ class EntropySegmenter(Segmenter):
 
 
 # ---------------------------------------------------------------------------------------------
+# Any file
+
+
+class ModalitySegmenter(Segmenter):
+    """Text documents go to ``text`` (sentences), all other bytes to ``other`` (fixed spans or entropy
+    spikes); which is which is decided per document from its content (``bridges.modality.sniff``)."""
+
+    kind = "modality"
+
+    def __init__(self, text: Segmenter, other: Segmenter):
+        if not isinstance(text, Segmenter) or not isinstance(other, Segmenter):
+            raise ValueError("text and other must be segmenters (build_segmenter builds them from configs)")
+        if isinstance(text, ModalitySegmenter) or isinstance(other, ModalitySegmenter):
+            raise ValueError("a modality segmenter cannot nest another")
+        self.text, self.other = text, other
+        self.max_bytes = max(text.max_bytes, other.max_bytes)
+
+    def split(self, document: bytes) -> list[bytes]:
+        return (self.text if sniff(document) == "text" else self.other).split(document)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "text": self.text.to_config(), "other": self.other.to_config()}
+
+
+# ---------------------------------------------------------------------------------------------
 # Configs
 
 KINDS: dict[str, type[Segmenter]] = {
     SentenceSegmenter.kind: SentenceSegmenter,
     FixedSegmenter.kind: FixedSegmenter,
     EntropySegmenter.kind: EntropySegmenter,
+    ModalitySegmenter.kind: ModalitySegmenter,
 }
 
 
@@ -337,6 +366,10 @@ def build_segmenter(config: dict[str, Any], entropy_model: torch.nn.Module | Non
         if entropy_model is None:
             raise ValueError("an 'entropy' segmenter needs entropy_model= (its config stores only the numbers)")
         fields["entropy_model"] = entropy_model
+    if kind == ModalitySegmenter.kind:
+        if set(fields) != {"text", "other"}:
+            raise ValueError(f"a 'modality' segmenter config has 'text' and 'other' segmenter configs, got {config!r}")
+        fields = {part: build_segmenter(fields[part], entropy_model) for part in ("text", "other")}
     try:
         return KINDS[kind](**fields)
     except TypeError as e:  # an unknown or missing field

@@ -82,7 +82,7 @@ def run(inputs, out, **kw) -> dict:
     return prep.prepare(inputs, out, progress=False, **{"max_unit_bytes": 32, "shard_docs": 4, **kw})
 
 
-@pytest.mark.parametrize("segmenter", ["sentence", "fixed"])
+@pytest.mark.parametrize("segmenter", ["sentence", "fixed", "modality"])
 def test_round_trip_jsonl_plain_files_and_folder(tmp_path, corpus, segmenter):
     inputs, expected = corpus
     out = tmp_path / "out"
@@ -365,3 +365,29 @@ def test_cli_prepare(tmp_path, corpus, capsys):
     assert err.startswith("blcm prepare: error:") and "--force" in err and "\n" not in err
     assert main(["prepare", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o2")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_modality_prepare_tags_documents_and_cuts_non_text_into_fixed_spans(tmp_path, capsys):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    wav = b"RIFF" + (36 + 600).to_bytes(4, "little") + b"WAVEfmt " + bytes(range(200)) * 3
+    (src / "speech.dat").write_bytes(wav)  # the extension says nothing: the content does
+    (src / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2)
+    (src / "cut.wav").write_bytes(wav[:20])  # truncated: still a WAV by its header, kept whole
+    (src / "note.txt").write_bytes(b"A sentence here. And another one! Fin.")
+    out = tmp_path / "out"
+    manifest = run([src], out, segmenter="modality", valid_percent=0)
+    assert manifest["splits"]["train"]["modalities"] == {"png": 1, "text": 1, "wav": 2}
+    tags = [t for s in manifest["splits"]["train"]["shards"]
+            for t in json.loads((out / "train" / s["name"] / "modalities.json").read_text())]
+    docs = read_docs(out, "train")
+    assert [d for d, _ in docs] == [(src / n).read_bytes() for n in ("cut.wav", "note.txt", "picture.png",
+                                                                    "speech.dat")]  # lossless, sorted by path
+    assert tags == ["wav", "text", "png", "wav"]
+    units = np.load(out / "train" / "shard-00000" / "units.npy")[:, 1]
+    doc_index = np.load(out / "train" / "shard-00000" / "docs.npy")
+    note = units[doc_index[1, 0] : doc_index[1, 0] + doc_index[1, 1]]
+    picture = units[doc_index[2, 0] : doc_index[2, 0] + doc_index[2, 1]]
+    assert list(note) == [17, 17, 4]  # sentences: "A sentence here. ", "And another one! ", "Fin."
+    assert (picture[:-1] == 32).all()  # fixed spans of max_unit_bytes
+    assert "(png 1, text 1, wav 2)" in prep.summary(out, manifest)

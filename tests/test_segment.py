@@ -245,7 +245,7 @@ def test_config_round_trip(tiny_entropy_model_dir):
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"kind": "words"}, "unknown segmenter kind 'words'; choose one of ['entropy', 'fixed', 'sentence']"),
+    ({"kind": "words"}, "unknown segmenter kind 'words'; choose one of ['entropy', 'fixed', 'modality', 'sentence']"),
     ({"max_bytes": 10}, "'kind' key"),
     ({"kind": "sentence", "max_bytes": 3}, "max_bytes must be an int >= 4"),
     ({"kind": "sentence", "max_len": 3}, "bad 'sentence' segmenter config"),

@@ -1,0 +1,48 @@
+"""What kind of bytes a document holds, from its content (not its file name).
+
+``sniff`` looks for the signatures of common container formats first (a WAV's ``RIFF....WAVE``
+header, PNG's 8-byte signature, ...), then calls the rest text when it is UTF-8 with few control
+characters, and ``binary`` otherwise. A truncated file keeps its signature, so a cut-off WAV is
+still ``wav``.
+"""
+
+from __future__ import annotations
+
+SIGNATURES: tuple[tuple[str, int, bytes], ...] = (  # (modality, offset, magic bytes)
+    ("png", 0, b"\x89PNG\r\n\x1a\n"),
+    ("jpeg", 0, b"\xff\xd8\xff"),
+    ("gif", 0, b"GIF87a"),
+    ("gif", 0, b"GIF89a"),
+    ("pdf", 0, b"%PDF-"),
+    ("gzip", 0, b"\x1f\x8b"),
+    ("zip", 0, b"PK\x03\x04"),
+    ("flac", 0, b"fLaC"),
+    ("ogg", 0, b"OggS"),
+)
+MODALITIES = ("text", "wav", *dict.fromkeys(m for m, _, _ in SIGNATURES), "binary")
+SNIFF_BYTES = 4096  # the prefix the text test reads
+MAX_CONTROL_SHARE = 0.01  # text may hold a few control characters (form feeds, escapes), not many
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v")
+
+
+def sniff(data: bytes) -> str:
+    """One of MODALITIES. Empty data is ``text`` (it has nothing that says otherwise)."""
+    head = bytes(data[:SNIFF_BYTES])
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    for modality, offset, magic in SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return modality
+    return "text" if looks_like_text(head, complete=len(data) <= SNIFF_BYTES) else "binary"
+
+
+def looks_like_text(head: bytes, complete: bool) -> bool:
+    """UTF-8 (a character cut by the end of an incomplete prefix allowed) with few control characters."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # The prefix may end inside a multi-byte character: only that is forgiven.
+        if complete or e.start < len(head) - 3 or e.reason != "unexpected end of data":
+            return False
+    controls = sum(1 for b in head if (b < 0x20 and b not in _TEXT_CONTROLS) or b == 0x7F)
+    return controls <= MAX_CONTROL_SHARE * max(len(head), 1)
