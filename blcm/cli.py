@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "../shared/data/parallel/valid.jsonl.gz")
     v.add_argument("--parallel-max", type=int, default=0, help="the first N parallel records (default 0 = all)")
     v.add_argument("--text-field", default="text", help="the JSONL field holding the text (default text)")
+    v.add_argument("--group-by", default="source", choices=("source", "modality"),
+                   help="break the metrics down by the JSONL `source` (default) or by each document's modality "
+                   "sniffed from its content (text, wav, png, ...: for folders of any files)")
     v.add_argument("--tensorboard", metavar="DIR", help="also log the summary metrics and report to TensorBoard")
     v.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     v.add_argument("--no-progress", action="store_true", help="no progress bars")

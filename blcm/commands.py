@@ -255,7 +255,7 @@ def cmd_eval(args) -> int:
     if byte_lm is not None and not isinstance(byte_lm, EntropyModel):
         raise CLIError(f"--byte-lm {args.byte_lm} is a ByteLCM; give an exported byte LM (EntropyModel)")
     try:
-        documents = read_documents(args.data, settings.max_docs, args.text_field)
+        documents = read_documents(args.data, settings.max_docs, args.text_field, args.group_by)
         parallel = read_parallel(args.parallel, settings.parallel_max) if args.parallel else None
         result = evaluate(model, documents, settings, byte_lm=byte_lm, parallel=parallel,
                           progress=not args.no_progress)

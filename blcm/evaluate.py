@@ -27,7 +27,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from blcm.data import DataError, Document, SkipReport, iter_records
 from blcm.text_metrics import byte_accuracy, chrf, overlap, repetition, rouge_l
 from blt.entropy import EntropyModel
 from blt.ids import pad_batch
+from bridges.modality import sniff
 from bridges.segment import build_segmenter
 from concept_core.interface import Sampling
 from concept_core.metrics import context_cosine, contrastive_accuracy, l2, teacher_forced_predictions
@@ -85,13 +86,23 @@ class EvalDocument:
 
 # -- inputs ---------------------------------------------------------------------------------------
 
-def read_documents(paths: Sequence[str], max_docs: int | None, text_field: str = "text") -> list[Document]:
-    """Up to ``max_docs`` non-empty documents of ``paths``, taken in turn from each source (so every source
-    is represented), each source's in file order; DataError when there are none."""
+GROUPS = ("source", "modality")
+
+
+def read_documents(paths: Sequence[str], max_docs: int | None, text_field: str = "text",
+                   group_by: str = "source") -> list[Document]:
+    """Up to ``max_docs`` non-empty documents of ``paths``, taken in turn from each group (so every group is
+    represented), each group's in file order; DataError when there are none. The group, which the report
+    breaks every metric down by, is the document's ``source``, or with ``group_by="modality"`` what its
+    content is (bridges.modality.sniff: text, wav, png, ...), put in its ``source``."""
+    if group_by not in GROUPS:
+        raise ValueError(f"group_by must be one of {GROUPS}, got {group_by!r}")
     skipped = SkipReport()
     by_source: dict[str, list[Document]] = defaultdict(list)
     for doc in iter_records(list(paths), text_field, skipped):
         if doc.text:
+            if group_by == "modality":
+                doc = replace(doc, source=sniff(doc.text))
             by_source[doc.source].append(doc)
     if not by_source:
         reason = skipped.named() or "they are empty"

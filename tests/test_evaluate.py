@@ -252,3 +252,21 @@ def test_prediction_metrics_equal_a_direct_computation(tiny_lcm, corpus):
     expected = float(scores[:, 0].sum()) / sum(map(len, targets)) / math.log(2)
     assert bpb["overall"]["bpb"] == pytest.approx(expected, rel=1e-5)
     assert math.isnan(overall["mi"]) and overall["mi_predictions"] == 0
+
+
+def test_metrics_by_modality_for_a_folder_of_any_files(exported, corpus, tmp_path):
+    lcm, _ = exported
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(b"RIFF\x24\x08\x00\x00WAVEfmt " + bytes(range(200)))
+    (folder / "b.txt").write_bytes(b"The cat sat on the mat. A dog ran past the hill!")
+    docs = read_documents([str(folder)], None, group_by="modality")
+    assert [d.source for d in docs] == ["wav", "text"]  # files in path order, grouped by their content
+    out = tmp_path / "m.json"
+    assert main(["eval", "--model", str(lcm), "--data", str(folder), "--out", str(out), "--group-by", "modality",
+                 *FAST_ARGS]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["reconstruction"]) == {"overall", "text", "wav"}
+    assert result["data"]["sources"] == {"text": 1, "wav": 1}
+    with pytest.raises(ValueError, match="group_by"):
+        read_documents([str(folder)], None, group_by="colour")
