@@ -6,7 +6,6 @@ checkpoint of something else) into a CLIError: one line, exit status 2.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
@@ -18,18 +17,14 @@ from blcm.errors import CLIError
 def load_model(directory: str, byte_lm: bool = False):
     """The ByteLCM exported to ``directory``; with ``byte_lm``, an exported EntropyModel (a byte LM such as
     the ByteGPT baseline) is accepted too."""
-    import json
-
     from safetensors import SafetensorError
 
     from blcm.model import ByteLCM
     from blt.entropy import EntropyModel
+    from blt.export import export_type
 
-    kind = "ByteLCM"
-    if byte_lm:
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # from_pretrained below says what is wrong
-            kind = json.loads((Path(directory) / "config.json").read_text()).get("type", kind)
-    cls = EntropyModel if kind == "EntropyModel" else ByteLCM
+    # Anything but an EntropyModel export is tried as a ByteLCM: from_pretrained says what is wrong with it.
+    cls = EntropyModel if byte_lm and export_type(directory) == "EntropyModel" else ByteLCM
     try:
         return cls.from_pretrained(directory)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError, SafetensorError) as e:

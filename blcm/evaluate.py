@@ -418,11 +418,15 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         seconds[name] = round(t.seconds, 2)
         return out
 
+    if not isinstance(model, ByteLCM | EntropyModel):
+        raise TypeError(f"cannot evaluate a {type(model).__name__}")
+    # A byte LM has no segmenter: it is scored on the units of the ByteLCM it is compared with.
+    split = model.units if isinstance(model, ByteLCM) else build_segmenter(settings.baseline_segmenter).split
+    docs = [EvalDocument(d.source, split(d.text)[: settings.window]) for d in documents]
+    docs = [d for d in docs if d.units]
+    result["data"] = data_summary(docs)
     if isinstance(model, ByteLCM):
         result["model"] = {"type": "ByteLCM", "parameters": model.num_params()}
-        docs = [EvalDocument(d.source, model.units(d.text)[: settings.window]) for d in documents]
-        docs = [d for d in docs if d.units]
-        result["data"] = data_summary(docs)
         model.check_sampling(settings.sampling)
         concepts = timed("encode", encode_units, model, [u for d in docs for u in d.units])
         speed["encode_units_per_s"] = result["data"]["units"] / max(seconds["encode"], 1e-9)
@@ -438,12 +442,8 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         def continue_document(prompt: bytes, reference: bytes) -> bytes:
             return model.generate(prompt, max_units=settings.continuation_units, sampling=settings.sampling,
                                   seed=settings.seed, temperature=settings.temperature)
-    elif isinstance(model, EntropyModel):
+    else:
         result["model"] = {"type": "EntropyModel", "parameters": {"byte_lm": model.num_params()}}
-        segmenter = build_segmenter(settings.baseline_segmenter)
-        docs = [EvalDocument(d.source, segmenter.split(d.text)[: settings.window]) for d in documents]
-        docs = [d for d in docs if d.units]
-        result["data"] = data_summary(docs)
         result["next_unit_bpb"] = timed("next_unit_bpb", byte_lm_bits_per_byte, model, docs)
         speed["scored_bytes_per_s"] = result["data"]["bytes"] / max(seconds["next_unit_bpb"], 1e-9)
         generator = torch.Generator(model.head.weight.device).manual_seed(settings.seed)
@@ -451,8 +451,6 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         def continue_document(prompt: bytes, reference: bytes) -> bytes:
             budget = max(1, min(len(reference), model.config.context - 2))  # as many bytes as the true continuation
             return model.generate(prompt, max_new_bytes=budget, temperature=settings.temperature, generator=generator)
-    else:
-        raise TypeError(f"cannot evaluate a {type(model).__name__}")
     result["generation"] = timed("generation", generation, continue_document, docs, settings, speed, bar)
     if parallel and isinstance(model, ByteLCM):
         result["crosslingual"] = timed("crosslingual", crosslingual, model, parallel, bar)

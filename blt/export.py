@@ -36,6 +36,15 @@ def save_export(directory: str | os.PathLike, kind: str, config: dict, state_dic
     return directory
 
 
+def export_type(directory: str | os.PathLike) -> str | None:
+    """The ``type`` an export's config.json names, None when there is no readable one."""
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("type") if isinstance(config, dict) else None
+
+
 def load_export(directory: str | os.PathLike, kind: str,
                 map_location: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
     """-> (config without "type", state dict); a clear error when ``directory`` is not a ``kind`` export."""
