@@ -45,13 +45,15 @@ def model_args(config_path: str) -> tuple[dict, dict]:
 
 def byte_rows(windows: list[list[np.ndarray]], rows: int, width: int) -> torch.Tensor:
     """The bytes of unit windows, as a [BOS doc EOS]... stream cut into ``rows`` rows of ``width`` + 1 ids."""
-    stream = []
+    parts = []
     for window in windows:
-        stream += [BOS, *(int(i) for unit in window for i in unit if i >= OFFSET), EOS]
+        ids = np.concatenate(window)
+        parts += [[BOS], ids[ids >= OFFSET], [EOS]]  # the window's bytes, without its EOD unit
+    stream = np.concatenate(parts).astype(np.int64)
     need = rows * (width + 1)
     if len(stream) < need:
         raise SystemExit(f"not enough bytes in the sampled windows for {rows} rows of {width}: add windows")
-    return torch.tensor(stream[:need]).view(rows, width + 1)
+    return torch.from_numpy(stream[:need]).view(rows, width + 1)
 
 
 def gemm_flops_per_s(size: int = 1024, repeats: int = 5) -> float:
