@@ -164,8 +164,8 @@ def cmd_export(args) -> int:
         if "encoder" in hparams and "core" in hparams:
             from blcm.model import ByteLCM, ByteLCMConfig
 
-            model = ByteLCM(ByteLCMConfig.from_dict({k: hparams[k] for k in ("segmenter", "encoder", "decoder",
-                                                                              "core")}))
+            model = ByteLCM(ByteLCMConfig.from_dict({k: hparams[k] for k in ("segmenter", "codec", "encoder",
+                                                                              "decoder", "core") if k in hparams}))
         elif "context" in hparams:
             from blt.entropy import EntropyModel, EntropyModelConfig
 

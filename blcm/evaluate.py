@@ -264,7 +264,10 @@ def prediction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings
         mi[:n] = mutual_information(byte_lm, contexts, decoded[:n], progress=progress)
 
     ids, lengths = pad_batch(true_units)
-    scores = model.codec.decoder(ids.to(model.device), lengths.to(model.device), tf.pred)  # (P, 2) nats, exact
+    if model.codec.decoder is not None:
+        scores = model.codec.decoder(ids.to(model.device), lengths.to(model.device), tf.pred)  # (P, 2) nats, exact
+    else:  # a space with its own decoder (SONAR) gives no byte probabilities: no code length
+        scores = torch.full((len(true_units), 2), math.nan)
     rows = [{"source": docs[b].source, "l2": float(dist[i]), "copy_l2": float(copy_dist[i]),
              "round_trip_l2": float(round_trip[i]), "pred_cos": float(pred_cos[i]), "true_cos": float(true_cos[i]),
              "ca": float(ca[i]), "copy_ca": float(copy_ca[i]), "mi": mi[i], "empty": not decoded[i],
@@ -431,7 +434,7 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         concepts = timed("encode", encode_units, model, [u for d in docs for u in d.units])
         speed["encode_units_per_s"] = result["data"]["units"] / max(seconds["encode"], 1e-9)
         result["reconstruction"] = timed("reconstruction", reconstruction, model, docs, concepts, settings, speed, bar)
-        scorer = byte_lm if byte_lm is not None else model.codec.encoder.entropy_model
+        scorer = byte_lm if byte_lm is not None else model.codec.entropy_model
         result["prediction"], result["next_unit_bpb"] = timed("prediction", prediction, model, docs, concepts,
                                                               settings, scorer, bar)
         result["mi_byte_lm"] = ("given" if byte_lm is not None else

