@@ -100,11 +100,17 @@ def cmd_generate(args) -> int:
 
 
 def cmd_encode(args) -> int:
+    from blcm.evaluate import encode_units, progress_bar
+
     model = load_model(args.model)
     document = read_bytes(args.file)
     if not document:
         raise CLIError(f"{args.file} is empty: there is nothing to encode")
-    concepts = model.encode(document).float().cpu().numpy()  # (n, d)
+    units = model.units(document)
+    # A large file (a 50 MB binary is 400k units of 128 bytes) shows its progress and ETA.
+    progress = progress_bar if len(units) > ENCODE_BATCH else None
+    concepts = encode_units(model, units, ENCODE_BATCH, progress, desc=f"encoding {len(units):,} units")
+    concepts = concepts.float().cpu().numpy()  # (n, d)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.npy")
@@ -112,6 +118,9 @@ def cmd_encode(args) -> int:
     tmp.rename(out)
     print(f"{len(concepts)} unit(s) of {args.file} -> concepts {concepts.shape} in {out}", file=sys.stderr)
     return 0
+
+
+ENCODE_BATCH = 256  # units per encoder call
 
 
 def cmd_decode(args) -> int:
@@ -225,6 +234,7 @@ def cmd_eval(args) -> int:
         read_parallel,
         render_markdown,
     )
+    from blcm.pairs import read_pairs
     from blt.entropy import EntropyModel
     from concept_core.interface import Sampling
 
@@ -236,7 +246,7 @@ def cmd_eval(args) -> int:
                                 generation_docs=args.generation_docs, temperature=args.temperature, seed=args.seed,
                                 sampling=Sampling(steps=args.steps, guidance_scale=args.guidance),
                                 parallel_max=args.parallel_max or None, mi_predictions=args.mi_predictions,
-                                mi_context=args.mi_context,
+                                mi_context=args.mi_context, pair_units=args.pair_units or None,
                                 baseline_segmenter={"kind": "sentence", "max_bytes": args.unit_bytes})
     except ValueError as e:
         raise CLIError(str(e)) from None
@@ -244,19 +254,22 @@ def cmd_eval(args) -> int:
     if out.suffix != ".json":
         raise CLIError(f"--out must name a .json file (the markdown report goes next to it), got {args.out}")
     model = load_model(args.model, byte_lm=True)
-    if isinstance(model, EntropyModel) and (args.byte_lm or args.parallel):
-        raise CLIError(f"{args.model} is a byte LM: --byte-lm and --parallel apply to a ByteLCM only")
+    if isinstance(model, EntropyModel) and (args.byte_lm or args.parallel or args.pairs):
+        raise CLIError(f"{args.model} is a byte LM: --byte-lm, --parallel and --pairs apply to a ByteLCM only")
     byte_lm = load_model(args.byte_lm, byte_lm=True) if args.byte_lm else None
     if byte_lm is not None and not isinstance(byte_lm, EntropyModel):
         raise CLIError(f"--byte-lm {args.byte_lm} is a ByteLCM; give an exported byte LM (EntropyModel)")
     try:
         documents = read_documents(args.data, settings.max_docs, args.text_field, args.group_by)
         parallel = read_parallel(args.parallel, settings.parallel_max) if args.parallel else None
+        if args.pairs:
+            read_pairs(args.pairs)  # a bad directory fails now, not after the other sections
         result = evaluate(model, documents, settings, byte_lm=byte_lm, parallel=parallel,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, pairs=args.pairs)
     except (DataError, ValueError) as e:
         raise CLIError(str(e)) from None
-    result["inputs"] = {"model": args.model, "data": args.data, "byte_lm": args.byte_lm, "parallel": args.parallel}
+    result["inputs"] = {"model": args.model, "data": args.data, "byte_lm": args.byte_lm, "parallel": args.parallel,
+                        "pairs": args.pairs}
     report = render_markdown(result)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

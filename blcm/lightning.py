@@ -11,12 +11,14 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.commands import show_unit
+from blcm.data import DataError
 from blcm.errors import ConfigError
 from blcm.model import ByteLCM, ByteLCMConfig
+from blcm.pairs import info_nce, read_pairs
 from blcm.plotting import log_entropy_figure
 from blcm.units import read_prepared
 from blt.entropy import EntropyModel, EntropyModelConfig
-from blt.ids import EOD, OFFSET, decode
+from blt.ids import EOD, OFFSET, decode, pad_batch
 from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
 from bridges.frozen_codec import FrozenConceptCodec
 from concept_core.interface import Sampling
@@ -155,6 +157,10 @@ class ByteLCMModule(L.LightningModule):
         val_sampling: Sampling fields for those predictions and the text samples (e.g. {"steps": 40}).
         samples: reconstructions and continuations written to TensorBoard per validation.
         normalizer_units: training units a frozen codec's concept normaliser is fitted on (at fit start).
+        align_pairs, align_weight, align_batch, align_units, align_temperature: the optional alignment loss
+            (weight > 0): InfoNCE between the mean concept of a run of up to ``align_units`` units of a
+            paired file (a WAV) and its transcript's, over ``align_batch`` train pairs of the ``align_pairs``
+            directory (blcm.pairs: files + transcripts.json) per step, after the entropy stage.
     """
 
     def __init__(self, segmenter: dict | None = None, encoder: ByteConceptEncoderConfig | None = None,
@@ -166,7 +172,9 @@ class ByteLCMModule(L.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100, decay_steps: int | None = None,
                  min_lr_ratio: float = 0.1, init_entropy_from: str | None = None, init_from: str | None = None,
                  export_dir: str | None = None, val_core_batches: int = 2, val_sampling: dict | None = None,
-                 samples: int = 4, normalizer_units: int = 2048):
+                 samples: int = 4, normalizer_units: int = 2048, align_pairs: str | None = None,
+                 align_weight: float = 0.0, align_batch: int = 8, align_units: int = 32,
+                 align_temperature: float = 0.1):
         super().__init__()
         try:
             config = ByteLCMConfig.from_dict({k: asdict(v) if is_dataclass(v) else v for k, v in
@@ -184,12 +192,32 @@ class ByteLCMModule(L.LightningModule):
             self.val_sampling = Sampling(**(val_sampling or {}))
             if normalizer_units < 2:
                 raise ValueError(f"normalizer_units must be >= 2, got {normalizer_units}")
+            if align_weight > 0:
+                if align_pairs is None:
+                    raise ValueError("align_weight > 0 needs align_pairs, a directory with transcripts.json")
+                if config.codec["kind"] != "byte":
+                    raise ValueError("the alignment loss trains the encoder: a frozen codec has none to train")
+                if align_batch < 2 or align_units < 1 or not align_temperature > 0:
+                    raise ValueError(f"need align_batch >= 2 (in-batch negatives), align_units >= 1 and "
+                                     f"align_temperature > 0, got {align_batch}, {align_units}, {align_temperature}")
         except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:  # CodecUnavailable is a RuntimeError
             raise ConfigError(f"cannot build the ByteLCM: {e}") from None
         self.save_hyperparameters()
         self.hparams.update(asdict(config))  # plain dicts, so a checkpoint's hparams load under weights_only=True
         self._val = ValidationTotals()
         self._quantizer_pool: list[torch.Tensor] = []
+        self._pair_units: list[tuple[list[bytes], list[bytes]]] = []
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.align_weight > 0:
+            try:
+                pairs = read_pairs(self.hparams.align_pairs, "train")
+            except DataError as e:
+                raise ConfigError(f"align_pairs: {e}") from None
+            if len(pairs) < 2:
+                raise ConfigError(f"align_pairs: {self.hparams.align_pairs} has {len(pairs)} training pair(s); "
+                                  "the alignment loss needs at least 2")
+            self._pair_units = [(self.model.units(p.data), self.model.units(p.text)) for p in pairs]
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -255,7 +283,32 @@ class ByteLCMModule(L.LightningModule):
             terms["core"] = core.loss(inputs, mask, targets=targets)
         if self.hparams.entropy_weight > 0 and codec.entropy_model is not None:
             terms["entropy"] = codec.encoder.entropy_loss(units, lengths)
+        if self._pair_units:
+            terms["alignment"] = self.alignment_loss()
         return terms
+
+    def alignment_loss(self) -> torch.Tensor:
+        """InfoNCE between the pooled concepts of ``align_batch`` paired files (a random run of up to
+        ``align_units`` units of each) and of their transcripts, the other pairs of the batch as negatives.
+        The draw depends on the step and rank only, so a resumed run draws what it would have."""
+        hp, n = self.hparams, self.hparams.align_units
+        generator = torch.Generator().manual_seed(self.global_step * 1009 + self.global_rank)
+        chosen = torch.randperm(len(self._pair_units), generator=generator)[: hp.align_batch].tolist()
+        data_groups, text_groups = [], []
+        for i in chosen:
+            data, text = self._pair_units[i]
+            start = int(torch.randint(max(len(data) - n, 0) + 1, (1,), generator=generator))
+            data_groups.append(data[start : start + n])
+            text_groups.append(text[:n])
+        return info_nce(self._pooled(data_groups), self._pooled(text_groups), hp.align_temperature)
+
+    def _pooled(self, groups: list[list[bytes]]) -> torch.Tensor:
+        """Groups of units -> the mean concept of each group (G, d), with the encoder's gradient."""
+        ids, lengths = pad_batch([u for g in groups for u in g])
+        concepts = self.model.codec.concepts(ids.to(self.device), lengths.to(self.device))  # (U, d)
+        group = torch.repeat_interleave(torch.tensor([len(g) for g in groups], device=self.device))
+        sums = concepts.new_zeros(len(groups), concepts.shape[1]).index_add_(0, group, concepts)
+        return sums / torch.bincount(group, minlength=len(groups))[:, None]
 
     def _calibrate(self, units: torch.Tensor, lengths: torch.Tensor) -> None:
         """Ready the codec on this batch: the byte codec's entropy threshold (when its entropy stage ends), or
@@ -289,6 +342,7 @@ class ByteLCMModule(L.LightningModule):
         if not terms:  # nothing to learn from (a batch of end-of-document units only): skip the step
             return None
         weights = {"reconstruction": self.hparams.reconstruction_weight, "core": self.hparams.core_weight,
+                   "alignment": self.hparams.align_weight,
                    "entropy": 1.0 if stage == "entropy" else self.hparams.entropy_weight}
         for name, value in terms.items():
             check_finite(value, self.global_step, name)

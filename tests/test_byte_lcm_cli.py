@@ -54,6 +54,21 @@ def test_encode_decode_round_trip_files(trained, tmp_path, capsys):
     assert decoded.stat().st_size > 0
 
 
+def test_encode_of_a_large_file_goes_in_batches_with_progress(trained, tmp_path, capsys):
+    from blcm.commands import ENCODE_BATCH
+    from blcm.model import ByteLCM
+
+    data = np.random.default_rng(0).integers(0, 256, 64 * (ENCODE_BATCH + 50), dtype=np.uint8).tobytes()
+    (tmp_path / "noise.bin").write_bytes(data)
+    out = tmp_path / "c.npy"
+    assert main(["encode", "--model", str(trained / "export"), str(tmp_path / "noise.bin"), "--out", str(out)]) == 0
+    assert "encoding" in capsys.readouterr().err  # the progress bar
+    model = ByteLCM.from_pretrained(trained / "export")
+    whole = model.encode(data).numpy()  # one call: batching changes nothing (running statistics)
+    assert np.load(out).shape == whole.shape and whole.shape[0] > ENCODE_BATCH
+    assert np.allclose(np.load(out), whole, atol=1e-4)
+
+
 def test_reconstruct_prints_each_unit_and_a_count(trained, tmp_path, capsys):
     text = tmp_path / "doc.txt"
     text.write_text("The cat sat on the mat. A dog ran past the sea! The river flew over the moon.")

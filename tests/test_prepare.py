@@ -391,3 +391,19 @@ def test_modality_prepare_tags_documents_and_cuts_non_text_into_fixed_spans(tmp_
     assert list(note) == [17, 17, 4]  # sentences: "A sentence here. ", "And another one! ", "Fin."
     assert (picture[:-1] == 32).all()  # fixed spans of max_unit_bytes
     assert "(png 1, text 1, wav 2)" in prep.summary(out, manifest)
+
+
+@pytest.mark.parametrize("megabytes", [pytest.param(2, id="2MB"), pytest.param(50, id="50MB", marks=pytest.mark.slow)])
+def test_a_large_single_binary_file_is_kept_whole_next_to_an_empty_one(tmp_path, caplog, megabytes):
+    src = tmp_path / "in"
+    src.mkdir()
+    big = np.random.default_rng(0).integers(0, 256, megabytes << 20, dtype=np.uint8).tobytes()
+    (src / "big.bin").write_bytes(big)
+    (src / "empty.wav").write_bytes(b"")
+    out = tmp_path / "out"
+    manifest = prep.prepare([src], out, segmenter="modality", max_unit_bytes=128, valid_percent=0, progress=False)
+    assert "skipped an empty document: empty.wav" in caplog.text  # named, not silently dropped
+    assert manifest["splits"]["train"]["modalities"] == {"binary": 1}
+    ((data, _),) = read_docs(out, "train")
+    assert data == big  # nothing lost: every byte, in order
+    assert manifest["splits"]["train"]["units"] == -(-len(big) // 128)
