@@ -5,6 +5,8 @@ MiniLM concepts through `blcm fit`, and SONAR's clear refusal when it is not ins
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 
 import pytest
 import torch
@@ -129,6 +131,84 @@ def test_sonar_codec_round_trip():
     concepts = codec.encode(SENTENCES[:2])
     assert concepts.shape == (2, 1024)
     assert codec.decode(concepts)[0].startswith(b"The cat")
+
+
+class FakeTextToEmbedding:
+    """sonar-space's TextToEmbeddingModelPipeline, same constructor and predict signatures: 1,024-dim vectors
+    (a unit's byte histogram, then zeros), remembering each text so that the decoder below can invert them."""
+
+    memory: dict[str, torch.Tensor] = {}
+
+    def __init__(self, encoder, tokenizer, device=None, dtype=None):
+        self.encoder = encoder
+
+    def predict(self, texts, source_lang, batch_size=5, **kwargs):
+        assert source_lang == "eng_Latn" and all(isinstance(t, str) for t in texts)
+        out = torch.zeros(len(texts), 1024)
+        for i, t in enumerate(texts):
+            out[i, :256] = torch.bincount(torch.tensor(list(t.encode())), minlength=256).float()
+            out[i, 256 + len(t) % 700] = 1.0  # the length, so that anagrams differ
+            FakeTextToEmbedding.memory[t] = out[i]
+        return out
+
+
+class FakeEmbeddingToText:
+    """sonar-space's EmbeddingToTextModelPipeline: the remembered text nearest to each vector."""
+
+    def __init__(self, decoder, tokenizer, device=None, dtype=None):
+        self.decoder = decoder
+
+    def predict(self, inputs, target_lang, batch_size=5, **generator_kwargs):
+        assert target_lang == "eng_Latn" and generator_kwargs["max_seq_len"] > 0
+        texts, vectors = zip(*FakeTextToEmbedding.memory.items(), strict=True)
+        nearest = torch.cdist(inputs.float(), torch.stack(vectors)).argmin(1)
+        return [texts[i] for i in nearest.tolist()]
+
+
+@pytest.fixture
+def fake_sonar(monkeypatch):
+    """sonar-space's text pipelines replaced by the fakes above: exercises SonarCodec and a SONAR-space ByteLCM
+    (normalise, denormalise, no byte decoder) where the real package and its weights are absent."""
+    text = types.ModuleType("sonar.inference_pipelines.text")
+    text.TextToEmbeddingModelPipeline, text.EmbeddingToTextModelPipeline = FakeTextToEmbedding, FakeEmbeddingToText
+    for name, module in (("sonar", types.ModuleType("sonar")),
+                         ("sonar.inference_pipelines", types.ModuleType("sonar.inference_pipelines")),
+                         ("sonar.inference_pipelines.text", text)):
+        monkeypatch.setitem(sys.modules, name, module)
+    FakeTextToEmbedding.memory = {}
+
+
+def test_sonar_codec_normalises_and_decodes_through_sonar(fake_sonar):
+    codec = build_codec({"kind": "sonar"}, None, None)
+    assert isinstance(codec, ConceptCodec) and codec.dim == 1024 and codec.decoder is None
+    codec.fit_normalizer(SENTENCES)
+    concepts = codec.encode(SENTENCES)
+    assert concepts.shape == (6, 1024)
+    # decode denormalises before SONAR's decoder: the round trip gives the sentences back
+    assert codec.decode(concepts) == SENTENCES
+    assert all(not k.startswith("pipelines") for k in codec.state_dict())
+
+
+def test_a_sonar_lcm_trains_only_its_core_and_generates(fake_sonar, tmp_path):
+    from byte_lcm_fixtures import prepared_corpus
+
+    from blcm.units import UnitDataModule
+
+    torch.manual_seed(0)
+    module = ByteLCMModule(**{**TINY_MODEL, "codec": {"kind": "sonar"}, "encoder": None})
+    assert module.stage(0) == "joint"  # no entropy model, no byte decoder: nothing before the core
+    dm = UnitDataModule(str(prepared_corpus(tmp_path)), max_units=6, batch_size=4, val_windows=8)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    terms = module.losses(batch, "joint")  # fits the normaliser on the batch (no Trainer here)
+    assert set(terms) == {"core"} and torch.isfinite(terms["core"])
+    model = module.model.eval()
+    assert model.num_params() == {"encoder": 0, "decoder": 0, "core": model.num_params()["core"]}
+    model.save_pretrained(tmp_path / "export")
+    again = ByteLCM.from_pretrained(tmp_path / "export")
+    assert again.codec.ready and torch.equal(again.encode(b"The cat sat on the mat."),
+                                             model.encode(b"The cat sat on the mat."))
+    assert isinstance(again.generate(b"The cat sat on the mat.", max_units=2, seed=0), bytes)
 
 
 MINILM_MODEL = {"codec": {"kind": "sentence_transformer", "model": MINILM}, "encoder": None,
