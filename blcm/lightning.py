@@ -128,6 +128,7 @@ class ByteLCMModule(L.LightningModule):
     Loss = reconstruction_weight · CE(decoder(noise(c)), unit bytes)
          + core_weight · core loss on each document's concept sequence [c_1 .. c_n, c_EOD]
          + entropy_weight · entropy-model CE (after its own stage, only when > 0)
+         + align_weight · InfoNCE(paired file concepts, transcript concepts) (only when > 0)
 
     Stages, by optimizer step: ``entropy_steps`` of entropy model alone (entropy patching only;
     skipped with ``init_entropy_from``), then ``autoencoder_steps`` of reconstruction alone, then
