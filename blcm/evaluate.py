@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from blcm.data import DataError, Document, SkipReport, iter_records
+from blcm.pairs import group_means, read_pairs, retrieval_accuracy
 from blcm.text_metrics import byte_accuracy, chrf, overlap, repetition, rouge_l
 from blt.entropy import EntropyModel
 from blt.ids import pad_batch
@@ -422,8 +423,6 @@ def retrieval(model, pairs_dir: str, max_units: int | None, progress) -> dict:
     """Top-1 retrieval between the concepts of paired files (the mean over their first ``max_units`` units)
     and of their transcripts (blcm.pairs), per split: ``valid`` (pairs an alignment loss never trained on) and
     ``train``."""
-    from blcm.pairs import read_pairs, retrieval_accuracy
-
     out = {}
     for split in ("valid", "train"):
         pairs = read_pairs(pairs_dir, split)
@@ -440,12 +439,8 @@ def retrieval(model, pairs_dir: str, max_units: int | None, progress) -> dict:
 def paragraph_concepts(model, paragraphs: list[bytes], progress, max_units: int | None = None) -> torch.Tensor:
     """(n, d): the mean of each paragraph's unit concepts (of its first ``max_units``; None: all)."""
     units = [model.units(p)[:max_units] for p in paragraphs]
-    owner = torch.tensor([i for i, us in enumerate(units) for _ in us], device=model.device)
-    concepts = encode_units(model, [u for us in units for u in us], progress=progress,
-                            desc="cross-lingual (unit batches)")
-    sums = torch.zeros(len(paragraphs), concepts.shape[-1], device=concepts.device).index_add_(0, owner, concepts)
-    counts = torch.bincount(owner, minlength=len(paragraphs)).clamp(min=1)
-    return sums / counts[:, None]
+    concepts = encode_units(model, [u for us in units for u in us], progress=progress, desc="unit batches")
+    return group_means(concepts, [len(us) for us in units])
 
 
 # -- the whole suite ------------------------------------------------------------------------------

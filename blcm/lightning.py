@@ -14,7 +14,7 @@ from blcm.commands import show_unit
 from blcm.data import DataError
 from blcm.errors import ConfigError
 from blcm.model import ByteLCM, ByteLCMConfig
-from blcm.pairs import info_nce, read_pairs
+from blcm.pairs import group_means, info_nce, read_pairs
 from blcm.plotting import log_entropy_figure
 from blcm.units import read_prepared
 from blt.entropy import EntropyModel, EntropyModelConfig
@@ -307,9 +307,7 @@ class ByteLCMModule(L.LightningModule):
         """Groups of units -> the mean concept of each group (G, d), with the encoder's gradient."""
         ids, lengths = pad_batch([u for g in groups for u in g])
         concepts = self.model.codec.concepts(ids.to(self.device), lengths.to(self.device))  # (U, d)
-        group = torch.repeat_interleave(torch.tensor([len(g) for g in groups], device=self.device))
-        sums = concepts.new_zeros(len(groups), concepts.shape[1]).index_add_(0, group, concepts)
-        return sums / torch.bincount(group, minlength=len(groups))[:, None]
+        return group_means(concepts, [len(g) for g in groups])
 
     def _calibrate(self, units: torch.Tensor, lengths: torch.Tensor) -> None:
         """Ready the codec on this batch: the byte codec's entropy threshold (when its entropy stage ends), or

@@ -58,6 +58,14 @@ def read_pairs(directory: str | Path, split: str = "all", valid_percent: int = 2
     return pairs
 
 
+def group_means(vectors: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Consecutive groups of ``sizes`` rows of vectors (U, d) -> the mean of each group (G, d); an empty group
+    is zeros. A file's or paragraph's concept is the mean of its units' concepts."""
+    group = torch.repeat_interleave(torch.tensor(sizes, device=vectors.device))  # (U,) group of each row
+    sums = vectors.new_zeros(len(sizes), vectors.shape[-1]).index_add_(0, group, vectors)
+    return sums / torch.bincount(group, minlength=len(sizes)).clamp(min=1)[:, None]
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Symmetric InfoNCE over a batch of paired vectors a (P, d), b (P, d): row i of a should be
     nearest (cosine) to row i of b among all rows of b, and back; the other rows are the negatives."""

@@ -16,7 +16,7 @@ from blcm.data import DataError
 from blcm.errors import ConfigError
 from blcm.evaluate import EvalSettings, evaluate, read_documents, render_markdown
 from blcm.lightning import ByteLCMModule
-from blcm.pairs import info_nce, read_pairs, retrieval_accuracy
+from blcm.pairs import group_means, info_nce, read_pairs, retrieval_accuracy
 from blt.ids import pad_batch
 from concept_core.interface import Sampling
 
@@ -135,3 +135,9 @@ def test_retrieval_on_the_shared_speech_pairs_reads_every_transcript():
     pairs = read_pairs(folder)
     assert len(pairs) == 105 and all(p.data[:4] == b"RIFF" for p in pairs)
     assert len(read_pairs(folder, "valid")) == 21  # 20% held out by the hash of the file name
+
+
+def test_group_means_are_per_group_means_and_zero_for_empty_groups():
+    vectors = torch.arange(12.0).reshape(6, 2)
+    means = group_means(vectors, [2, 0, 3, 1])
+    assert torch.equal(means, torch.stack([vectors[:2].mean(0), torch.zeros(2), vectors[2:5].mean(0), vectors[5]]))
