@@ -73,6 +73,8 @@ def test_info_nce_and_retrieval_against_direct_computations():
     assert retrieval_accuracy(a, a) == {"pairs": 6, "a_to_b": 1.0, "b_to_a": 1.0, "chance": 1 / 6}
     rolled = retrieval_accuracy(a, a.roll(1, dims=0))
     assert rolled["a_to_b"] == 0.0 and rolled["b_to_a"] == 0.0
+    # a shared offset on one side (a modality's own mean) changes nothing
+    assert retrieval_accuracy(a + 100, a)["a_to_b"] == 1.0
     aligned, shuffled = info_nce(a, 3 * a), info_nce(a, a[torch.randperm(6)])
     assert aligned < shuffled
     # the direct formula: mean of the two cross-entropies over cosine / temperature
