@@ -159,7 +159,7 @@ class ByteLCMModule(L.LightningModule):
         samples: reconstructions and continuations written to TensorBoard per validation.
         normalizer_units: training units a frozen codec's concept normaliser is fitted on (at fit start).
         align_pairs, align_weight, align_batch, align_units, align_temperature: the optional alignment loss
-            (weight > 0): InfoNCE between the mean concept of a run of up to ``align_units`` units of a
+            (weight > 0): InfoNCE between the mean concept of the first ``align_units`` units of a
             paired file (a WAV) and its transcript's, over ``align_batch`` train pairs of the ``align_pairs``
             directory (blcm.pairs: files + transcripts.json) per step, after the entropy stage.
     """
@@ -289,18 +289,14 @@ class ByteLCMModule(L.LightningModule):
         return terms
 
     def alignment_loss(self) -> torch.Tensor:
-        """InfoNCE between the pooled concepts of ``align_batch`` paired files (a random run of up to
-        ``align_units`` units of each) and of their transcripts, the other pairs of the batch as negatives.
-        The draw depends on the step and rank only, so a resumed run draws what it would have."""
+        """InfoNCE between the pooled concepts of ``align_batch`` paired files (their first ``align_units``
+        units, as `blcm eval --pairs` pools them) and of their transcripts, the other pairs of the batch as
+        negatives. The draw depends on the step and rank only, so a resumed run draws what it would have."""
         hp, n = self.hparams, self.hparams.align_units
         generator = torch.Generator().manual_seed(self.global_step * 1009 + self.global_rank)
         chosen = torch.randperm(len(self._pair_units), generator=generator)[: hp.align_batch].tolist()
-        data_groups, text_groups = [], []
-        for i in chosen:
-            data, text = self._pair_units[i]
-            start = int(torch.randint(max(len(data) - n, 0) + 1, (1,), generator=generator))
-            data_groups.append(data[start : start + n])
-            text_groups.append(text[:n])
+        data_groups = [self._pair_units[i][0][:n] for i in chosen]
+        text_groups = [self._pair_units[i][1][:n] for i in chosen]
         return info_nce(self._pooled(data_groups), self._pooled(text_groups), hp.align_temperature)
 
     def _pooled(self, groups: list[list[bytes]]) -> torch.Tensor:
