@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,23 @@ def test_a_frozen_codec_skips_no_stage_it_needs():
     assert [module.stage(s) for s in (0, 2, 3, 100)] == ["autoencoder"] * 2 + ["joint"] * 2
     config = ByteLCMConfig.from_dict({"codec": {"kind": "sentence_transformer"}, "decoder": {"concept_dim": 384}})
     assert ByteLCM(config).codec.dim == 384
+
+
+def test_minilm_tiny_is_tiny_with_frozen_minilm_concepts_and_multimodal_tiny_is_tiny_on_any_bytes():
+    import yaml
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+
+    def init_args(name: str) -> dict:
+        return yaml.safe_load((configs / f"{name}.yaml").read_text())["model"]["init_args"]
+
+    tiny, minilm, multimodal = init_args("tiny"), init_args("minilm-tiny"), init_args("multimodal-tiny")
+    # the benchmark's premise: the same core, segmenter, decoder (but its input width) and training knobs
+    assert minilm["core"] == tiny["core"] and minilm["segmenter"] == tiny["segmenter"]
+    assert {**minilm["decoder"], "concept_dim": 256} == tiny["decoder"] and minilm["decoder"]["concept_dim"] == 384
+    assert all(minilm[k] == tiny[k] for k in ("lr", "warmup_steps", "autoencoder_steps", "concept_noise"))
+    module = ByteLCMModule(**minilm)
+    assert module.model.codec.dim == 384 and module.model.num_params()["encoder"] == 0
+    mm = ByteLCMModule(**multimodal)
+    assert mm.model.segmenter.to_config()["kind"] == "modality" and mm.hparams.align_weight == 0.0
+    assert sum(mm.model.num_params().values()) == sum(ByteLCMModule(**tiny).model.num_params().values())
