@@ -609,9 +609,11 @@ def render_markdown(result: dict) -> str:
         parts += ["## Cross-lingual xsim error (nearest of all English paragraphs)",
                   table(["locale", "pairs (chance: pool size)", "xsim error"], rows)]
     if result.get("retrieval"):
-        rows = [[split, m["pairs"], m["a_to_b"], m["b_to_a"], m["chance"]] for split, m in result["retrieval"].items()]
-        parts += ["## Retrieval between paired files and their transcripts (top-1, mean unit concepts)",
-                  table(["pairs", "n", "file → text", "text → file", "chance"], rows)]
+        rows = [[split, m["pairs"], m["a_to_b"], m["b_to_a"], m["chance"], m["a_to_b_mean_rank"],
+                 m["b_to_a_mean_rank"], m["chance_mean_rank"]] for split, m in result["retrieval"].items()]
+        parts += ["## Retrieval between paired files and their transcripts (mean unit concepts, centred)",
+                  table(["pairs", "n", "top-1 file → text", "top-1 text → file", "chance", "mean rank file → text",
+                         "mean rank text → file", "chance"], rows)]
     if result.get("speed"):
         parts += ["## Speed", table(["measure", "value"], [[k, v] for k, v in result["speed"].items()])]
     examples = lookup(result, ("generation", "examples")) or []

@@ -75,7 +75,8 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torc
 
 
 def retrieval_accuracy(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-    """Top-1 retrieval between paired vectors a (P, d) and b (P, d) by cosine, both ways, with chance 1/P.
+    """Retrieval between paired vectors a (P, d) and b (P, d) by cosine, both ways: top-1 accuracy (chance 1/P)
+    and the mean rank of the true partner among the P candidates (1 = first; chance (P + 1) / 2).
 
     Each side is centred on its own mean first. Concepts of different modalities sit around different
     means (a WAV's units are alike, whatever is said), and uncentred, that offset decides every
@@ -83,6 +84,10 @@ def retrieval_accuracy(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     vectors too (its batch norm uses the batch's statistics, per modality)."""
     a, b = a.float() - a.float().mean(0), b.float() - b.float().mean(0)
     sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (P, P)
-    target = torch.arange(len(a), device=a.device)
-    return {"pairs": len(a), "a_to_b": float((sim.argmax(1) == target).float().mean()),
-            "b_to_a": float((sim.argmax(0) == target).float().mean()), "chance": 1 / len(a)}
+    true = sim.diagonal()
+    rank_a = 1 + (sim > true[:, None]).sum(1).float()  # (P,) rank of b_i among all b for a_i
+    rank_b = 1 + (sim > true[None, :]).sum(0).float()  # (P,) rank of a_i among all a for b_i
+    return {"pairs": len(a), "a_to_b": float((rank_a == 1).float().mean()),
+            "b_to_a": float((rank_b == 1).float().mean()), "chance": 1 / len(a),
+            "a_to_b_mean_rank": float(rank_a.mean()), "b_to_a_mean_rank": float(rank_b.mean()),
+            "chance_mean_rank": (len(a) + 1) / 2}

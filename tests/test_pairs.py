@@ -70,9 +70,15 @@ def test_bad_pair_directories_are_refused_clearly(tmp_path, content, message):
 def test_info_nce_and_retrieval_against_direct_computations():
     torch.manual_seed(0)
     a = torch.randn(6, 16)
-    assert retrieval_accuracy(a, a) == {"pairs": 6, "a_to_b": 1.0, "b_to_a": 1.0, "chance": 1 / 6}
+    assert retrieval_accuracy(a, a) == {"pairs": 6, "a_to_b": 1.0, "b_to_a": 1.0, "chance": 1 / 6,
+                                        "a_to_b_mean_rank": 1.0, "b_to_a_mean_rank": 1.0, "chance_mean_rank": 3.5}
     rolled = retrieval_accuracy(a, a.roll(1, dims=0))
-    assert rolled["a_to_b"] == 0.0 and rolled["b_to_a"] == 0.0
+    assert rolled["a_to_b"] == 0.0 and rolled["b_to_a"] == 0.0 and rolled["a_to_b_mean_rank"] > 1
+    # ranks against a direct sort: where does each true partner land among all candidates?
+    b = torch.randn(6, 16)
+    sim = torch.nn.functional.normalize(a - a.mean(0), dim=-1) @ torch.nn.functional.normalize(b - b.mean(0), dim=-1).T
+    direct = [1 + sorted(sim[i].tolist(), reverse=True).index(sim[i, i].item()) for i in range(6)]
+    assert retrieval_accuracy(a, b)["a_to_b_mean_rank"] == pytest.approx(sum(direct) / 6)
     # a shared offset on one side (a modality's own mean) changes nothing
     assert retrieval_accuracy(a + 100, a)["a_to_b"] == 1.0
     aligned, shuffled = info_nce(a, 3 * a), info_nce(a, a[torch.randperm(6)])
