@@ -308,14 +308,10 @@ class ByteLCMModule(L.LightningModule):
     def _calibrate(self, units: torch.Tensor, lengths: torch.Tensor) -> None:
         """Ready the codec on this batch: the byte codec's entropy threshold (when its entropy stage ends), or
         a frozen codec's normaliser (when on_fit_start had no training set to sample)."""
-        codec = self.model.codec
-        if isinstance(codec, FrozenConceptCodec):
-            text = (units[:, 0] != EOD).nonzero().flatten().tolist()
-            codec.fit_normalizer([decode(units[i, : lengths[i]]) for i in text])
-            return
-        threshold = codec.encoder.calibrate(units, lengths)
-        if self._trainer is not None and self.trainer.world_size > 1:  # one threshold for every rank
-            codec.encoder.entropy_threshold.fill_(self.trainer.strategy.broadcast(threshold))
+        fitted = self.model.codec.calibrate(units, lengths)
+        if self._trainer is not None and self.trainer.world_size > 1:  # rank 0's fit on every rank
+            for buffer in fitted:
+                buffer.copy_(self.trainer.strategy.broadcast(buffer))
 
     def _fit_quantizer(self, concepts: torch.Tensor) -> None:
         """Pool the concepts of the first QUANTIZER_BATCHES joint batches, then fit the RVQ codebooks (every

@@ -267,6 +267,12 @@ class ByteConceptCodec(nn.Module):
         """Training batches: unit rows (U, L), lengths (U,) -> (U, d), with the encoder's gradient."""
         return self.encoder(ids, lengths)
 
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Set the entropy threshold on a training batch's units (when the entropy stage ends); returns the
+        buffers it set."""
+        self.encoder.calibrate(ids, lengths)
+        return [self.encoder.entropy_threshold]
+
     @torch.no_grad()
     def encode(self, units: Sequence[bytes]) -> torch.Tensor:
         if any(len(u) == 0 for u in units):

@@ -36,6 +36,10 @@ class ConceptCodec(Protocol):
     def concepts(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Training batches: unit id rows (U, L) with lengths (U,), EOD units among them -> (U, d)."""
 
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Make the codec ready on a training batch (the entropy threshold, or a frozen space's normaliser);
+        returns the buffers it set, for a distributed run to share rank 0's."""
+
 
 CODEC_KINDS = ("byte", "sentence_transformer", "sonar")
 

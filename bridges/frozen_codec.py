@@ -92,10 +92,15 @@ class FrozenConceptCodec(nn.Module):
         out = torch.empty(len(ids), self.dim, device=self.device)
         if eod.any():
             out[eod] = self.eod_concept()
-        rows = (~eod).nonzero().flatten().tolist()
-        if rows:
-            out[~eod] = self.encode([decode(ids[r, : lengths[r]]) for r in rows])
+        if units := text_units(ids, lengths):
+            out[~eod] = self.encode(units)
         return out
+
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Fit the normaliser on a training batch's units (when no larger sample was given to fit_normalizer);
+        returns the buffers it set."""
+        self.fit_normalizer(text_units(ids, lengths))
+        return [self.normalizer.center, self.normalizer.scale, self.fitted]
 
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> list[bytes]:
@@ -103,6 +108,11 @@ class FrozenConceptCodec(nn.Module):
         if self.decoder is None:
             raise NotImplementedError(f"{type(self).__name__} has no byte decoder")
         return self.decoder.generate(concepts.to(self.device), self.max_unit_bytes, temperature, top_k, generator)
+
+
+def text_units(ids: torch.Tensor, lengths: torch.Tensor) -> list[bytes]:
+    """The bytes of the unit rows (U, L) that are not the end-of-document unit, in row order."""
+    return [decode(ids[r, : lengths[r]]) for r in (ids[:, 0] != EOD).nonzero().flatten().tolist()]
 
 
 def as_text(units: Sequence[bytes]) -> list[str]:
