@@ -71,6 +71,69 @@ class MetricsHistory(L.Callback):
         self.minutes = state_dict["minutes"]
 
 
+class Snapshots(L.Callback):
+    """Export the model every ``every_minutes`` of training time (validation not counted) to
+    ``<log_dir>/snapshots/step-NNNNNNN/``, with ``snapshot.json``: step, training minutes and unit bytes
+    trained so far. The learning curve is measured afterwards, on other cores or another machine, from these
+    exports (benchmarks/codec_curve.py), so measuring never slows the run it measures.
+
+    The model must have ``save_pretrained`` and a ``codec``: ByteLCMModule's ``model`` does. Nothing is exported
+    while the codec is not ready (an entropy stage: no threshold yet).
+    """
+
+    def __init__(self, every_minutes: float = 5.0):
+        if not every_minutes > 0:
+            raise ValueError(f"every_minutes must be > 0, got {every_minutes}")
+        self.every_minutes = every_minutes
+        self.minutes = self.next_at = 0.0
+        self.bytes = 0
+        self._since = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.bytes += int(batch["unit_lengths"].sum())
+        if self.trained_minutes() >= self.next_at:
+            self._export(trainer, pl_module)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._pause()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._pause()
+        self._export(trainer, pl_module)  # the end of the run is always on the curve
+
+    def trained_minutes(self) -> float:
+        running = (time.monotonic() - self._since) / 60 if self._since is not None else 0.0
+        return self.minutes + running
+
+    def _pause(self) -> None:
+        self.minutes = self.trained_minutes()
+        self._since = None
+
+    def _export(self, trainer, pl_module) -> None:
+        minutes = self.trained_minutes()
+        self.next_at = (minutes // self.every_minutes + 1) * self.every_minutes
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if not trainer.is_global_zero or log_dir is None or not pl_module.model.codec.ready:
+            return  # during an entropy stage there are no concepts to measure yet
+        started = time.monotonic()
+        path = Path(log_dir) / "snapshots" / f"step-{trainer.global_step:07d}"
+        pl_module.model.save_pretrained(path)
+        record = {"step": trainer.global_step, "minutes": round(minutes, 3), "bytes": self.bytes}
+        (path / "snapshot.json").write_text(json.dumps(record) + "\n")
+        if self._since is not None:  # the export's own seconds are not training time
+            self._since += time.monotonic() - started
+
+    def state_dict(self) -> dict:
+        return {"minutes": self.trained_minutes(), "next_at": self.next_at, "bytes": self.bytes}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.minutes, self.next_at, self.bytes = state_dict["minutes"], state_dict["next_at"], state_dict["bytes"]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file next to the target, then renamed over it: a run killed
     mid-write leaves the previous checkpoint intact, never a truncated one."""

@@ -273,9 +273,9 @@ def prediction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings
 
     ids, lengths = pad_batch(true_units)
     if model.codec.decoder is not None:
-        scores = model.codec.decoder(ids.to(model.device), lengths.to(model.device), tf.pred)  # (P, 2) nats, exact
+        scores = model.codec.decoder(ids.to(model.device), lengths.to(model.device), tf.pred)  # (P, 3)
     else:  # a space with its own decoder (SONAR) gives no byte probabilities: no code length
-        scores = torch.full((len(true_units), 2), math.nan)
+        scores = torch.full((len(true_units), 3), math.nan)
     rows = [{"source": docs[b].source, "l2": float(dist[i]), "copy_l2": float(copy_dist[i]),
              "round_trip_l2": float(round_trip[i]), "pred_cos": float(pred_cos[i]), "true_cos": float(true_cos[i]),
              "ca": float(ca[i]), "copy_ca": float(copy_ca[i]), "mi": mi[i], "empty": not decoded[i],

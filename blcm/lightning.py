@@ -270,7 +270,7 @@ class ByteLCMModule(L.LightningModule):
             noisy = F.dropout(concepts[text], self.hparams.concept_dropout, self.training)
             if self.training and self.hparams.concept_noise > 0:
                 noisy = noisy + self.hparams.concept_noise * torch.randn_like(noisy)
-            scores = codec.decoder(units[text], lengths[text], noisy)  # (T, 2)
+            scores = codec.decoder(units[text], lengths[text], noisy)  # (T, 3): nats, exact, correct
             terms["reconstruction"] = scores[:, 0].sum() / (lengths[text] + 1).sum()
         if stage == "joint":
             sequences, mask = document_concepts(concepts, batch)  # (B, N, d), (B, N)

@@ -31,6 +31,7 @@ class LocalEncoderConfig:
     hash_table_size: int = 2**14
     causal: bool = False  # bytes see the whole row (a unit) unless causal
     window: int | None = None  # sliding window, causal only
+    max_positions: int | None = None  # learned absolute byte positions for this many bytes (None: RoPE only)
     backend: str = "auto"
 
 
@@ -54,6 +55,7 @@ class LocalEncoder(nn.Module):
         self.config = c = config
         self.embed = nn.Embedding(VOCAB_SIZE, c.dim)
         self.hash_embed = HashNgramEmbedding(c.dim, c.ngram_sizes, c.hash_table_size) if c.ngram_sizes else None
+        self.positions = nn.Embedding(c.max_positions, c.dim) if c.max_positions else None
         self.blocks = nn.ModuleList(Block(c.dim, c.n_heads, c.backend) for _ in range(c.n_layers))
         self.init_queries = nn.Linear(c.dim, c.queries_per_patch * c.dim, bias=False)
         self.pool = PatchPooling(c.dim, c.n_heads, c.backend)
@@ -75,10 +77,12 @@ class LocalEncoder(nn.Module):
         x = self.embed(ids)
         if self.hash_embed is not None:
             x = x + self.hash_embed(ids)  # (B, L, D)
+        positions = torch.arange(length, device=ids.device).expand(batch, -1)
+        if self.positions is not None:  # past the table, the last position repeats
+            x = x + self.positions(positions.clamp(max=c.max_positions - 1))
 
         groups = torch.where(valid, 0, -1)
         byte_mask = AttentionMask(groups, groups, causal=c.causal, window=c.window)
-        positions = torch.arange(length, device=ids.device).expand(batch, -1)
         for block in self.blocks:
             x = block(x, byte_mask, positions)
 

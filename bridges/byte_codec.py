@@ -4,8 +4,8 @@ Encoder, per unit (a sentence, or a span of non-text bytes):
     ids (U, L) -> entropy patches (Patcher over the EntropyModel's next-byte entropies)
     -> LocalEncoder: byte + hash n-gram embeddings, a transformer inside the unit, cross-attention
        pooling of each patch's bytes -> patch vectors (U, P, D)
-    -> concept pooler: a small transformer over the unit's patches, then one learned query that
-       attends to them -> linear -> batch-normalised concept (U, d)
+    -> concept pooler: a small transformer over the unit's patches, then K learned queries that
+       attend to them, concatenated -> linear -> batch-normalised concept (U, d)
 Decoder:
     concept (U, d) -> K latent slots (U, K, D) -> LocalDecoder (causal bytes, cross-attention to the
     slots) -> next-byte logits; greedy or sampled generation with a KV cache until EOS.
@@ -73,6 +73,11 @@ class ByteConceptEncoderConfig:
     queries_per_patch: int = 2
     pooler_dim: int = 128  # transformer over the unit's patches
     pooler_layers: int = 1
+    pool_queries: int = 1  # K learned queries pool the patches; their K * pooler_dim outputs make the concept
+    max_positions: int | None = None  # learned absolute byte positions in the local encoder (None: RoPE only)
+    # Query k pools only the patches that start in bytes [k S, (k+1) S), S = segment_bytes, so that the decoder
+    # (with the same segment_bytes) finds each stretch of the unit in a known slot. None: every query sees all.
+    segment_bytes: int | None = None
     patching: str = "entropy"  # a blt.patching mode: entropy | monotonic | both | space | static
     target_patch_size: float = 4.5  # entropy modes: the threshold is calibrated to this mean size
     patch_size: int = 4  # static mode
@@ -100,14 +105,15 @@ class ByteConceptEncoder(nn.Module):
         self.register_buffer("entropy_threshold", torch.tensor(float("nan")))
         self.local = LocalEncoder(LocalEncoderConfig(
             c.dim, c.n_layers, c.n_heads, out_dim=c.pooler_dim, queries_per_patch=c.queries_per_patch,
-            ngram_sizes=tuple(c.ngram_sizes), hash_table_size=c.hash_table_size, backend=c.backend))
+            ngram_sizes=tuple(c.ngram_sizes), hash_table_size=c.hash_table_size, max_positions=c.max_positions,
+            backend=c.backend))
         self.patch_norm = nn.RMSNorm(c.pooler_dim)
         self.pooler = nn.ModuleList(Block(c.pooler_dim, c.n_heads, c.backend) for _ in range(c.pooler_layers))
         self.pool_norm = nn.RMSNorm(c.pooler_dim)
         self.pool = Attention(c.pooler_dim, c.n_heads, c.backend, context_dim=c.pooler_dim)
-        self.pool_query = nn.Parameter(torch.zeros(c.pooler_dim))
+        self.pool_query = nn.Parameter(torch.zeros(c.pool_queries, c.pooler_dim))
         self.out_norm = nn.RMSNorm(c.pooler_dim)  # raw concepts well above the batch norm's eps
-        self.out = nn.Linear(c.pooler_dim, c.concept_dim, bias=False)
+        self.out = nn.Linear(c.pool_queries * c.pooler_dim, c.concept_dim, bias=False)
         self.concept_norm = nn.BatchNorm1d(c.concept_dim, affine=False)
         init_weights(self.pooler)
         for m in (self.pool, self.out):
@@ -161,11 +167,22 @@ class ByteConceptEncoder(nn.Module):
         positions = torch.arange(x.shape[1], device=ids.device).expand(len(x), -1)
         for block in self.pooler:
             x = block(x, AttentionMask(groups, groups), positions)
-        # No residual from the query: a learned constant there soon outweighs the content and every
+        pooled = self.pool_patches(x, patches, patch_mask)  # (U, K, D)
+        return self.out(rearrange(self.out_norm(pooled), "u k d -> u (k d)"))  # (U, d) before normalisation
+
+    def pool_patches(self, x: torch.Tensor, patches: Patches, patch_mask: torch.Tensor) -> torch.Tensor:
+        """Patch vectors (U, P, D) -> the K pooling queries' outputs (U, K, D)."""
+        # No residual from the queries: a learned constant there soon outweighs the content and every
         # unit gets nearly the same concept.
-        query = self.pool_query.expand(len(x), 1, -1)  # (U, 1, D)
-        pooled = self.pool(query, AttentionMask(torch.zeros_like(groups[:, :1]), groups), context=self.pool_norm(x))
-        return self.out(self.out_norm(pooled[:, 0]))  # (U, d) before normalisation
+        query = self.pool_query.expand(len(x), -1, -1)  # (U, K, D)
+        groups = torch.where(patch_mask, 0, -1)
+        query_groups = torch.zeros_like(groups[:, :1]).expand(-1, query.shape[1])
+        if self.config.segment_bytes:
+            first_byte = patches.lengths.cumsum(1) - patches.lengths  # (U, P) where each patch starts
+            segment = (first_byte // self.config.segment_bytes).clamp(max=query.shape[1] - 1)
+            groups = torch.where(patch_mask, segment, -1)  # an empty segment's query sees nothing: zeros
+            query_groups = torch.arange(query.shape[1], device=x.device).expand(len(x), -1)
+        return self.pool(query, AttentionMask(query_groups, groups), context=self.pool_norm(x))
 
     def entropy_loss(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Next-byte cross-entropy (nats) of the entropy model on [BOS] unit [EOS] rows."""
@@ -180,10 +197,15 @@ class ByteConceptEncoder(nn.Module):
 @dataclass
 class ByteConceptDecoderConfig:
     concept_dim: int = 256
-    slots: int = 8  # K latent slots per concept
+    slots: int = 8  # K latent slots per concept, cross-attended in every layer
     dim: int = 128
     n_layers: int = 2
     n_heads: int = 4
+    concept_to_inputs: bool = False  # also add a projection of the concept to every byte embedding (Optimus)
+    segment_bytes: int | None = None  # byte t also reads slot t // segment_bytes (set as the encoder's)
+    window: int | None = None  # self-attention over the last `window` bytes only: the concept must carry the rest
+    max_positions: int | None = None  # learned absolute byte positions (None: RoPE only)
+    input_mask: float = 0.0  # training only: this share of teacher-forced input bytes is hidden (word dropout)
     chunk_tokens: int = 16_384
     backend: str = "auto"
 
@@ -192,38 +214,56 @@ class ByteConceptDecoder(nn.Module):
     def __init__(self, config: ByteConceptDecoderConfig):
         super().__init__()
         self.config = c = config
+        if not 0.0 <= c.input_mask < 1.0:
+            raise ValueError(f"input_mask must be in [0, 1), got {c.input_mask}")
         self.to_slots = nn.Linear(c.concept_dim, c.slots * c.dim, bias=False)
         self.slot_norm = nn.RMSNorm(c.dim)
-        self.local = LocalDecoder(LocalDecoderConfig(c.dim, c.n_layers, c.n_heads, slot_dim=c.dim, backend=c.backend))
+        self.to_inputs = nn.Linear(c.concept_dim, c.dim, bias=False) if c.concept_to_inputs else None
+        self.local = LocalDecoder(LocalDecoderConfig(c.dim, c.n_layers, c.n_heads, slot_dim=c.dim, window=c.window,
+                                                     max_positions=c.max_positions, segment_bytes=c.segment_bytes,
+                                                     backend=c.backend))
         init_weights(self.to_slots)
+        if self.to_inputs is not None:
+            init_weights(self.to_inputs)
 
     def slots(self, concepts: torch.Tensor) -> torch.Tensor:
         """(U, d) -> (U, K, D)."""
         return self.slot_norm(rearrange(self.to_slots(concepts), "u (k d) -> u k d", k=self.config.slots))
 
+    def input_bias(self, concepts: torch.Tensor) -> torch.Tensor | None:
+        """(U, d) -> (U, D) added to every byte embedding, or None."""
+        return None if self.to_inputs is None else self.to_inputs(concepts)
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
         """Teacher-forced scores of each unit given its concept.
 
-        ids (U, L), lengths (U,), concepts (U, d) -> (U, 2): per unit, the summed cross-entropy in
-        nats over its bytes and the closing EOS, and 1.0 where greedy decoding reproduces the unit
-        exactly (every teacher-forced argmax right, EOS included: the same as decoding and comparing).
+        ids (U, L), lengths (U,), concepts (U, d) -> (U, 3): per unit, the summed cross-entropy in
+        nats over its bytes and the closing EOS, 1.0 where greedy decoding reproduces the unit
+        exactly (every teacher-forced argmax right, EOS included: the same as decoding and comparing),
+        and how many of those L+1 teacher-forced argmaxes are right.
         """
         if len(ids) == 0:
-            return concepts.new_zeros(0, 2)
+            return concepts.new_zeros(0, 3)
         return by_length(self._score, ids, lengths, self.config.chunk_tokens, concepts)
 
     def _score(self, ids: torch.Tensor, concepts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         inputs = F.pad(ids, (1, 0), value=BOS)  # (U, L+1): [BOS, b_0 .. b_{L-1}]
         targets = F.pad(ids, (0, 1), value=PAD).scatter(1, lengths[:, None], EOS)  # (U, L+1): [b_0 .. EOS]
-        logits = self.local(inputs, self.slots(concepts))  # (U, L+1, V)
+        if self.training and self.config.input_mask > 0:
+            # Hidden bytes read as PAD, an id the decoder never otherwise gets as input; BOS stays.
+            hidden = torch.rand(inputs.shape, device=inputs.device) < self.config.input_mask
+            inputs = inputs.masked_fill(hidden & (inputs != BOS), PAD)
+        logits = self.local(inputs, self.slots(concepts), input_bias=self.input_bias(concepts))  # (U, L+1, V)
         nats = F.cross_entropy(rearrange(logits, "u l v -> (u l) v").float(), targets.flatten(), ignore_index=PAD,
                                reduction="none")
         # Greedy decoding may emit bytes and EOS only (EOS wins ties, as argmax picks the lowest id).
         with torch.no_grad():
             best_byte = logits[..., OFFSET:].max(-1)
             greedy = torch.where(logits[..., EOS] >= best_byte.values, EOS, best_byte.indices + OFFSET)
-            exact = ((greedy == targets) | (targets == PAD)).all(1)
-        return torch.stack([rearrange(nats, "(u l) -> u l", u=len(ids)).sum(1), exact.float()], dim=1)
+            right = (greedy == targets) & (targets != PAD)
+            exact = right.sum(1) == lengths + 1
+        return torch.stack([rearrange(nats, "(u l) -> u l", u=len(ids)).sum(1), exact.float(), right.sum(1).float()],
+                           dim=1)
 
     @torch.no_grad()
     def generate(self, concepts: torch.Tensor, max_bytes: int = 256, temperature: float = 0.0,
@@ -232,9 +272,9 @@ class ByteConceptDecoder(nn.Module):
         """Concepts (U, d) -> U units, decoded from BOS until EOS or ``max_bytes``."""
         units = []
         for start in range(0, len(concepts), batch_size):
-            slots = self.slots(concepts[start : start + batch_size])
-            ids = self.local.generate(slots, max_bytes=max_bytes, temperature=temperature, top_k=top_k,
-                                      generator=generator)
+            chunk = concepts[start : start + batch_size]
+            ids = self.local.generate(self.slots(chunk), max_bytes=max_bytes, temperature=temperature, top_k=top_k,
+                                      generator=generator, input_bias=self.input_bias(chunk))
             units += [decode(row) for row in ids]
         return units
 
@@ -247,6 +287,11 @@ class ByteConceptCodec(nn.Module):
         super().__init__()
         if encoder.concept_dim != decoder.concept_dim:
             raise ValueError(f"encoder concept_dim {encoder.concept_dim} != decoder concept_dim {decoder.concept_dim}")
+        if encoder.segment_bytes != decoder.segment_bytes or (
+                encoder.segment_bytes and encoder.pool_queries != decoder.slots):
+            raise ValueError("segment routing needs the same segment_bytes in encoder and decoder and as many "
+                             f"encoder pool_queries as decoder slots, got segment_bytes {encoder.segment_bytes} / "
+                             f"{decoder.segment_bytes}, pool_queries {encoder.pool_queries}, slots {decoder.slots}")
         self.encoder, self.decoder = ByteConceptEncoder(encoder), ByteConceptDecoder(decoder)
         self.dim, self.max_unit_bytes = encoder.concept_dim, max_unit_bytes
 

@@ -20,12 +20,13 @@ from bridges.codec import ConceptCodec
 UNITS = [b"Hello world. ", b"A", b"The quick brown fox jumps over the lazy dog. ", b"\xff\x00 bytes", b"Ok."]
 
 
-def tiny_codec(patching: str = "static", seed: int = 0, **encoder) -> ByteConceptCodec:
+def tiny_codec(patching: str = "static", seed: int = 0, decoder: dict | None = None, **encoder) -> ByteConceptCodec:
     torch.manual_seed(seed)
     enc = ByteConceptEncoderConfig(concept_dim=32, dim=32, pooler_dim=32, n_heads=2, entropy_dim=32,
                                    entropy_layers=1, entropy_heads=2, patching=patching, hash_table_size=256,
                                    **encoder)
-    dec = ByteConceptDecoderConfig(concept_dim=32, dim=32, n_layers=1, n_heads=2, slots=4)
+    dec = ByteConceptDecoderConfig(**{"concept_dim": 32, "dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4,
+                                      **(decoder or {})})
     return ByteConceptCodec(enc, dec, max_unit_bytes=64)
 
 
@@ -127,3 +128,82 @@ def test_entropy_loss_trains_the_entropy_model():
     assert loss.item() < 0.7 * first
     with pytest.raises(ValueError, match="no entropy model"):
         tiny_codec("static").encoder.entropy_loss(ids, lengths)
+
+
+# The ablation ladder's levers: each variant still trains to exact reconstruction, and its inference is the
+# same alone or in a batch.
+LEVERS = [({"pool_queries": 4, "max_positions": 64}, {}),
+          ({}, {"concept_to_inputs": True, "max_positions": 64}),
+          ({}, {"window": 4}),
+          ({}, {"input_mask": 0.2}),
+          ({"pool_queries": 4, "segment_bytes": 16, "max_positions": 64},
+           {"slots": 4, "segment_bytes": 16, "max_positions": 64})]
+
+
+@pytest.mark.parametrize(("encoder", "decoder"), LEVERS)
+def test_every_lever_still_learns_to_reconstruct(encoder, decoder):
+    codec = tiny_codec(seed=1, decoder=decoder, **encoder)
+    losses = train_autoencoder(codec, UNITS, steps=300)
+    codec.eval()
+    assert losses[-1] < 0.2 * losses[0]
+    assert codec.decode(codec.encode(UNITS)) == UNITS
+    assert torch.allclose(codec.encode(UNITS), torch.cat([codec.encode([u]) for u in UNITS]), atol=1e-5)
+
+
+def test_input_mask_hides_bytes_in_training_only():
+    codec = tiny_codec(decoder={"input_mask": 0.5})
+    ids, lengths = pad_batch(UNITS)
+    concepts = torch.randn(len(UNITS), 32)
+    codec.train()
+    torch.manual_seed(0)
+    first = codec.decoder(ids, lengths, concepts)
+    torch.manual_seed(1)
+    assert not torch.allclose(first[:, 0], codec.decoder(ids, lengths, concepts)[:, 0])  # a fresh mask each call
+    codec.eval()
+    clean = codec.decoder(ids, lengths, concepts)
+    torch.testing.assert_close(clean, codec.decoder(ids, lengths, concepts))
+    with pytest.raises(ValueError, match="input_mask"):
+        tiny_codec(decoder={"input_mask": 1.0})
+
+
+def test_pool_queries_widen_the_pooled_vector():
+    codec = tiny_codec(pool_queries=3)
+    assert codec.encoder.out.in_features == 3 * 32
+    assert codec.encode(UNITS).shape == (len(UNITS), 32)
+
+
+def test_segment_routing_pools_each_stretch_into_its_own_slot():
+    """With no layer mixing bytes or patches, query k sees only the patches that start in bytes [8k, 8k+8)."""
+    codec = tiny_codec(n_layers=0, pooler_layers=0, patch_size=4, pool_queries=3, segment_bytes=8,
+                       ngram_sizes=(), decoder={"slots": 3, "segment_bytes": 8}).eval()
+    encoder = codec.encoder
+    unit = bytearray(b"abcdefghijklmnop")  # 16 bytes: segments 0 and 1; slot 2 has nothing to pool
+
+    def pooled(data: bytes) -> torch.Tensor:
+        ids, lengths = pad_batch([data])
+        patches = encoder.patches(ids, lengths)
+        x, mask = encoder.local(ids, patches.ids)
+        return encoder.pool_patches(encoder.patch_norm(x), patches, mask)[0]  # (K, D)
+
+    before = pooled(bytes(unit))
+    unit[10] = ord("Z")  # segment 1
+    after = pooled(bytes(unit))
+    torch.testing.assert_close(after[0], before[0])
+    assert not torch.allclose(after[1], before[1])
+    assert (before[2] == 0).all() and (after[2] == 0).all()
+    with pytest.raises(ValueError, match="segment routing"):
+        tiny_codec(pool_queries=3, segment_bytes=8)  # the decoder does not route
+
+
+def test_segment_routing_decoder_reads_slot_k_from_byte_k_times_s():
+    codec = tiny_codec(pool_queries=3, segment_bytes=4, decoder={"slots": 3, "segment_bytes": 4}).eval()
+    local = codec.decoder.local
+    slots = torch.randn(1, 3, 32)
+    ids = torch.randint(4, 260, (1, 12))
+    no_cross = torch.zeros(1, 3, dtype=torch.bool)  # slots reach the bytes only through the routed inputs
+    logits = local(ids, slots, no_cross)
+    moved = slots.clone()
+    moved[0, 1] += 1.0
+    new = local(ids, moved, no_cross)
+    torch.testing.assert_close(new[:, :4], logits[:, :4])  # bytes 0..3 read slot 0 and see nothing later
+    assert not torch.allclose(new[:, 4], logits[:, 4])

@@ -1,0 +1,77 @@
+"""How well a codec's concepts carry their units, on a fixed sample of units: the codec learning curve's
+measurements (benchmarks/codec_curve.py) in one function.
+
+- exact: greedy decoding (a real decode, KV cache, until EOS) gives the unit back byte for byte, for
+  clean concepts and under Gaussian noise σ (concepts are batch-normalised: σ is relative to unit variance);
+- byte accuracy: teacher-forced argmax right, over the bytes and the closing EOS;
+- bits per byte of the decoder given the clean concept, and of an unconditional byte LM on the same
+  units ([BOS] unit [EOS], the same targets): the gap is what the concept tells the decoder;
+- dispersion: the mean pairwise cosine between concepts and the mean and smallest per-dimension variance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from blt.entropy import EntropyModel
+from blt.ids import BOS, EOS, PAD, pad_batch
+
+
+@torch.no_grad()
+def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 0.2, 0.5),
+                 byte_lm: EntropyModel | None = None, batch_size: int = 128, seed: int = 0) -> dict[str, float]:
+    """Scores of a codec with a byte decoder (``ByteConceptCodec``, or a frozen codec's) on ``units``."""
+    if not units:
+        raise ValueError("codec_scores needs at least one unit")
+    if codec.decoder is None:
+        raise ValueError("this codec has no byte decoder to score")
+    generator = torch.Generator().manual_seed(seed)
+    sums = dict.fromkeys(["nats", "lm_nats", "targets", "correct", "exact"], 0.0)
+    noisy_exact = dict.fromkeys(sigmas, 0.0)
+    concepts = []
+    for start in range(0, len(units), batch_size):
+        chunk = list(units[start : start + batch_size])
+        ids, lengths = (t.to(codec.device) for t in pad_batch(chunk))
+        c = codec.encode(chunk)  # (U, d), inference normalisation
+        concepts.append(c.cpu())
+        scores = codec.decoder(ids, lengths, c)  # (U, 3): nats, exact, correct
+        sums["nats"] += float(scores[:, 0].sum())
+        sums["correct"] += float(scores[:, 2].sum())
+        sums["targets"] += float((lengths + 1).sum())
+        sums["exact"] += sum(a == b for a, b in zip(codec.decode(c), chunk, strict=True))
+        for sigma in sigmas:
+            noise = torch.randn(c.shape, generator=generator).to(c.device)
+            noisy_exact[sigma] += sum(a == b for a, b in zip(codec.decode(c + sigma * noise), chunk, strict=True))
+        if byte_lm is not None:
+            sums["lm_nats"] += float(byte_lm_nats(byte_lm, ids, lengths))
+    n, targets = len(units), sums["targets"]
+    result = {"units": n, "exact": sums["exact"] / n, "byte_accuracy": sums["correct"] / targets,
+              "bpb": sums["nats"] / targets / math.log(2)}
+    result.update({f"exact_sigma_{s:g}": noisy_exact[s] / n for s in sigmas})
+    if byte_lm is not None:
+        result["lm_bpb"] = sums["lm_nats"] / targets / math.log(2)
+    result.update(dispersion(torch.cat(concepts)))
+    return result
+
+
+def byte_lm_nats(byte_lm: EntropyModel, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Summed next-byte nats of an unconditional byte LM over each unit's bytes and EOS, from BOS."""
+    rows = torch.nn.functional.pad(ids, (1, 1), value=PAD)
+    rows[:, 0] = BOS
+    rows.scatter_(1, (lengths + 1)[:, None], EOS)
+    nats, _ = byte_lm.nats_and_bytes(rows)
+    return nats
+
+
+def dispersion(concepts: torch.Tensor) -> dict[str, float]:
+    """(U, d) -> the mean cosine between distinct concepts, the mean and smallest per-dimension variance."""
+    unit = torch.nn.functional.normalize(concepts.float(), dim=-1)
+    cosines = unit @ unit.T  # (U, U)
+    n = len(concepts)
+    off_diagonal = (cosines.sum() - cosines.diagonal().sum()) / max(n * (n - 1), 1)
+    variance = concepts.float().var(0, unbiased=False) if n > 1 else torch.zeros(concepts.shape[1])
+    return {"mean_cosine": float(off_diagonal), "dim_variance": float(variance.mean()),
+            "min_dim_variance": float(variance.min())}

@@ -1,0 +1,75 @@
+"""blcm.callbacks.Snapshots and benchmarks/codec_curve.py: a run's exports every few training minutes, and the
+learning curve measured from them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
+from test_byte_lcm import tiny_module
+
+from blcm.callbacks import Snapshots
+from blcm.model import ByteLCM
+from blcm.units import UnitDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("snapshots")
+    prepared = prepared_corpus(root)
+    logger = L.pytorch.loggers.TensorBoardLogger(root, name="codec")
+    trainer = L.Trainer(max_steps=8, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        use_distributed_sampler=False, callbacks=[Snapshots(every_minutes=1e-9)])
+    trainer.fit(tiny_module(autoencoder_steps=100), UnitDataModule(str(prepared), max_units=6, batch_size=4))
+    return Path(logger.log_dir), prepared
+
+
+def test_snapshots_are_loadable_exports_with_growing_minutes_steps_and_bytes(run):
+    log_dir, _ = run
+    folders = sorted((log_dir / "snapshots").iterdir())
+    records = [json.loads((f / "snapshot.json").read_text()) for f in folders]
+    # an export after every step at this interval once the 3 entropy-model steps are over, and one at the end
+    assert len(records) >= 5 and records[0]["step"] >= 3
+    for key in ("minutes", "step", "bytes"):
+        values = [r[key] for r in records]
+        assert values == sorted(values) and values[-1] > values[0]
+    assert records[-1]["step"] == 8
+    model = ByteLCM.from_pretrained(folders[-1])
+    assert model.config.encoder.concept_dim == TINY_MODEL["encoder"]["concept_dim"]
+
+
+def test_snapshot_state_survives_a_resume():
+    first = Snapshots(every_minutes=5)
+    first.minutes, first.next_at, first.bytes = 12.5, 15.0, 1234
+    second = Snapshots(every_minutes=5)
+    second.load_state_dict(first.state_dict())
+    assert (second.trained_minutes(), second.next_at, second.bytes) == (12.5, 15.0, 1234)
+    with pytest.raises(ValueError, match="every_minutes"):
+        Snapshots(every_minutes=0)
+
+
+def test_codec_curve_writes_a_table_json_and_plot(run, tmp_path):
+    log_dir, prepared = run
+    out = tmp_path / "curve"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_curve.py"), str(log_dir),
+                             "--data", str(prepared), "--units", "8", "--max-bytes", "64", "--out", str(out)],
+                            capture_output=True, text=True, check=True)
+    assert "| run |" in result.stdout and "exact" in result.stdout
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert len(rows) == len(list((log_dir / "snapshots").iterdir()))
+    assert all(0.0 <= r["exact"] <= 1.0 and r["bpb"] > 0 and "lm_bpb" in r for r in rows)
+    assert out.with_suffix(".png").stat().st_size > 0 and out.with_suffix(".md").is_file()
+
+
+def test_codec_curve_refuses_a_run_without_snapshots(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_curve.py"), str(tmp_path),
+                             "--data", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "no snapshots" in result.stderr
