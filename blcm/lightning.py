@@ -42,7 +42,8 @@ def adamw_warmup_cosine(module: L.LightningModule, model: torch.nn.Module, lr: f
     None: the trainer's max_steps when set, else constant after warm-up."""
     decay, no_decay = [], []
     for p in model.parameters():
-        (decay if p.ndim >= 2 else no_decay).append(p)
+        if p.requires_grad:  # a frozen part (freeze_codec) is not the optimiser's
+            (decay if p.ndim >= 2 else no_decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
     max_steps = module.trainer.max_steps
@@ -153,6 +154,8 @@ class ByteLCMModule(L.LightningModule):
         init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it
             (its entropy model and threshold are kept: no entropy stage; set autoencoder_steps to 0 to go on
             jointly). With entropy_weight > 0 the entropy model keeps learning but the threshold stays fixed.
+        freeze_codec: with init_from, keep its codec fixed (no gradient, running batch-norm statistics) and train
+            the core alone, as on a frozen concept space (e.g. a codec-tiny export: configs/codec-tiny.yaml).
         export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
         val_core_batches: validation batches whose every next concept is sampled for l2 / CA.
         val_sampling: Sampling fields for those predictions and the text samples (e.g. {"steps": 40}).
@@ -172,6 +175,7 @@ class ByteLCMModule(L.LightningModule):
                  entropy_steps: int = 200, autoencoder_steps: int = 300,
                  lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100, decay_steps: int | None = None,
                  min_lr_ratio: float = 0.1, init_entropy_from: str | None = None, init_from: str | None = None,
+                 freeze_codec: bool = False,
                  export_dir: str | None = None, val_core_batches: int = 2, val_sampling: dict | None = None,
                  samples: int = 4, normalizer_units: int = 2048, align_pairs: str | None = None,
                  align_weight: float = 0.0, align_batch: int = 8, align_units: int = 32,
@@ -184,6 +188,10 @@ class ByteLCMModule(L.LightningModule):
             self.model = ByteLCM(config)
             if init_from is not None:
                 self.model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
+            if freeze_codec:
+                if init_from is None or config.codec["kind"] != "byte":
+                    raise ValueError("freeze_codec keeps a trained byte codec fixed: it needs init_from, an export")
+                self.model.codec.requires_grad_(False)
             entropy_model = self.model.codec.entropy_model
             if init_entropy_from is not None:
                 if entropy_model is None:
@@ -230,6 +238,8 @@ class ByteLCMModule(L.LightningModule):
 
     def stage(self, step: int | None = None) -> str:
         step = self.global_step if step is None else step
+        if self.hparams.freeze_codec:
+            return "joint"
         if step < self.entropy_stage_steps:
             return "entropy"
         # A codec without a trainable decoder (SONAR) has nothing to learn before the core.
@@ -266,7 +276,7 @@ class ByteLCMModule(L.LightningModule):
         terms = {}
         concepts = codec.concepts(units, lengths)  # (U, d)
         text = units[:, 0] != EOD  # the EOD unit exists for the core only
-        if text.any() and codec.decoder is not None:
+        if text.any() and codec.decoder is not None and not self.hparams.freeze_codec:
             noisy = F.dropout(concepts[text], self.hparams.concept_dropout, self.training)
             if self.training and self.hparams.concept_noise > 0:
                 noisy = noisy + self.hparams.concept_noise * torch.randn_like(noisy)
@@ -345,6 +355,10 @@ class ByteLCMModule(L.LightningModule):
         hp = self.hparams
         return adamw_warmup_cosine(self, self.model, hp.lr, hp.weight_decay, hp.warmup_steps, hp.decay_steps,
                                    hp.min_lr_ratio)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.hparams.freeze_codec:  # a frozen codec normalises with its running statistics, always
+            self.model.codec.eval()
 
     # -- validation -----------------------------------------------------------------------------
 

@@ -283,6 +283,9 @@ class UnitDataModule(L.LightningDataModule):
         seed: the training order's seed.
         max_unit_bytes: the unit cap when preparing the default corpus (data_dir None); a prepared
             directory keeps the cap it was prepared with.
+        bucket_factor: batches are cut from pools of batch_size x this many windows sorted by length (50: little
+            padding). 1: every batch a plain random draw, which a codec trained on one-unit windows wants (its
+            batch norm would otherwise see batches of one length only).
 
     Batches are sharded across DDP ranks by :class:`BucketBatchSampler` itself: the Trainer must be
     built with ``use_distributed_sampler=False`` (``trainer.use_distributed_sampler: false`` in YAML),
@@ -291,11 +294,12 @@ class UnitDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dir: str | None = None, max_units: int = 16, batch_size: int = 8, num_workers: int = 0,
-                 val_windows: int | None = 256, seed: int = 0, max_unit_bytes: int = 256):
+                 val_windows: int | None = 256, seed: int = 0, max_unit_bytes: int = 256, bucket_factor: int = 50):
         super().__init__()
         self.save_hyperparameters()
         self.data_dir, self.max_units, self.batch_size, self.num_workers = data_dir, max_units, batch_size, num_workers
         self.val_windows, self.seed, self.max_unit_bytes = val_windows, seed, max_unit_bytes
+        self.bucket_factor = bucket_factor
         self.train_set: PreparedUnits | None = None
         self.val_set: PreparedUnits | None = None
 
@@ -348,7 +352,7 @@ class UnitDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._ranks()
         sampler = BucketBatchSampler(self.train_set.costs(), self.batch_size, shuffle=True, seed=self.seed,
-                                     rank=rank, world_size=world_size)
+                                     bucket_factor=self.bucket_factor, rank=rank, world_size=world_size)
         return self._loader(self.train_set, sampler)
 
     def val_indices(self) -> np.ndarray:

@@ -14,6 +14,7 @@ from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.callbacks import MetricsHistory
+from blcm.errors import ConfigError
 from blcm.lightning import QUANTIZER_BATCHES, ByteLCMModule
 from blcm.model import ByteLCM
 from blcm.units import UnitDataModule
@@ -241,3 +242,21 @@ def test_bad_model_configs_are_config_errors():
         tiny_module(init_from="/nonexistent")
     with pytest.raises(ConfigError, match="uses no entropy model"):
         tiny_module(encoder={**TINY_MODEL["encoder"], "patching": "static"}, init_entropy_from="/x")
+
+
+def test_a_frozen_codec_stays_fixed_while_the_core_learns(fitted, prepared):
+    _, root, _ = fitted
+    with pytest.raises(ConfigError, match="freeze_codec"):
+        tiny_module(freeze_codec=True)  # nothing trained to freeze
+    module = tiny_module(init_from=str(root / "export"), freeze_codec=True)
+    codec_before = {k: v.clone() for k, v in module.model.codec.state_dict().items()}
+    core_before = {k: v.clone() for k, v in module.model.core.state_dict().items()}
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        use_distributed_sampler=False)
+    trainer.fit(module, UnitDataModule(str(prepared), max_units=6, batch_size=4))
+    assert module.stage(0) == "joint"
+    for k, v in module.model.codec.state_dict().items():  # weights and batch-norm statistics
+        assert torch.equal(v, codec_before[k]), k
+    assert any(not torch.equal(v, core_before[k]) for k, v in module.model.core.state_dict().items())
+    assert "reconstruction" not in module.losses(first_batch(prepared), "joint")
