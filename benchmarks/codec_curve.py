@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blcm.codec_metrics import codec_scores  # noqa: E402
+from blcm.codec_metrics import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.model import ByteLCM  # noqa: E402
 from blcm.units import PreparedUnits  # noqa: E402
 from blt.entropy import EntropyModel  # noqa: E402
@@ -32,7 +32,8 @@ SIGMAS = (0.1, 0.2, 0.5)
 COLUMNS = [("minutes", "min", "{:.1f}"), ("step", "step", "{:d}"), ("bytes_per_s", "bytes/s", "{:.0f}"),
            ("exact", "exact", "{:.3f}"), *((f"exact_sigma_{s:g}", f"σ={s:g}", "{:.3f}") for s in SIGMAS),
            ("byte_accuracy", "byte acc", "{:.3f}"), ("bpb", "bpb | c", "{:.3f}"), ("lm_bpb", "LM bpb", "{:.3f}"),
-           ("mean_cosine", "mean cos", "{:.3f}"), ("min_dim_variance", "min var", "{:.3f}")]
+           ("mean_cosine", "mean cos", "{:.3f}"), ("min_dim_variance", "min var", "{:.3f}"),
+           ("mflops_per_byte", "train MFLOP/B", "{:.2f}")]
 
 
 def snapshots(run: Path) -> list[Path]:
@@ -60,6 +61,8 @@ def measure(run: Path, units: list[bytes], byte_lm: EntropyModel | None) -> list
         scores = codec_scores(model.codec, units, SIGMAS, byte_lm=lm)
         bytes_per_s = record["bytes"] / (record["minutes"] * 60) if record["minutes"] > 0 else float("nan")
         rows.append({"run": str(run), **record, "bytes_per_s": bytes_per_s, **scores})
+    if rows:  # the architecture's cost: the same for every snapshot of a run
+        rows[-1]["mflops_per_byte"] = training_flops_per_byte(model.codec, units[:64]) / 1e6
         print(" ".join(f"{key}={rows[-1][key]:.3f}" for key in ("minutes", "exact", "bpb") if key in rows[-1]),
               file=sys.stderr)
     return rows

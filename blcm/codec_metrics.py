@@ -6,7 +6,9 @@ measurements (benchmarks/codec_curve.py) in one function.
 - byte accuracy: teacher-forced argmax right, over the bytes and the closing EOS;
 - bits per byte of the decoder given the clean concept, and of an unconditional byte LM on the same
   units ([BOS] unit [EOS], the same targets): the gap is what the concept tells the decoder;
-- dispersion: the mean pairwise cosine between concepts and the mean and smallest per-dimension variance.
+- dispersion: the mean pairwise cosine between concepts and the mean and smallest per-dimension variance;
+- training FLOPs per byte: one reconstruction step (encoder with its patching pass, decoder, backward),
+  counted by torch's FlopCounterMode (matmuls and attention), over the unit bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, PAD, pad_batch
@@ -75,3 +78,16 @@ def dispersion(concepts: torch.Tensor) -> dict[str, float]:
     variance = concepts.float().var(0, unbiased=False) if n > 1 else torch.zeros(concepts.shape[1])
     return {"mean_cosine": float(off_diagonal), "dim_variance": float(variance.mean()),
             "min_dim_variance": float(variance.min())}
+
+
+def training_flops_per_byte(codec, units: Sequence[bytes]) -> float:
+    """FLOPs of one reconstruction training step on ``units`` (forward and backward) per unit byte."""
+    ids, lengths = (t.to(codec.device) for t in pad_batch(list(units)))
+    was_training = codec.training
+    codec.train()
+    with FlopCounterMode(display=False) as counter:
+        scores = codec.decoder(ids, lengths, codec.concepts(ids, lengths))
+        scores[:, 0].sum().backward()
+    codec.train(was_training)
+    codec.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / float(lengths.sum())

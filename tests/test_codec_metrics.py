@@ -53,3 +53,11 @@ def test_dispersion_of_known_vectors():
 def test_bad_inputs_are_refused(trained):
     with pytest.raises(ValueError, match="at least one unit"):
         codec_scores(trained, [])
+
+
+def test_training_flops_grow_with_the_decoder():
+    from blcm.codec_metrics import training_flops_per_byte
+
+    small, large = tiny_codec(), tiny_codec(decoder={"n_layers": 3})
+    assert 0 < training_flops_per_byte(small, UNITS) < training_flops_per_byte(large, UNITS)
+    assert all(p.grad is None for p in small.parameters())  # the count leaves no gradient behind

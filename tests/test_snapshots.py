@@ -66,6 +66,7 @@ def test_codec_curve_writes_a_table_json_and_plot(run, tmp_path):
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert len(rows) == len(list((log_dir / "snapshots").iterdir()))
     assert all(0.0 <= r["exact"] <= 1.0 and r["bpb"] > 0 and "lm_bpb" in r for r in rows)
+    assert rows[-1]["mflops_per_byte"] > 0
     assert out.with_suffix(".png").stat().st_size > 0 and out.with_suffix(".md").is_file()
 
 
