@@ -148,7 +148,7 @@ def evaluate(model: NaiveCodec, rows: torch.Tensor) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a prepared units directory (blcm prepare, units <= 128 bytes)")
-    p.add_argument("--decoder", choices=("ar", "parallel"), default="ar")
+    p.add_argument("--decoder", choices=("ar", "parallel"), default="ar", help="autoregressive or parallel decoder")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--encoder-layers", type=int, default=2)
     p.add_argument("--decoder-layers", type=int, default=2)
@@ -156,6 +156,8 @@ def main() -> None:
     p.add_argument("--concept-dim", type=int, default=256)
     p.add_argument("--segment", type=int, default=0, help="segment routing: query/slot k <-> bytes [kS, (k+1)S)")
     p.add_argument("--pos-std", type=float, default=1.0, help="init std of the learned positions (bytes: 1.0)")
+    p.add_argument("--init-std", type=float, help="re-initialise every linear, embedding and position table "
+                   "N(0, std), as blt.transformer.init_weights does with 0.02 (default: torch's own init)")
     p.add_argument("--batch", type=int, default=32, help="units per step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--minutes", type=float, default=12)
@@ -168,6 +170,12 @@ def main() -> None:
     if max(len(u) for u in train) > MAX_BYTES:
         p.error(f"{args.data} has units over {MAX_BYTES} bytes: prepare it with --max-unit-bytes {MAX_BYTES}")
     model = NaiveCodec(args)
+    if args.init_std is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=args.init_std)
+        for table in (model.positions, model.decoder_positions):
+            nn.init.normal_(table, std=args.init_std)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     draw = torch.Generator().manual_seed(0)
     curve, step, trained_bytes, started, next_eval = [], 0, 0, time.monotonic(), 0.0
