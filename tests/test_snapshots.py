@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_byte_lcm import tiny_module
 
 from blcm.callbacks import Snapshots
@@ -74,3 +75,27 @@ def test_codec_curve_refuses_a_run_without_snapshots(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_curve.py"), str(tmp_path),
                              "--data", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "no snapshots" in result.stderr
+
+
+def test_codec_tiny_trains_the_codec_alone_through_blcm_fit(tmp_path, monkeypatch):
+    """configs/codec-tiny.yaml as shipped (shrunk by flags): entropy stage, then reconstruction only, snapshots."""
+    from blcm.cli import main
+
+    prepared = prepared_corpus(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    small = {"--model.encoder.dim": "32", "--model.encoder.pooler_dim": "32", "--model.encoder.entropy_dim": "32",
+             "--model.decoder.dim": "32", "--model.core.model_dim": "32", "--model.encoder.hash_table_size": "64"}
+    args = ["fit", "--config", str(ROOT / "configs" / "codec-tiny.yaml"), "--data.data_dir", str(prepared),
+            "--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1", "--model.entropy_steps", "2",
+            *[x for kv in small.items() for x in kv]]
+    assert main(args) == 0
+    (run,) = (tmp_path / "runs/codec-tiny").glob("version_*")
+    records = [json.loads(p.read_text()) for p in run.glob("snapshots/*/snapshot.json")]
+    assert records and max(r["step"] for r in records) == 6  # the end of the run is always a snapshot
+    events = EventAccumulator(str(run))
+    events.Reload()
+    stages = [e.value for e in events.Scalars("train/stage")]
+    assert stages[0] == 0.0 and stages[-1] == 1.0 and max(stages) == 1.0  # entropy, then autoencoder; never joint
+    model = ByteLCM.from_pretrained(tmp_path / "runs/codec-tiny/export")
+    assert model.codec.encoder.config.segment_bytes == 16 and model.codec.decoder.config.slots == 9
