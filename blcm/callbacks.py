@@ -25,14 +25,17 @@ class CheckpointOnTrainEnd(L.Callback):
             trainer.save_checkpoint(Path(callback.dirpath) / "last.ckpt", weights_only=False)  # a full, resumable one
 
 
-class MetricsHistory(L.Callback):
-    """Append every validation's metrics, with the step and the training minutes so far, to
-    ``<log_dir>/metrics.jsonl``: the metric-vs-minutes curve. The minutes survive a resume (they are
-    kept in the checkpoint), and validation time is not counted."""
+class TrainingClock(L.Callback):
+    """Training minutes: counted from the first batch, paused during validation and after fit, kept in
+    the checkpoint so that they survive a resume. The one clock of MetricsHistory and Snapshots."""
 
     def __init__(self):
         self.minutes = 0.0
         self._since = None
+
+    def trained_minutes(self) -> float:
+        running = (time.monotonic() - self._since) / 60 if self._since is not None else 0.0
+        return self.minutes + running
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self._since is None:
@@ -45,9 +48,24 @@ class MetricsHistory(L.Callback):
         self._pause()
 
     def _pause(self) -> None:
+        self.minutes = self.trained_minutes()
+        self._since = None
+
+    def _exclude(self, seconds: float) -> None:
+        """Take ``seconds`` of the callback's own work (an export) off the running clock."""
         if self._since is not None:
-            self.minutes += (time.monotonic() - self._since) / 60
-            self._since = None
+            self._since += seconds
+
+    def state_dict(self) -> dict:
+        return {"minutes": self.trained_minutes()}  # checkpoints are written mid-segment: the running part counts
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.minutes = state_dict["minutes"]
+
+
+class MetricsHistory(TrainingClock):
+    """Append every validation's metrics, with the step and the training minutes so far, to
+    ``<log_dir>/metrics.jsonl``: the metric-vs-minutes curve."""
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -62,76 +80,57 @@ class MetricsHistory(L.Callback):
         with path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def state_dict(self) -> dict:
-        # Checkpoints are written mid-segment: count the minutes since the last pause too.
-        running = (time.monotonic() - self._since) / 60 if self._since is not None else 0.0
-        return {"minutes": self.minutes + running}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.minutes = state_dict["minutes"]
-
-
-class Snapshots(L.Callback):
-    """Export the model every ``every_minutes`` of training time (validation not counted) to
-    ``<log_dir>/snapshots/step-NNNNNNN/``, with ``snapshot.json``: step, training minutes and unit bytes
-    trained so far. The learning curve is measured afterwards, on other cores or another machine, from these
-    exports (benchmarks/codec_curve.py), so measuring never slows the run it measures.
+class Snapshots(TrainingClock):
+    """Export the model every ``every_minutes`` of training time (validation and the exports themselves not
+    counted) to ``<log_dir>/snapshots/step-NNNNNNN/``, with ``snapshot.json``: step, training minutes and the
+    unit bytes trained so far (this rank's times the world size). The learning curve is measured afterwards,
+    on other cores or another machine, from these exports (benchmarks/codec_curve.py), so measuring never
+    slows the run it measures. Rank 0 decides and exports alone: no collective call on the way.
 
     The model must have ``save_pretrained`` and a ``codec``: ByteLCMModule's ``model`` does. Nothing is exported
     while the codec is not ready (an entropy stage: no threshold yet).
     """
 
     def __init__(self, every_minutes: float = 5.0):
+        super().__init__()
         if not every_minutes > 0:
             raise ValueError(f"every_minutes must be > 0, got {every_minutes}")
         self.every_minutes = every_minutes
-        self.minutes = self.next_at = 0.0
+        self.next_at = 0.0
         self.bytes = 0
-        self._since = None
+        self._log_dir: str | None = None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._log_dir = trainer.log_dir  # a broadcast under DDP: asked once, here, where every rank asks it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.bytes += int(batch["unit_lengths"].sum())
+        self.bytes += int(batch["unit_lengths"].sum()) * trainer.world_size
         if self.trained_minutes() >= self.next_at:
             self._export(trainer, pl_module)
 
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self._pause()
-
     def on_train_end(self, trainer, pl_module) -> None:
-        self._pause()
+        super().on_train_end(trainer, pl_module)
         self._export(trainer, pl_module)  # the end of the run is always on the curve
-
-    def trained_minutes(self) -> float:
-        running = (time.monotonic() - self._since) / 60 if self._since is not None else 0.0
-        return self.minutes + running
-
-    def _pause(self) -> None:
-        self.minutes = self.trained_minutes()
-        self._since = None
 
     def _export(self, trainer, pl_module) -> None:
         minutes = self.trained_minutes()
         self.next_at = (minutes // self.every_minutes + 1) * self.every_minutes
-        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
-        if not trainer.is_global_zero or log_dir is None or not pl_module.model.codec.ready:
+        if not trainer.is_global_zero or self._log_dir is None or not pl_module.model.codec.ready:
             return  # during an entropy stage there are no concepts to measure yet
         started = time.monotonic()
-        path = Path(log_dir) / "snapshots" / f"step-{trainer.global_step:07d}"
+        path = Path(self._log_dir) / "snapshots" / f"step-{trainer.global_step:07d}"
         pl_module.model.save_pretrained(path)
         record = {"step": trainer.global_step, "minutes": round(minutes, 3), "bytes": self.bytes}
         (path / "snapshot.json").write_text(json.dumps(record) + "\n")
-        if self._since is not None:  # the export's own seconds are not training time
-            self._since += time.monotonic() - started
+        self._exclude(time.monotonic() - started)
 
     def state_dict(self) -> dict:
-        return {"minutes": self.trained_minutes(), "next_at": self.next_at, "bytes": self.bytes}
+        return {**super().state_dict(), "next_at": self.next_at, "bytes": self.bytes}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.minutes, self.next_at, self.bytes = state_dict["minutes"], state_dict["next_at"], state_dict["bytes"]
+        super().load_state_dict(state_dict)
+        self.next_at, self.bytes = state_dict["next_at"], state_dict["bytes"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from copy import deepcopy
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -26,28 +27,32 @@ from blt.ids import BOS, EOS, PAD, pad_batch
 @torch.no_grad()
 def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 0.2, 0.5),
                  byte_lm: EntropyModel | None = None, batch_size: int = 128, seed: int = 0) -> dict[str, float]:
-    """Scores of a codec with a byte decoder (``ByteConceptCodec``, or a frozen codec's) on ``units``."""
+    """Scores of a codec with a byte decoder (``ByteConceptCodec``, or a frozen codec's) on ``units``.
+
+    Bits per byte count the closing EOS as a byte (nats over the L+1 targets of each unit), for the decoder
+    and the byte LM alike; the noise of each σ is drawn once for all units, so no score depends on
+    ``batch_size``.
+    """
     if not units:
         raise ValueError("codec_scores needs at least one unit")
     if codec.decoder is None:
         raise ValueError("this codec has no byte decoder to score")
+    units = list(units)
+    chunks = [slice(start, start + batch_size) for start in range(0, len(units), batch_size)]
+    concepts = torch.cat([codec.encode(units[chunk]) for chunk in chunks])  # (U, d), inference normalisation
     generator = torch.Generator().manual_seed(seed)
+    noises = {sigma: sigma * torch.randn(concepts.shape, generator=generator).to(concepts.device) for sigma in sigmas}
     sums = dict.fromkeys(["nats", "lm_nats", "targets", "correct", "exact"], 0.0)
-    noisy_exact = dict.fromkeys(sigmas, 0.0)
-    concepts = []
-    for start in range(0, len(units), batch_size):
-        chunk = list(units[start : start + batch_size])
-        ids, lengths = (t.to(codec.device) for t in pad_batch(chunk))
-        c = codec.encode(chunk)  # (U, d), inference normalisation
-        concepts.append(c.cpu())
-        scores = codec.decoder(ids, lengths, c)  # (U, 3): nats, exact, correct
+    noisy_exact = dict.fromkeys(sigmas, 0)
+    for chunk in chunks:
+        ids, lengths = (t.to(codec.device) for t in pad_batch(units[chunk]))
+        scores = codec.decoder(ids, lengths, concepts[chunk])  # (U, 3): nats, exact, right bytes
         sums["nats"] += float(scores[:, 0].sum())
         sums["correct"] += float(scores[:, 2].sum())
         sums["targets"] += float((lengths + 1).sum())
-        sums["exact"] += sum(a == b for a, b in zip(codec.decode(c), chunk, strict=True))
-        for sigma in sigmas:
-            noise = torch.randn(c.shape, generator=generator).to(c.device)
-            noisy_exact[sigma] += sum(a == b for a, b in zip(codec.decode(c + sigma * noise), chunk, strict=True))
+        sums["exact"] += exact_matches(codec, concepts[chunk], units[chunk])
+        for sigma, noise in noises.items():
+            noisy_exact[sigma] += exact_matches(codec, concepts[chunk] + noise[chunk], units[chunk])
         if byte_lm is not None:
             sums["lm_nats"] += float(byte_lm_nats(byte_lm, ids, lengths))
     n, targets = len(units), sums["targets"]
@@ -56,8 +61,13 @@ def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 
     result.update({f"exact_sigma_{s:g}": noisy_exact[s] / n for s in sigmas})
     if byte_lm is not None:
         result["lm_bpb"] = sums["lm_nats"] / targets / math.log(2)
-    result.update(dispersion(torch.cat(concepts)))
+    result.update(dispersion(concepts.cpu()))
     return result
+
+
+def exact_matches(codec, concepts: torch.Tensor, units: Sequence[bytes]) -> int:
+    """How many units greedy decoding (a real decode) gives back byte for byte."""
+    return sum(decoded == unit for decoded, unit in zip(codec.decode(concepts), units, strict=True))
 
 
 def byte_lm_nats(byte_lm: EntropyModel, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -83,11 +93,8 @@ def dispersion(concepts: torch.Tensor) -> dict[str, float]:
 def training_flops_per_byte(codec, units: Sequence[bytes]) -> float:
     """FLOPs of one reconstruction training step on ``units`` (forward and backward) per unit byte."""
     ids, lengths = (t.to(codec.device) for t in pad_batch(list(units)))
-    was_training = codec.training
-    codec.train()
+    copy = deepcopy(codec).train()  # a training step updates batch-norm statistics: not the caller's codec's
     with FlopCounterMode(display=False) as counter:
-        scores = codec.decoder(ids, lengths, codec.concepts(ids, lengths))
+        scores = copy.decoder(ids, lengths, copy.concepts(ids, lengths))
         scores[:, 0].sum().backward()
-    codec.train(was_training)
-    codec.zero_grad(set_to_none=True)
     return counter.get_total_flops() / float(lengths.sum())

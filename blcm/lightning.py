@@ -191,6 +191,9 @@ class ByteLCMModule(L.LightningModule):
             if freeze_codec:
                 if init_from is None or config.codec["kind"] != "byte":
                     raise ValueError("freeze_codec keeps a trained byte codec fixed: it needs init_from, an export")
+                if entropy_weight > 0 or align_weight > 0:
+                    raise ValueError("freeze_codec leaves nothing for entropy_weight or align_weight to train: set "
+                                     "them to 0")
                 self.model.codec.requires_grad_(False)
             entropy_model = self.model.codec.entropy_model
             if init_entropy_from is not None:

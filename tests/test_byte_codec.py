@@ -207,3 +207,18 @@ def test_segment_routing_decoder_reads_slot_k_from_byte_k_times_s():
     new = local(ids, moved, no_cross)
     torch.testing.assert_close(new[:, :4], logits[:, :4])  # bytes 0..3 read slot 0 and see nothing later
     assert not torch.allclose(new[:, 4], logits[:, 4])
+
+
+def test_codec_levers_reach_the_modules_that_use_them():
+    codec = tiny_codec(max_positions=64, pool_queries=2, segment_bytes=8,
+                       decoder={"slots": 2, "segment_bytes": 8, "window": 3, "max_positions": 65,
+                                "concept_to_inputs": True}).eval()
+    assert codec.encoder.local.positions.num_embeddings == 64
+    local = codec.decoder.local.config
+    assert (local.window, local.max_positions, local.segment_bytes) == (3, 65, 8)
+    ids, lengths = pad_batch(UNITS)
+    concepts = codec.encode(UNITS)
+    scores = codec.decoder(ids, lengths, concepts)
+    with torch.no_grad():
+        codec.decoder.to_inputs.weight.zero_()  # the concept no longer reaches the byte inputs
+    assert not torch.allclose(codec.decoder(ids, lengths, concepts)[:, 0], scores[:, 0])

@@ -248,6 +248,8 @@ def test_a_frozen_codec_stays_fixed_while_the_core_learns(fitted, prepared):
     _, root, _ = fitted
     with pytest.raises(ConfigError, match="freeze_codec"):
         tiny_module(freeze_codec=True)  # nothing trained to freeze
+    with pytest.raises(ConfigError, match="entropy_weight"):
+        tiny_module(init_from=str(root / "export"), freeze_codec=True, entropy_weight=0.1)
     module = tiny_module(init_from=str(root / "export"), freeze_codec=True)
     codec_before = {k: v.clone() for k, v in module.model.codec.state_dict().items()}
     core_before = {k: v.clone() for k, v in module.model.core.state_dict().items()}

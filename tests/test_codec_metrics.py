@@ -59,5 +59,25 @@ def test_training_flops_grow_with_the_decoder():
     from blcm.codec_metrics import training_flops_per_byte
 
     small, large = tiny_codec(), tiny_codec(decoder={"n_layers": 3})
+    before = {k: v.clone() for k, v in small.state_dict().items()}
     assert 0 < training_flops_per_byte(small, UNITS) < training_flops_per_byte(large, UNITS)
-    assert all(p.grad is None for p in small.parameters())  # the count leaves no gradient behind
+    assert all(p.grad is None for p in small.parameters())  # the count leaves no gradient behind ...
+    assert all(torch.equal(v, before[k]) for k, v in small.state_dict().items())  # ... nor batch-norm statistics
+
+
+def test_the_right_bytes_column_counts_teacher_forced_argmaxes(trained):
+    from blt.ids import pad_batch
+
+    ids, lengths = pad_batch(UNITS)
+    concepts = trained.encode(UNITS)
+    concepts[0] = trained.encode([b"Goodbye world."])[0]  # unit 0 decoded from another concept: partly wrong
+    scores = trained.decoder(ids, lengths, concepts)
+    inputs = torch.nn.functional.pad(ids, (1, 0), value=1)
+    logits = trained.decoder.local(inputs, trained.decoder.slots(concepts))
+    targets = torch.nn.functional.pad(ids, (0, 1)).scatter(1, lengths[:, None], 2)
+    best = logits[..., 4:].argmax(-1) + 4
+    greedy = torch.where(logits[..., 2] >= logits[..., 4:].max(-1).values, 2, best)
+    manual = ((greedy == targets) & (targets != 0)).sum(1).float()
+    assert torch.equal(scores[:, 2], manual)
+    assert torch.equal(scores[1:, 2], (lengths[1:] + 1).float())  # the memorised units: every byte right
+    assert scores[0, 2] < lengths[0] + 1 and scores[0, 1] == 0  # unit 0 from another concept: not all, not exact

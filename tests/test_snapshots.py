@@ -99,3 +99,20 @@ def test_codec_tiny_trains_the_codec_alone_through_blcm_fit(tmp_path, monkeypatc
     assert stages[0] == 0.0 and stages[-1] == 1.0 and max(stages) == 1.0  # entropy, then autoencoder; never joint
     model = ByteLCM.from_pretrained(tmp_path / "runs/codec-tiny/export")
     assert model.codec.encoder.config.segment_bytes == 16 and model.codec.decoder.config.slots == 9
+
+
+def test_the_training_clock_skips_validation_and_the_exports(monkeypatch):
+    from blcm import callbacks
+
+    now = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: now[0])
+    clock = callbacks.TrainingClock()
+    clock.on_train_batch_start(None, None, None, 0)  # training from t = 0 s
+    now[0] = 60.0
+    clock.on_validation_start(None, None)  # one minute trained, then 10 minutes of validation
+    now[0] = 660.0
+    clock.on_train_batch_start(None, None, None, 1)
+    now[0] = 720.0
+    clock._exclude(30.0)  # an export took 30 of those 60 seconds
+    assert clock.trained_minutes() == pytest.approx(1.5)
+    assert clock.state_dict() == {"minutes": pytest.approx(1.5)}
