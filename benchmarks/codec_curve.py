@@ -68,6 +68,13 @@ def measure(run: Path, units: list[bytes], byte_lm: EntropyModel | None) -> list
     return rows
 
 
+def naive_rows(path: Path) -> list[dict]:
+    """The curve of a benchmarks/naive_codec.py run (its own 512 en/valid units, measured as it trained)."""
+    curve = json.loads(path.read_text())["curve"]
+    return [{"run": f"naive/{path.stem}", **{k: r[k] for k in ("minutes", "step", "exact", "exact_sigma_0.2", "bpb")},
+             "bytes_per_s": r["bytes"] / (r["minutes"] * 60) if r["minutes"] > 0 else float("nan")} for r in curve]
+
+
 def markdown(rows: list[dict]) -> str:
     columns = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     lines = ["| run | " + " | ".join(name for _, name, _ in columns) + " |",
@@ -113,6 +120,8 @@ def main() -> None:
     parser.add_argument("--max-bytes", type=int, default=128, help="longest unit sampled (default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
     parser.add_argument("--byte-lm", help="an exported EntropyModel for codecs without an entropy model")
+    parser.add_argument("--naive", action="append", default=[], metavar="JSON",
+                        help="a benchmarks/naive_codec.py result to draw beside the runs (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--out", default="benchmarks/results/codec-curve", help="prefix of .md/.json/.png written")
     args = parser.parse_args()
@@ -124,6 +133,7 @@ def main() -> None:
     units = sample_units(args.data, args.split, args.units, args.max_bytes, args.seed)
     byte_lm = EntropyModel.from_pretrained(args.byte_lm) if args.byte_lm else None
     rows = [row for run in runs for row in measure(run, units, byte_lm)]
+    rows += [row for path in args.naive for row in naive_rows(Path(path))]
     table = markdown(rows)
     print(table)
     out = Path(args.out)

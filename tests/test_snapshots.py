@@ -60,11 +60,17 @@ def test_snapshot_state_survives_a_resume():
 def test_codec_curve_writes_a_table_json_and_plot(run, tmp_path):
     log_dir, prepared = run
     out = tmp_path / "curve"
+    naive = tmp_path / "naive.json"  # what benchmarks/naive_codec.py writes
+    naive.write_text(json.dumps({"curve": [{"minutes": 0.0, "step": 0, "bytes": 0, "exact": 0.0, "exact_sigma_0.2": 0.0,
+                                            "bpb": 8.2}, {"minutes": 5.0, "step": 700, "bytes": 1_800_000,
+                                                          "exact": 0.01, "exact_sigma_0.2": 0.0, "bpb": 2.1}]}))
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_curve.py"), str(log_dir),
-                             "--data", str(prepared), "--units", "8", "--max-bytes", "64", "--out", str(out)],
-                            capture_output=True, text=True, check=True)
-    assert "| run |" in result.stdout and "exact" in result.stdout
+                             "--data", str(prepared), "--units", "8", "--max-bytes", "64", "--out", str(out),
+                             "--naive", str(naive)], capture_output=True, text=True, check=True)
+    assert "| run |" in result.stdout and "naive/naive" in result.stdout
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [r["bytes_per_s"] for r in rows if r["run"] == "naive/naive"][1] == pytest.approx(6000.0)
+    rows = [r for r in rows if not r["run"].startswith("naive/")]
     assert len(rows) == len(list((log_dir / "snapshots").iterdir()))
     assert all(0.0 <= r["exact"] <= 1.0 and r["bpb"] > 0 and "lm_bpb" in r for r in rows)
     assert rows[-1]["mflops_per_byte"] > 0
