@@ -62,7 +62,8 @@ def test_training_flops_grow_with_the_decoder():
     before = {k: v.clone() for k, v in small.state_dict().items()}
     assert 0 < training_flops_per_byte(small, UNITS) < training_flops_per_byte(large, UNITS)
     assert all(p.grad is None for p in small.parameters())  # the count leaves no gradient behind ...
-    assert all(torch.equal(v, before[k]) for k, v in small.state_dict().items())  # ... nor batch-norm statistics
+    for k, v in small.state_dict().items():  # ... nor batch-norm statistics (the uncalibrated threshold is NaN)
+        assert torch.allclose(v.float(), before[k].float(), equal_nan=True), k
 
 
 def test_the_right_bytes_column_counts_teacher_forced_argmaxes(trained):
@@ -70,7 +71,7 @@ def test_the_right_bytes_column_counts_teacher_forced_argmaxes(trained):
 
     ids, lengths = pad_batch(UNITS)
     concepts = trained.encode(UNITS)
-    concepts[0] = trained.encode([b"Goodbye world."])[0]  # unit 0 decoded from another concept: partly wrong
+    concepts[0] = concepts[2]  # unit 0 read with the fox sentence's concept: partly wrong
     scores = trained.decoder(ids, lengths, concepts)
     inputs = torch.nn.functional.pad(ids, (1, 0), value=1)
     logits = trained.decoder.local(inputs, trained.decoder.slots(concepts))

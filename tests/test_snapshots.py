@@ -90,7 +90,9 @@ def test_codec_tiny_trains_the_codec_alone_through_blcm_fit(tmp_path, monkeypatc
     prepared = prepared_corpus(tmp_path)
     monkeypatch.chdir(tmp_path)
     small = {"--model.encoder.dim": "32", "--model.encoder.pooler_dim": "32", "--model.encoder.entropy_dim": "32",
-             "--model.decoder.dim": "32", "--model.core.model_dim": "32", "--model.encoder.hash_table_size": "64"}
+             "--model.decoder.dim": "32", "--model.encoder.hash_table_size": "64",
+             "--model.core": '{"variant": "two_tower", "model_dim": 32, "context_layers": 1, "denoiser_layers": 1, '
+                             '"n_heads": 2}'}
     args = ["fit", "--config", str(ROOT / "configs" / "codec-tiny.yaml"), "--data.data_dir", str(prepared),
             "--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1", "--model.entropy_steps", "2",
