@@ -59,20 +59,24 @@ def measure(run: Path, units: list[bytes], byte_lm: EntropyModel | None) -> list
         model = ByteLCM.from_pretrained(snap)
         lm = model.codec.entropy_model if model.codec.entropy_model is not None else byte_lm
         scores = codec_scores(model.codec, units, SIGMAS, byte_lm=lm)
-        bytes_per_s = record["bytes"] / (record["minutes"] * 60) if record["minutes"] > 0 else float("nan")
-        rows.append({"run": str(run), **record, "bytes_per_s": bytes_per_s, **scores})
+        rows.append({"run": str(run), **record, "bytes_per_s": per_second(record), **scores})
+        print(f"{run} minutes={record['minutes']:.1f} exact={scores['exact']:.3f} bpb={scores['bpb']:.3f}",
+              file=sys.stderr)
     if rows:  # the architecture's cost: the same for every snapshot of a run
         rows[-1]["mflops_per_byte"] = training_flops_per_byte(model.codec, units[:64]) / 1e6
-        print(" ".join(f"{key}={rows[-1][key]:.3f}" for key in ("minutes", "exact", "bpb") if key in rows[-1]),
-              file=sys.stderr)
     return rows
+
+
+def per_second(record: dict) -> float:
+    """Unit bytes trained per second of training up to a curve point (NaN at minute 0)."""
+    return record["bytes"] / (record["minutes"] * 60) if record["minutes"] > 0 else float("nan")
 
 
 def naive_rows(path: Path) -> list[dict]:
     """The curve of a benchmarks/naive_codec.py run (its own 512 en/valid units, measured as it trained)."""
     curve = json.loads(path.read_text())["curve"]
     return [{"run": f"naive/{path.stem}", **{k: r[k] for k in ("minutes", "step", "exact", "exact_sigma_0.2", "bpb")},
-             "bytes_per_s": r["bytes"] / (r["minutes"] * 60) if r["minutes"] > 0 else float("nan")} for r in curve]
+             "bytes_per_s": per_second(r)} for r in curve]
 
 
 def markdown(rows: list[dict]) -> str:

@@ -98,20 +98,27 @@ class Snapshots(TrainingClock):
             raise ValueError(f"every_minutes must be > 0, got {every_minutes}")
         self.every_minutes = every_minutes
         self.next_at = 0.0
-        self.bytes = 0
+        self.bytes = 0  # up to the last export; the batches since are summed on their device (no sync a step)
+        self._unsynced: torch.Tensor | None = None
         self._log_dir: str | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._log_dir = trainer.log_dir  # a broadcast under DDP: asked once, here, where every rank asks it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.bytes += int(batch["unit_lengths"].sum()) * trainer.world_size
+        step_bytes = batch["unit_lengths"].sum() * trainer.world_size
+        self._unsynced = step_bytes if self._unsynced is None else self._unsynced + step_bytes
         if self.trained_minutes() >= self.next_at:
             self._export(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
         self._export(trainer, pl_module)  # the end of the run is always on the curve
+
+    def trained_bytes(self) -> int:
+        if self._unsynced is not None:
+            self.bytes, self._unsynced = self.bytes + int(self._unsynced), None
+        return self.bytes
 
     def _export(self, trainer, pl_module) -> None:
         minutes = self.trained_minutes()
@@ -121,16 +128,16 @@ class Snapshots(TrainingClock):
         started = time.monotonic()
         path = Path(self._log_dir) / "snapshots" / f"step-{trainer.global_step:07d}"
         pl_module.model.save_pretrained(path)
-        record = {"step": trainer.global_step, "minutes": round(minutes, 3), "bytes": self.bytes}
+        record = {"step": trainer.global_step, "minutes": round(minutes, 3), "bytes": self.trained_bytes()}
         (path / "snapshot.json").write_text(json.dumps(record) + "\n")
         self._exclude(time.monotonic() - started)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "next_at": self.next_at, "bytes": self.bytes}
+        return {**super().state_dict(), "next_at": self.next_at, "bytes": self.trained_bytes()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        self.next_at, self.bytes = state_dict["next_at"], state_dict["bytes"]
+        self.next_at, self.bytes, self._unsynced = state_dict["next_at"], state_dict["bytes"], None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

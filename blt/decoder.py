@@ -19,7 +19,7 @@ from torch import nn
 
 from blt.attention import AttentionMask
 from blt.ids import BOS, EOS, PAD, VOCAB_SIZE
-from blt.transformer import Block, KVCache, init_weights
+from blt.transformer import Block, KVCache, LearnedPositions, init_weights
 
 
 @dataclass
@@ -39,7 +39,7 @@ class LocalDecoder(nn.Module):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(VOCAB_SIZE, c.dim)
-        self.positions = nn.Embedding(c.max_positions, c.dim) if c.max_positions else None
+        self.positions = LearnedPositions(c.max_positions, c.dim) if c.max_positions else None
         self.segment_in = nn.Linear(c.slot_dim, c.dim, bias=False) if c.segment_bytes else None
         self.blocks = nn.ModuleList(Block(c.dim, c.n_heads, c.backend, context_dim=c.slot_dim)
                                     for _ in range(c.n_layers))
@@ -70,8 +70,7 @@ class LocalDecoder(nn.Module):
         cross_mask = self.slot_attention_mask(length, slot_mask)
         x = self.embed(ids)
         if self.positions is not None:
-            # Past the table, the last position repeats: generation may run longer than training units.
-            x = x + self.positions(positions.clamp(max=self.config.max_positions - 1))
+            x = x + self.positions(positions)
         if input_bias is not None:
             x = x + input_bias[:, None]
         if self.segment_in is not None:

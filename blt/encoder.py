@@ -17,7 +17,7 @@ from torch import nn
 from blt.attention import AttentionMask
 from blt.hashing import HashNgramEmbedding
 from blt.ids import VOCAB_SIZE
-from blt.transformer import Attention, Block, SwiGLU, init_weights
+from blt.transformer import Attention, Block, LearnedPositions, SwiGLU, init_weights
 
 
 @dataclass
@@ -55,7 +55,7 @@ class LocalEncoder(nn.Module):
         self.config = c = config
         self.embed = nn.Embedding(VOCAB_SIZE, c.dim)
         self.hash_embed = HashNgramEmbedding(c.dim, c.ngram_sizes, c.hash_table_size) if c.ngram_sizes else None
-        self.positions = nn.Embedding(c.max_positions, c.dim) if c.max_positions else None
+        self.positions = LearnedPositions(c.max_positions, c.dim) if c.max_positions else None
         self.blocks = nn.ModuleList(Block(c.dim, c.n_heads, c.backend) for _ in range(c.n_layers))
         self.init_queries = nn.Linear(c.dim, c.queries_per_patch * c.dim, bias=False)
         self.pool = PatchPooling(c.dim, c.n_heads, c.backend)
@@ -78,8 +78,8 @@ class LocalEncoder(nn.Module):
         if self.hash_embed is not None:
             x = x + self.hash_embed(ids)  # (B, L, D)
         positions = torch.arange(length, device=ids.device).expand(batch, -1)
-        if self.positions is not None:  # past the table, the last position repeats
-            x = x + self.positions(positions.clamp(max=c.max_positions - 1))
+        if self.positions is not None:
+            x = x + self.positions(positions)
 
         groups = torch.where(valid, 0, -1)
         byte_mask = AttentionMask(groups, groups, causal=c.causal, window=c.window)

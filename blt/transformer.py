@@ -35,6 +35,17 @@ class RotaryEmbedding(nn.Module):
         return rotated.flatten(-2).type_as(x)
 
 
+class LearnedPositions(nn.Embedding):
+    """Learned absolute position embeddings for ``max_positions`` positions; past the table the last one
+    repeats (a generated unit may run longer than the training units)."""
+
+    def __init__(self, max_positions: int, dim: int):
+        super().__init__(max_positions, dim)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return super().forward(positions.clamp(max=self.num_embeddings - 1))
+
+
 @dataclass
 class KVCache:
     """Keys and values seen so far by one self-attention layer, (B, H, T, Dh) each."""
