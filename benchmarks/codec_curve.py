@@ -57,7 +57,7 @@ def measure(run: Path, units: list[bytes], byte_lm: EntropyModel | None) -> list
     for snap in snapshots(run):
         record = json.loads((snap / "snapshot.json").read_text())
         model = ByteLCM.from_pretrained(snap)
-        lm = model.codec.entropy_model if model.codec.entropy_model is not None else byte_lm
+        lm = byte_lm if byte_lm is not None else model.codec.entropy_model  # one LM for every run, if given
         scores = codec_scores(model.codec, units, SIGMAS, byte_lm=lm)
         rows.append({"run": str(run), **record, "bytes_per_s": per_second(record), **scores})
         print(f"{run} minutes={record['minutes']:.1f} exact={scores['exact']:.3f} bpb={scores['bpb']:.3f}",
@@ -123,7 +123,8 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=512, help="units in the fixed sample (default: 512)")
     parser.add_argument("--max-bytes", type=int, default=128, help="longest unit sampled (default: 128)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
-    parser.add_argument("--byte-lm", help="an exported EntropyModel for codecs without an entropy model")
+    parser.add_argument("--byte-lm", help="an exported EntropyModel: the unconditional byte LM of every run "
+                        "(default: each codec's own entropy model, if it has one)")
     parser.add_argument("--naive", action="append", default=[], metavar="JSON",
                         help="a benchmarks/naive_codec.py result to draw beside the runs (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")

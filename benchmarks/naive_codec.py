@@ -161,6 +161,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32, help="units per step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--minutes", type=float, default=12)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="the learning rate: constant, or cosine down to a tenth at --minutes (by training time)")
     p.add_argument("--eval-every", type=float, default=2, help="training minutes between evaluations")
     p.add_argument("--out", required=True, help="the JSON written: settings and the curve")
     args = p.parse_args()
@@ -176,6 +178,8 @@ def main() -> None:
                 nn.init.normal_(module.weight, std=args.init_std)
         for table in (model.positions, model.decoder_positions):
             nn.init.normal_(table, std=args.init_std)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     draw = torch.Generator().manual_seed(0)
     curve, step, trained_bytes, started, next_eval = [], 0, 0, time.monotonic(), 0.0
@@ -186,9 +190,13 @@ def main() -> None:
             curve.append({"minutes": round(minutes, 2), "step": step, "bytes": trained_bytes,
                           **evaluate(model, valid)})
             print(json.dumps(curve[-1]), flush=True)
+            out.write_text(json.dumps({"settings": vars(args), "curve": curve}, indent=1))  # a killed run keeps its curve
             next_eval += args.eval_every
             if minutes >= args.minutes:
                 break
+        if args.schedule == "cosine":
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(minutes / args.minutes, 1.0))))
         rows = as_rows([train[i] for i in torch.randint(len(train), (args.batch,), generator=draw)])
         nats, _ = model(rows)
         loss = nats.sum() / (rows != 0).sum()
@@ -197,8 +205,6 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step, trained_bytes = step + 1, trained_bytes + int((rows != 0).sum())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"settings": vars(args), "curve": curve}, indent=1))
 
 
 if __name__ == "__main__":

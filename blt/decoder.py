@@ -31,6 +31,7 @@ class LocalDecoderConfig:
     window: int | None = None  # self-attention sees at most the last `window` bytes (itself included)
     max_positions: int | None = None  # learned absolute position embeddings for this many bytes (None: RoPE only)
     segment_bytes: int | None = None  # byte t also reads slot t // segment_bytes through its input (None: off)
+    init_std: float | None = 0.02  # blt.transformer.init_weights (None: torch's own initialisation)
     backend: str = "auto"
 
 
@@ -45,7 +46,7 @@ class LocalDecoder(nn.Module):
                                     for _ in range(c.n_layers))
         self.norm = nn.RMSNorm(c.dim)
         self.head = nn.Linear(c.dim, VOCAB_SIZE, bias=False)
-        init_weights(self)
+        init_weights(self, c.init_std)
 
     @staticmethod
     def slot_attention_mask(num_bytes: int, slot_mask: torch.Tensor | None) -> AttentionMask | None:

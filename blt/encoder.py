@@ -32,6 +32,7 @@ class LocalEncoderConfig:
     causal: bool = False  # bytes see the whole row (a unit) unless causal
     window: int | None = None  # sliding window, causal only
     max_positions: int | None = None  # learned absolute byte positions for this many bytes (None: RoPE only)
+    init_std: float | None = 0.02  # blt.transformer.init_weights (None: torch's own initialisation)
     backend: str = "auto"
 
 
@@ -60,7 +61,7 @@ class LocalEncoder(nn.Module):
         self.init_queries = nn.Linear(c.dim, c.queries_per_patch * c.dim, bias=False)
         self.pool = PatchPooling(c.dim, c.n_heads, c.backend)
         self.out = nn.Linear(c.queries_per_patch * c.dim, c.out_dim, bias=False)
-        init_weights(self)
+        init_weights(self, c.init_std)
 
     def forward(
         self,

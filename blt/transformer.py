@@ -127,8 +127,13 @@ class Block(nn.Module):
         return x + self.ffn(self.ffn_norm(x))
 
 
-def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """GPT-2 style init: normal(0, std) linears and embeddings; residual outputs scaled by depth."""
+def init_weights(module: nn.Module, std: float | None = 0.02) -> None:
+    """GPT-2 style init: normal(0, std) linears and embeddings; residual outputs scaled by depth.
+
+    ``std`` None keeps torch's own initialisation of a freshly built module (N(0, 1) embeddings,
+    kaiming-uniform linears), from which the byte codec learns faster (benchmarks/RESULTS.md)."""
+    if std is None:
+        return
     blocks = [m for m in module.modules() if isinstance(m, Block)]
     residual_std = std / (2 * max(len(blocks), 1)) ** 0.5
     for m in module.modules():

@@ -88,6 +88,9 @@ class ByteConceptEncoderConfig:
     entropy_context: int = 256
     ngram_sizes: tuple[int, ...] = field(default_factory=lambda: (3, 4, 5, 6, 7, 8))
     hash_table_size: int = 2**14
+    # Initialisation of every layer but the entropy model's: None keeps torch's own (unit-scale embeddings,
+    # kaiming-uniform linears), 0.02 is GPT-2's (blt.transformer.init_weights), which learned slower here.
+    init_std: float | None = None
     chunk_tokens: int = 16_384  # padded bytes per length chunk
     backend: str = "auto"
 
@@ -106,7 +109,7 @@ class ByteConceptEncoder(nn.Module):
         self.local = LocalEncoder(LocalEncoderConfig(
             c.dim, c.n_layers, c.n_heads, out_dim=c.pooler_dim, queries_per_patch=c.queries_per_patch,
             ngram_sizes=tuple(c.ngram_sizes), hash_table_size=c.hash_table_size, max_positions=c.max_positions,
-            backend=c.backend))
+            init_std=c.init_std, backend=c.backend))
         self.patch_norm = nn.RMSNorm(c.pooler_dim)
         self.pooler = nn.ModuleList(Block(c.pooler_dim, c.n_heads, c.backend) for _ in range(c.pooler_layers))
         self.pool_norm = nn.RMSNorm(c.pooler_dim)
@@ -115,9 +118,8 @@ class ByteConceptEncoder(nn.Module):
         self.out_norm = nn.RMSNorm(c.pooler_dim)  # raw concepts well above the batch norm's eps
         self.out = nn.Linear(c.pool_queries * c.pooler_dim, c.concept_dim, bias=False)
         self.concept_norm = nn.BatchNorm1d(c.concept_dim, affine=False)
-        init_weights(self.pooler)
-        for m in (self.pool, self.out):
-            init_weights(m)
+        for m in (self.pooler, self.pool, self.out):
+            init_weights(m, c.init_std)
         nn.init.normal_(self.pool_query, std=0.02)
 
     @property
@@ -206,6 +208,7 @@ class ByteConceptDecoderConfig:
     window: int | None = None  # self-attention over the last `window` bytes only: the concept must carry the rest
     max_positions: int | None = None  # learned absolute byte positions (None: RoPE only)
     input_mask: float = 0.0  # training only: this share of teacher-forced input bytes is hidden (word dropout)
+    init_std: float | None = None  # as the encoder's
     chunk_tokens: int = 16_384
     backend: str = "auto"
 
@@ -221,10 +224,10 @@ class ByteConceptDecoder(nn.Module):
         self.to_inputs = nn.Linear(c.concept_dim, c.dim, bias=False) if c.concept_to_inputs else None
         self.local = LocalDecoder(LocalDecoderConfig(c.dim, c.n_layers, c.n_heads, slot_dim=c.dim, window=c.window,
                                                      max_positions=c.max_positions, segment_bytes=c.segment_bytes,
-                                                     backend=c.backend))
-        init_weights(self.to_slots)
-        if self.to_inputs is not None:
-            init_weights(self.to_inputs)
+                                                     init_std=c.init_std, backend=c.backend))
+        for m in (self.to_slots, self.to_inputs):
+            if m is not None:
+                init_weights(m, c.init_std)
 
     def slots(self, concepts: torch.Tensor) -> torch.Tensor:
         """(U, d) -> (U, K, D)."""

@@ -222,3 +222,19 @@ def test_codec_levers_reach_the_modules_that_use_them():
     with torch.no_grad():
         codec.decoder.to_inputs.weight.zero_()  # the concept no longer reaches the byte inputs
     assert not torch.allclose(codec.decoder(ids, lengths, concepts)[:, 0], scores[:, 0])
+
+
+@pytest.mark.parametrize("init_std", [None, 0.02])
+def test_init_std_sets_the_codec_scale_but_not_the_entropy_models(init_std):
+    codec = tiny_codec("entropy", init_std=init_std, decoder={"init_std": init_std, "concept_to_inputs": True})
+    embeddings = [codec.encoder.local.embed, codec.decoder.local.embed, *codec.encoder.local.hash_embed.modules()]
+    embeddings = [m.weight for m in embeddings if isinstance(m, torch.nn.Embedding)]
+    linears = [codec.encoder.local.blocks[0].attn.wq, codec.encoder.out, codec.decoder.to_slots,
+               codec.decoder.to_inputs, codec.decoder.local.head]
+    want = 1.0 if init_std is None else init_std
+    for weight in embeddings:
+        assert weight.std().item() == pytest.approx(want, rel=0.1)
+    for m in linears:  # torch's kaiming-uniform bound 1/sqrt(fan_in): std 1/sqrt(3 fan_in)
+        fan_in = m.weight.shape[1]
+        assert m.weight.std().item() == pytest.approx((3 * fan_in) ** -0.5 if init_std is None else 0.02, rel=0.15)
+    assert codec.entropy_model.embed.weight.std().item() == pytest.approx(0.02, rel=0.1)
