@@ -190,7 +190,8 @@ def main() -> None:
             curve.append({"minutes": round(minutes, 2), "step": step, "bytes": trained_bytes,
                           **evaluate(model, valid)})
             print(json.dumps(curve[-1]), flush=True)
-            out.write_text(json.dumps({"settings": vars(args), "curve": curve}, indent=1))  # a killed run keeps its curve
+            # Written at every evaluation, so that a run stopped early keeps its curve.
+            out.write_text(json.dumps({"settings": vars(args), "curve": curve}, indent=1))
             next_eval += args.eval_every
             if minutes >= args.minutes:
                 break
