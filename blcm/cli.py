@@ -14,17 +14,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-from pathlib import Path
 
-from blcm.commands import cmd_decode, cmd_encode, cmd_eval, cmd_export, cmd_generate, cmd_reconstruct, read_bytes
+from blcm.commands import cmd_decode, cmd_encode, cmd_eval, cmd_export, cmd_generate, cmd_reconstruct
 from blcm.errors import CLIError
+from blcm.patch import cmd_patch
+from bridges.modality import MODALITIES
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
-DEFAULT_ENTROPY_MODELS = ("runs/entropy-tiny/export",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("patch", help="cut a file into patches and show them",
                        description="Cut any file (text, audio, image, empty, invalid UTF-8) into BLT patches. "
-                       "Entropy modes score each byte with a trained entropy model.")
+                       "Entropy modes score each byte with an entropy model: by default the one shipped in the "
+                       "package (blt/pretrained/entropy-bytes, a 0.87M-parameter byte LM trained on English, French "
+                       "and Spanish text, WAV speech and PNG images), with a threshold of its own for each kind of "
+                       "file (text, wav, png, other bytes) so that each gets patches of its target mean size.")
     p.add_argument("file", help="the file to patch")
     p.add_argument("--mode", default="entropy", choices=("entropy", "monotonic", "both", "space", "static"),
                    help="entropy: H_t > threshold; monotonic: H_t - H_(t-1) > threshold; both: the two at once "
@@ -71,14 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=float, help="entropy threshold in nats")
     group.add_argument("--target-patch-size", type=float,
-                       help="calibrate the threshold on this file to this mean patch size "
-                       "(default when no threshold is given: 4.5, clamped to what the file allows)")
+                       help="calibrate the threshold on this file to this mean patch size (default: the model's "
+                       "threshold for the file's modality in mode entropy; its target size, calibrated on the file, in "
+                       "modes monotonic and both; 4.5 for a model without thresholds)")
+    p.add_argument("--modality", choices=("auto", *MODALITIES), default="auto",
+                   help="whose threshold to use (default auto: sniffed from the content, see `blcm prepare --help`)")
     p.add_argument("--relative-threshold", type=float, default=0.0,
                    help="mode both: the rise H_t - H_(t-1) also required, nats (default 0)")
     p.add_argument("--patch-size", type=int, default=4, help="mode static: bytes per patch (default 4)")
     p.add_argument("--max-patch-length", type=int, help="split patches longer than this")
-    p.add_argument("--model", help="exported entropy model directory (config.json + model.safetensors); "
-                   f"default: $BLCM_ENTROPY_MODEL, else {', '.join(DEFAULT_ENTROPY_MODELS)}")
+    p.add_argument("--model", help="an exported entropy model directory (config.json + model.safetensors, "
+                   "thresholds.json if calibrated), e.g. from `blcm fit --config configs/entropy-tiny.yaml`; "
+                   "default: $BLCM_ENTROPY_MODEL, else the shipped model")
     p.add_argument("--format", default="text", choices=("text", "json"),
                    help='text: the patches, coloured on a terminal, "|"-separated otherwise; json: '
                    '{"lengths", "entropies", "threshold"}')
@@ -113,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmenter", default="sentence", choices=("sentence", "fixed", "modality"),
                    help="sentence: sentences, long ones re-split at clause breaks; fixed: spans of "
                    "--max-unit-bytes; modality: each document sniffed from its content, text cut into sentences "
-                   "and other bytes (WAV, PNG, ...) into fixed spans (default sentence)")
+                   "and other bytes (WAV, PNG, ...) as --other-segmenter says (default sentence)")
+    p.add_argument("--other-segmenter", default="fixed", choices=("fixed", "entropy"),
+                   help="--segmenter modality: how non-text documents are cut. fixed: spans of --max-unit-bytes; "
+                   "entropy: where the shipped entropy model is surprised, units of 16 to --max-unit-bytes bytes, "
+                   "half of --max-unit-bytes on average (default fixed)")
     p.add_argument("--valid-percent", type=int, default=3,
                    help="the share of documents held out for validation, by a stable hash (default 3)")
     p.add_argument("--shard-docs", type=int, default=2000, help="documents per shard (default 2000)")
@@ -283,118 +292,12 @@ def cmd_prepare(args) -> int:
     try:
         manifest = prepare(args.inputs, args.out, segmenter=args.segmenter, max_unit_bytes=args.max_unit_bytes,
                            valid_percent=args.valid_percent, shard_docs=args.shard_docs, text_field=args.text_field,
-                           valid_inputs=args.valid, force=args.force, progress=not args.no_progress)
+                           valid_inputs=args.valid, force=args.force, progress=not args.no_progress,
+                           other=args.other_segmenter)
     except DataError as e:
         raise CLIError(str(e)) from None
     print(summary(args.out, manifest))
     return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# blcm patch
-
-
-def find_entropy_model(explicit: str | None) -> Path:
-    candidates = [explicit] if explicit else [os.environ.get("BLCM_ENTROPY_MODEL"), *DEFAULT_ENTROPY_MODELS]
-    for c in filter(None, candidates):
-        if (Path(c) / "model.safetensors").is_file():
-            return Path(c)
-    if explicit:
-        raise CLIError(f"{explicit} is not an exported entropy model (no model.safetensors)")
-    raise CLIError("entropy patching needs a trained entropy model: pass --model DIR or set BLCM_ENTROPY_MODEL "
-                   "(`make demo` or `blcm fit --config configs/entropy-tiny.yaml` exports one to "
-                   f"{DEFAULT_ENTROPY_MODELS[0]}), or use --mode space|static")
-
-
-def cmd_patch(args) -> int:
-    import torch
-
-    from blt import ids as byte_ids
-    from blt.entropy import EntropyModel
-    from blt.patching import Patcher
-
-    if args.threshold is not None and args.mode not in ("entropy", "monotonic", "both"):
-        raise CLIError(f"--threshold applies to entropy modes, not --mode {args.mode}")
-    data = read_bytes(args.file)
-    try:
-        patcher = Patcher(args.mode, threshold=args.threshold, relative_threshold=args.relative_threshold,
-                          patch_size=args.patch_size, max_patch_length=args.max_patch_length)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-
-    ids = byte_ids.encode(data)[None]  # (1, N)
-    lengths = torch.tensor([len(data)])
-    entropies, threshold = None, None
-    if patcher.needs_entropies:
-        model = EntropyModel.from_pretrained(find_entropy_model(args.model))
-        with torch.inference_mode():
-            entropies = model.entropies(ids, lengths, batch_size=args.batch_size, progress=len(data) > 1 << 18)
-        threshold = args.threshold
-        if threshold is None and len(data):
-            target = args.target_patch_size or 4.5
-            try:
-                threshold = patcher.calibrate(ids, lengths, entropies, target, clamp=args.target_patch_size is None)
-            except ValueError as e:
-                raise CLIError(str(e)) from None
-    patches = patcher(ids, lengths, entropies, threshold)
-    sizes = patches.lengths[0, : int(patches.counts[0])].tolist()
-    assert sum(sizes) == len(data)
-
-    if args.format == "json":
-        json.dump({"lengths": sizes, "entropies": None if entropies is None else
-                   [round(h, 4) for h in entropies[0].tolist()], "threshold": threshold, "mode": args.mode},
-                  sys.stdout)
-        print()
-    else:
-        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
-                                           and "NO_COLOR" not in os.environ)
-        sys.stdout.write(render_patches(data, sizes, color) + "\n")
-        mean = len(data) / len(sizes) if sizes else 0.0
-        thr = "" if threshold is None else f", threshold {threshold:.4f} nats"
-        print(f"{len(data)} bytes, {len(sizes)} patches, mean size {mean:.2f}{thr}", file=sys.stderr)
-    if args.plot:
-        from blcm.plotting import entropy_figure
-
-        n = min(len(data), args.plot_bytes)
-        shown = entropies[0, :n].numpy() if entropies is not None else [0.0] * n
-        fig = entropy_figure(data[:n], shown, patches.starts[0, :n].numpy(), threshold,
-                             title=f"{Path(args.file).name}: first {n} of {len(data)} bytes, mode {args.mode}")
-        fig.savefig(args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
-    return 0
-
-
-_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_BACKGROUNDS = ("\x1b[48;5;153m", "\x1b[48;5;222m", "\x1b[48;5;151m", "\x1b[48;5;217m")
-
-
-def escape_patch(patch: bytes, separator: str | None) -> str:
-    """Printable, unambiguous text for a patch: control and undecodable bytes as escapes."""
-    out = []
-    for ch in patch.decode("utf-8", "surrogateescape"):
-        code = ord(ch)
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not part of valid UTF-8 here
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif ch == separator:
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def render_patches(data: bytes, sizes: list[int], color: bool) -> str:
-    bounds = [0]
-    for s in sizes:
-        bounds.append(bounds[-1] + s)
-    patches = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-    if color:
-        return "".join(f"{_BACKGROUNDS[i % len(_BACKGROUNDS)]}\x1b[30m{escape_patch(p, None)}\x1b[0m"
-                       for i, p in enumerate(patches))
-    return "|".join(escape_patch(p, "|") for p in patches)
 
 
 if __name__ == "__main__":

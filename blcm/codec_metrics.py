@@ -22,12 +22,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, PAD, pad_batch
+from bridges.modality import MODALITIES
 
 
 @torch.no_grad()
 def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 0.2, 0.5),
-                 byte_lm: EntropyModel | None = None, batch_size: int = 128, seed: int = 0) -> dict[str, float]:
-    """Scores of a codec with a byte decoder (``ByteConceptCodec``, or a frozen codec's) on ``units``.
+                 byte_lm: EntropyModel | None = None, batch_size: int = 128, seed: int = 0,
+                 modality: str | None = None) -> dict[str, float]:
+    """Scores of a codec with a byte decoder (``ByteConceptCodec``, or a frozen codec's) on ``units``, encoded as
+    units of a ``modality`` document (None: each unit sniffed on its own).
 
     Bits per byte count the closing EOS as a byte (nats over the L+1 targets of each unit), for the decoder
     and the byte LM alike; the noise of each σ is drawn once for all units, so no score depends on
@@ -39,7 +42,7 @@ def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 
         raise ValueError("this codec has no byte decoder to score")
     units = list(units)
     chunks = [slice(start, start + batch_size) for start in range(0, len(units), batch_size)]
-    concepts = torch.cat([codec.encode(units[chunk]) for chunk in chunks])  # (U, d), inference normalisation
+    concepts = torch.cat([codec.encode(units[chunk], modality) for chunk in chunks])  # (U, d), inference normalisation
     generator = torch.Generator().manual_seed(seed)
     noises = {sigma: sigma * torch.randn(concepts.shape, generator=generator).to(concepts.device) for sigma in sigmas}
     sums = dict.fromkeys(["nats", "lm_nats", "targets", "correct", "exact"], 0.0)
@@ -90,11 +93,12 @@ def dispersion(concepts: torch.Tensor) -> dict[str, float]:
             "min_dim_variance": float(variance.min())}
 
 
-def training_flops_per_byte(codec, units: Sequence[bytes]) -> float:
+def training_flops_per_byte(codec, units: Sequence[bytes], modality: str | None = None) -> float:
     """FLOPs of one reconstruction training step on ``units`` (forward and backward) per unit byte."""
     ids, lengths = (t.to(codec.device) for t in pad_batch(list(units)))
+    modalities = None if modality is None else torch.full_like(lengths, MODALITIES.index(modality))
     copy = deepcopy(codec).train()  # a training step updates batch-norm statistics: not the caller's codec's
     with FlopCounterMode(display=False) as counter:
-        scores = copy.decoder(ids, lengths, copy.concepts(ids, lengths))
+        scores = copy.decoder(ids, lengths, copy.concepts(ids, lengths, modalities))
         scores[:, 0].sum().backward()
     return counter.get_total_flops() / float(lengths.sum())

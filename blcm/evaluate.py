@@ -42,6 +42,7 @@ from blcm.pairs import group_means, read_pairs, retrieval_accuracy
 from blcm.text_metrics import byte_accuracy, chrf, overlap, repetition, rouge_l
 from blt.entropy import EntropyModel
 from blt.ids import pad_batch
+from bridges.byte_codec import modality_index
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
 from concept_core.interface import Sampling
@@ -90,6 +91,7 @@ class EvalSettings:
 class EvalDocument:
     source: str
     units: list[bytes]  # the first `window` units of the document
+    modality: str | None = None  # the whole document's (bridges.modality.sniff); None: each unit sniffed
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -222,9 +224,11 @@ def reconstruction_scores(rows: list[dict]) -> dict:
             "chrf": chrf([r["decoded"] for r in rows], [r["true"] for r in rows])}
 
 
-def encode_units(model, units: list[bytes], batch_size: int = 256, progress=None, desc: str = "") -> torch.Tensor:
+def encode_units(model, units: list[bytes], batch_size: int = 256, progress=None, desc: str = "",
+                 modalities: list[str] | None = None) -> torch.Tensor:
+    """Concepts (U, d) of units, each encoded as its document's modality (``modalities``, one per unit) when given."""
     starts = range(0, len(units), batch_size)
-    return torch.cat([model.codec.encode(units[s : s + batch_size])
+    return torch.cat([model.codec.encode(units[s : s + batch_size], modalities and modalities[s : s + batch_size])
                       for s in (progress(starts, desc=desc) if progress else starts)])
 
 
@@ -400,16 +404,17 @@ def patching(model, docs: list[EvalDocument], batch_size: int = 64) -> dict:
     """Per group: the encoder's entropy model's bits per byte on the units (each unit read from BOS) and the
     mean patch size at the calibrated threshold."""
     encoder = model.codec.encoder
-    units = [(d.source, u) for d in docs for u in d.units]
+    units = [(d.source, modality_index(d.modality or sniff(u)), u) for d in docs for u in d.units]
     rows = []
     for s in range(0, len(units), batch_size):
         block = units[s : s + batch_size]
-        ids, lengths = pad_batch([u for _, u in block])
+        ids, lengths = pad_batch([u for _, _, u in block])
         ids, lengths = ids.to(model.device), lengths.to(model.device)
         nats = -encoder.entropy_model.log_probs(ids, lengths).sum(1)  # (b,)
-        counts = encoder.patches(ids, lengths).counts  # (b,)
+        modalities = torch.tensor([m for _, m, _ in block], device=model.device)
+        counts = encoder.patches(ids, lengths, modalities).counts  # (b,)
         rows += [{"source": src, "nats": float(n), "bytes": len(u), "patches": int(c)}
-                 for (src, u), n, c in zip(block, nats.tolist(), counts.tolist(), strict=True)]
+                 for (src, _, u), n, c in zip(block, nats.tolist(), counts.tolist(), strict=True)]
 
     def aggregate(group: list[dict]) -> dict:
         num_bytes = sum(r["bytes"] for r in group)
@@ -469,13 +474,14 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         raise TypeError(f"cannot evaluate a {type(model).__name__}")
     # A byte LM has no segmenter: it is scored on the units of the ByteLCM it is compared with.
     split = model.units if isinstance(model, ByteLCM) else build_segmenter(settings.baseline_segmenter).split
-    docs = [EvalDocument(d.source, split(d.text)[: settings.window]) for d in documents]
+    docs = [EvalDocument(d.source, split(d.text)[: settings.window], sniff(d.text)) for d in documents]
     docs = [d for d in docs if d.units]
     result["data"] = data_summary(docs)
     if isinstance(model, ByteLCM):
         result["model"] = {"type": "ByteLCM", "parameters": model.num_params()}
         model.check_sampling(settings.sampling)
-        concepts = timed("encode", encode_units, model, [u for d in docs for u in d.units])
+        concepts = timed("encode", encode_units, model, [u for d in docs for u in d.units],
+                         modalities=[d.modality for d in docs for _ in d.units])
         speed["encode_units_per_s"] = result["data"]["units"] / max(seconds["encode"], 1e-9)
         result["reconstruction"] = timed("reconstruction", reconstruction, model, docs, concepts, settings, speed, bar)
         scorer = byte_lm if byte_lm is not None else model.codec.entropy_model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 
 import lightning as L
 import torch
@@ -19,6 +19,8 @@ from blcm.plotting import log_entropy_figure
 from blcm.units import read_prepared
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import EOD, OFFSET, decode, pad_batch
+from blt.patching import ENTROPY_MODES
+from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model
 from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
 from bridges.frozen_codec import FrozenConceptCodec
 from concept_core.interface import Sampling
@@ -150,7 +152,10 @@ class ByteLCMModule(L.LightningModule):
             fell from 19 to 2.5 within 100 joint steps and the decoder's bits per byte rose).
         lr, weight_decay, warmup_steps, decay_steps, min_lr_ratio: AdamW with warm-up + cosine
             (``--optimizer`` / ``--lr_scheduler`` on the command line replace them).
-        init_entropy_from: an exported EntropyModel for the encoder's patching (skips the entropy stage).
+        init_entropy_from: the EntropyModel entropy patching uses: "shipped" (default: the model inside the
+            package, blt.pretrained, with its per-modality thresholds), an export directory (its thresholds.json
+            if it has one, else thresholds calibrated per modality on the first batch), or null to train one
+            from scratch in an ``entropy_steps`` stage. Ignored when the encoder's patching needs none.
         init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it
             (its entropy model and threshold are kept: no entropy stage; set autoencoder_steps to 0 to go on
             jointly). With entropy_weight > 0 the entropy model keeps learning but the threshold stays fixed.
@@ -174,7 +179,7 @@ class ByteLCMModule(L.LightningModule):
                  detach_core_inputs: bool = False, detach_core_targets: bool = True,
                  entropy_steps: int = 200, autoencoder_steps: int = 300,
                  lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100, decay_steps: int | None = None,
-                 min_lr_ratio: float = 0.1, init_entropy_from: str | None = None, init_from: str | None = None,
+                 min_lr_ratio: float = 0.1, init_entropy_from: str | None = SHIPPED_NAME, init_from: str | None = None,
                  freeze_codec: bool = False,
                  export_dir: str | None = None, val_core_batches: int = 2, val_sampling: dict | None = None,
                  samples: int = 4, normalizer_units: int = 2048, align_pairs: str | None = None,
@@ -185,6 +190,17 @@ class ByteLCMModule(L.LightningModule):
             config = ByteLCMConfig.from_dict({k: asdict(v) if is_dataclass(v) else v for k, v in
                                               {"segmenter": segmenter, "codec": codec, "encoder": encoder,
                                                "decoder": decoder, "core": core}.items() if v is not None})
+            uses_entropy = config.codec["kind"] == "byte" and config.encoder.patching in ENTROPY_MODES
+            if init_entropy_from is not None and init_entropy_from != SHIPPED_NAME and not uses_entropy:
+                raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no "
+                                 "entropy model")
+            # init_from brings its own entropy model and thresholds
+            wanted = uses_entropy and init_entropy_from is not None and init_from is None
+            pretrained = load_entropy_model(init_entropy_from) if wanted else None
+            if pretrained is not None:  # the encoder's entropy model takes the pretrained one's shape
+                shape = pretrained[0].config
+                config.encoder = replace(config.encoder, entropy_dim=shape.dim, entropy_layers=shape.n_layers,
+                                         entropy_heads=shape.n_heads, entropy_context=shape.context)
             self.model = ByteLCM(config)
             if init_from is not None:
                 self.model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
@@ -195,12 +211,11 @@ class ByteLCMModule(L.LightningModule):
                     raise ValueError("freeze_codec leaves nothing for entropy_weight or align_weight to train: set "
                                      "them to 0")
                 self.model.codec.requires_grad_(False)
-            entropy_model = self.model.codec.entropy_model
-            if init_entropy_from is not None:
-                if entropy_model is None:
-                    raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no "
-                                     "entropy model")
-                entropy_model.load_state_dict(EntropyModel.from_pretrained(init_entropy_from).state_dict())
+            if pretrained is not None:
+                entropy_model, thresholds = pretrained
+                self.model.codec.entropy_model.load_state_dict(entropy_model.state_dict())
+                if thresholds is not None:  # else calibrated on the first training batch
+                    self.model.codec.encoder.set_thresholds(thresholds)
             self.val_sampling = Sampling(**(val_sampling or {}))
             if normalizer_units < 2:
                 raise ValueError(f"normalizer_units must be >= 2, got {normalizer_units}")
@@ -212,7 +227,8 @@ class ByteLCMModule(L.LightningModule):
                 if align_batch < 2 or align_units < 1 or not align_temperature > 0:
                     raise ValueError(f"need align_batch >= 2 (in-batch negatives), align_units >= 1 and "
                                      f"align_temperature > 0, got {align_batch}, {align_units}, {align_temperature}")
-        except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:  # CodecUnavailable is a RuntimeError
+        # CodecUnavailable is a RuntimeError
+        except (ValueError, TypeError, FileNotFoundError, RuntimeError, PretrainedError) as e:
             raise ConfigError(f"cannot build the ByteLCM: {e}") from None
         self.save_hyperparameters()
         self.hparams.update(asdict(config))  # plain dicts, so a checkpoint's hparams load under weights_only=True
@@ -274,10 +290,11 @@ class ByteLCMModule(L.LightningModule):
         codec = self.model.codec
         if stage == "entropy":
             return {"entropy": codec.encoder.entropy_loss(units, lengths)}
+        modalities = batch.get("unit_modalities")  # (U,)
         if not codec.ready:
-            self._calibrate(units, lengths)
+            self._calibrate(units, lengths, modalities)
         terms = {}
-        concepts = codec.concepts(units, lengths)  # (U, d)
+        concepts = codec.concepts(units, lengths, modalities)  # (U, d)
         text = units[:, 0] != EOD  # the EOD unit exists for the core only
         if text.any() and codec.decoder is not None and not self.hparams.freeze_codec:
             noisy = F.dropout(concepts[text], self.hparams.concept_dropout, self.training)
@@ -318,10 +335,10 @@ class ByteLCMModule(L.LightningModule):
         concepts = self.model.codec.concepts(ids.to(self.device), lengths.to(self.device))  # (U, d)
         return group_means(concepts, [len(g) for g in groups])
 
-    def _calibrate(self, units: torch.Tensor, lengths: torch.Tensor) -> None:
+    def _calibrate(self, units: torch.Tensor, lengths: torch.Tensor, modalities: torch.Tensor | None) -> None:
         """Ready the codec on this batch: the byte codec's entropy threshold (when its entropy stage ends), or
         a frozen codec's normaliser (when on_fit_start had no training set to sample)."""
-        fitted = self.model.codec.calibrate(units, lengths)
+        fitted = self.model.codec.calibrate(units, lengths, modalities)
         if self._trainer is not None and self.trainer.world_size > 1:  # rank 0's fit on every rank
             for buffer in fitted:
                 buffer.copy_(self.trainer.strategy.broadcast(buffer))
@@ -375,7 +392,7 @@ class ByteLCMModule(L.LightningModule):
                        entropy_bytes=lengths[text].sum())
         if not codec.ready:  # nothing to encode with yet
             return
-        concepts = codec.concepts(units, lengths)
+        concepts = codec.concepts(units, lengths, batch.get("unit_modalities"))
         if codec.decoder is not None:
             scores = codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
             short = lengths[text] <= 128
@@ -433,9 +450,10 @@ class ByteLCMModule(L.LightningModule):
                                 "|---|---|---|\n" + "\n".join(rows), self.global_step)
         if codec.entropy_model is not None and codec.ready:
             encoder, longest = codec.encoder, int(lengths.argmax())
+            modality = int(batch["unit_modalities"][longest]) if "unit_modalities" in batch else 0
             log_entropy_figure(self.logger, "val/entropy_patches", encoder.entropy_model,
                                units[longest : longest + 1, : lengths[longest]], self.global_step,
-                               threshold=float(encoder.entropy_threshold), mode=encoder.config.patching)
+                               threshold=float(encoder.entropy_thresholds[modality]), mode=encoder.config.patching)
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:

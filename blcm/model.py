@@ -24,6 +24,7 @@ from torch import nn
 from blt.export import load_export, save_export
 from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
 from bridges.codec import build_codec
+from bridges.modality import sniff
 from bridges.segment import build_segmenter
 from concept_core.config import build_model
 from concept_core.interface import Sampling
@@ -63,7 +64,8 @@ class ByteLCM(nn.Module):
         self.config = config
         self.codec = build_codec(config.codec, config.encoder, config.decoder)
         self.core = build_model({**config.core, "dim": self.codec.dim})
-        self.segmenter = build_segmenter(config.segmenter, entropy_model=self.codec.entropy_model)
+        # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
+        self.segmenter = build_segmenter(config.segmenter)
         self.codec.max_unit_bytes = self.segmenter.max_bytes  # decoding never runs past the cap
 
     @property
@@ -85,7 +87,7 @@ class ByteLCM(nn.Module):
         units = self.units(document)
         if not units:
             return torch.zeros(0, self.codec.dim, device=self.device)
-        return self.codec.encode(units)
+        return self.codec.encode(units, sniff(document))
 
     def iter_generate(self, prompt: bytes, max_units: int = 16, sampling: Sampling | None = None,
                       seed: int | None = None, eod_threshold: float = 0.9, temperature: float = 0.0,
@@ -110,6 +112,7 @@ class ByteLCM(nn.Module):
     def _generate_units(self, prompt, max_units, sampling, seed, eod_threshold, temperature, top_k) -> Iterator[bytes]:
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         context = self.encode(prompt)[None]  # (1, n, d)
+        modality = sniff(prompt)  # generated units continue the prompt's document
         state = self.core.start(context, torch.ones(context.shape[:2], dtype=torch.bool, device=self.device))
         eod = self.codec.eod_concept()
         for _ in range(max_units):
@@ -120,7 +123,7 @@ class ByteLCM(nn.Module):
             if not unit:
                 return
             yield unit
-            state = self.core.extend(state, self.codec.encode([unit]))
+            state = self.core.extend(state, self.codec.encode([unit], modality))
 
     def generate(self, prompt: bytes, **kwargs) -> bytes:
         """The continuation of ``prompt`` (its bytes only); see ``iter_generate`` for the knobs."""

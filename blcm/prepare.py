@@ -41,8 +41,16 @@ from typing import Any
 import numpy as np
 
 from blcm.data import DataError, SkipReport, in_valid_split, iter_records
+from blt.pretrained import PretrainedError, load_shipped_entropy_model
 from bridges.modality import sniff
-from bridges.segment import FixedSegmenter, ModalitySegmenter, Segmenter, SentenceSegmenter, build_segmenter
+from bridges.segment import (
+    EntropySegmenter,
+    FixedSegmenter,
+    ModalitySegmenter,
+    Segmenter,
+    SentenceSegmenter,
+    build_segmenter,
+)
 
 log = logging.getLogger("blcm")
 
@@ -51,12 +59,21 @@ VERSION = 1
 SPLITS = ("train", "valid")
 MANIFEST = "manifest.json"
 SEGMENTERS = ("sentence", "fixed", "modality")
+OTHER_SEGMENTERS = ("fixed", "entropy")
+ENTROPY_MIN_UNIT_BYTES = 16  # an entropy unit never ends within its first 16 bytes (one decoder segment)
 _EMPTY_WARNINGS = 10  # empty documents named one by one before only counting
 
 
-def make_segmenter(segmenter: str | dict | Segmenter = "sentence", max_unit_bytes: int = 256) -> Segmenter:
-    """"sentence" | "fixed" | "modality" (sentences for text, fixed spans for other bytes; units of at most
-    ``max_unit_bytes``), a config dict, or a segmenter object."""
+def make_segmenter(segmenter: str | dict | Segmenter = "sentence", max_unit_bytes: int = 256,
+                   other: str = "fixed") -> Segmenter:
+    """"sentence" | "fixed" | "modality" (sentences for text; other bytes in fixed spans, or with ``other="entropy"``
+    cut where the shipped entropy model is surprised; units of at most ``max_unit_bytes``), a config dict, or a
+    segmenter object."""
+    if other not in OTHER_SEGMENTERS:
+        raise DataError(f"unknown segmenter for non-text bytes {other!r}: use one of {', '.join(OTHER_SEGMENTERS)}")
+    if other != "fixed" and segmenter != "modality":
+        raise DataError(f"other={other!r} cuts the non-text documents of the modality segmenter: use it with "
+                        f"segmenter 'modality', not {segmenter!r}")
     if not isinstance(segmenter, (str, dict)):
         return segmenter
     if isinstance(segmenter, str) and segmenter not in SEGMENTERS:
@@ -67,10 +84,19 @@ def make_segmenter(segmenter: str | dict | Segmenter = "sentence", max_unit_byte
         if segmenter == "sentence":
             return SentenceSegmenter(max_bytes=max_unit_bytes)
         if segmenter == "modality":
-            return ModalitySegmenter(SentenceSegmenter(max_bytes=max_unit_bytes), FixedSegmenter(size=max_unit_bytes))
+            text = SentenceSegmenter(max_bytes=max_unit_bytes)
+            return ModalitySegmenter(text, other_segmenter(other, max_unit_bytes))
         return FixedSegmenter(size=max_unit_bytes)
-    except ValueError as e:
+    except (ValueError, PretrainedError) as e:
         raise DataError(str(e)) from None
+
+
+def other_segmenter(other: str, max_unit_bytes: int) -> Segmenter:
+    """Non-text bytes in spans of ``max_unit_bytes``, or entropy units of mean ``max_unit_bytes / 2``."""
+    if other == "fixed":
+        return FixedSegmenter(size=max_unit_bytes)
+    return EntropySegmenter(load_shipped_entropy_model()[0], min_bytes=min(ENTROPY_MIN_UNIT_BYTES, max_unit_bytes),
+                            max_bytes=max_unit_bytes, target_bytes=max(max_unit_bytes / 2, 1))
 
 
 def shard_name(k: int) -> str:
@@ -168,7 +194,7 @@ def _clear(out: Path) -> None:
 def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, *, segmenter: str | dict | Segmenter = "sentence",
             max_unit_bytes: int = 256, valid_percent: int = 3, shard_docs: int = 2000, text_field: str = "text",
             valid_inputs: list[str | os.PathLike] | None = None, force: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, other: str = "fixed") -> dict:
     """Segment the documents of ``inputs`` into units and write them as shards under ``out``.
 
     Args:
@@ -182,6 +208,8 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, *, segmente
         valid_inputs: when given, the valid split is these documents and every document of ``inputs``
             is in train (``valid_percent`` is not used).
         force: prepare again even when ``out`` holds a dataset prepared with other settings.
+        other: with segmenter "modality", how non-text documents are cut: "fixed" spans or "entropy" units
+            (bridges.segment.EntropySegmenter with the shipped entropy model).
 
     Returns the manifest. Raises DataError on bad settings, a missing input, no documents, or an
     ``out`` prepared with other settings (without ``force``).
@@ -197,7 +225,7 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, *, segmente
     for p in in_paths + (valid_paths or []):
         if not p.exists():
             raise DataError(f"no such file or directory: {p}")
-    seg = make_segmenter(segmenter, max_unit_bytes)
+    seg = make_segmenter(segmenter, max_unit_bytes, other)
     settings = _settings(in_paths, valid_paths, seg, text_field, valid_percent, shard_docs)
 
     out = Path(out)

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from blcm.data import DataError, fetch_corpus, home
 from blcm.prepare import SPLITS, read_manifest
 from blt.ids import EOD, OFFSET, PAD
+from bridges.byte_codec import modality_index, unit_modalities
 
 
 class PreparedUnits(Dataset):
@@ -53,13 +54,14 @@ class PreparedUnits(Dataset):
         self.shards = [self.directory / split / s["name"] for s in manifest["splits"][split]["shards"]]
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
-        shard_ids, starts, reals, eods, docs, max_bytes, self.sources = [], [], [], [], [], [], []
+        shard_ids, starts, reals, eods, docs, max_bytes, self.sources, self.modalities = [], [], [], [], [], [], [], []
         n_docs = 0
         for k, shard in enumerate(self.shards):
             try:
                 doc_index = np.load(shard / "docs.npy")  # (n_docs, 2): first unit, unit count
                 lengths = np.load(shard / "units.npy", mmap_mode="r")[:, 1]  # (n_units,)
                 self.sources += json.loads((shard / "sources.json").read_text())
+                self.modalities += json.loads((shard / "modalities.json").read_text())
             except (OSError, ValueError) as e:
                 raise DataError(f"{shard}: unreadable shard ({e}); prepare the dataset again") from None
             first, count = doc_index[:, 0], doc_index[:, 1]
@@ -133,13 +135,13 @@ class PreparedUnits(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"window {i} out of range ({len(self)} windows)")
         k, start, real = int(self.win_shard[i]), int(self.win_start[i]), int(self.win_real[i])
-        pieces = []
+        pieces = WindowUnits(modality=self.modalities[int(self.win_doc[i])])
         if real:
             data, units = self._open(k)
             span = np.asarray(units[start : start + real])  # (real, 2)
             a, b = int(span[0, 0]), int(span[-1, 0] + span[-1, 1])
             ids = np.asarray(data[a:b], dtype=np.int64) + OFFSET
-            pieces = np.split(ids, np.cumsum(span[:-1, 1]))
+            pieces += np.split(ids, np.cumsum(span[:-1, 1]))
         if self.win_eod[i]:
             pieces.append(np.array([EOD], dtype=np.int64))
         return pieces
@@ -159,6 +161,14 @@ class PreparedUnits(Dataset):
         return self.sources[int(self.win_doc[i])]
 
 
+class WindowUnits(list):
+    """A window's units (byte-id arrays) and the modality of the document they come from."""
+
+    def __init__(self, units=(), modality: str = "text"):
+        super().__init__(units)
+        self.modality = modality
+
+
 def read_prepared(directory: str | Path) -> dict:
     """The manifest of a complete prepared directory, else DataError."""
     directory = Path(directory)
@@ -174,7 +184,9 @@ def read_prepared(directory: str | Path) -> dict:
 
 
 def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Windows (lists of byte-id arrays) -> units (U, L), unit_lengths (U,), doc_units (B, N), doc_mask (B, N)."""
+    """Windows (lists of byte-id arrays) -> units (U, L), unit_lengths (U,), doc_units (B, N), doc_mask (B, N),
+    unit_modalities (U,) (indices into bridges.modality.MODALITIES: a WindowUnits' document modality, else each
+    unit sniffed on its own)."""
     flat = [u for w in windows for u in w]
     counts = torch.tensor([len(w) for w in windows], dtype=torch.long)  # (B,)
     lengths = torch.tensor([len(u) for u in flat], dtype=torch.long)  # (U,)
@@ -186,7 +198,12 @@ def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Te
     doc_mask = torch.arange(n) < counts[:, None]  # (B, N)
     doc_units = torch.full((len(windows), n), -1, dtype=torch.long)  # (B, N)
     doc_units[doc_mask] = torch.arange(len(flat))
-    return {"units": units, "unit_lengths": lengths, "doc_units": doc_units, "doc_mask": doc_mask}
+    if all(isinstance(w, WindowUnits) for w in windows):
+        modalities = torch.tensor([modality_index(w.modality) for w in windows for _ in w], dtype=torch.long)
+    else:
+        modalities = unit_modalities(units, lengths)
+    return {"units": units, "unit_lengths": lengths, "doc_units": doc_units, "doc_mask": doc_mask,
+            "unit_modalities": modalities}
 
 
 def padding_waste(batch: dict[str, torch.Tensor]) -> float:

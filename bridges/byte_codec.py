@@ -36,7 +36,9 @@ from blt.encoder import LocalEncoder, LocalEncoderConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import BOS, EOD, EOS, OFFSET, PAD, decode, pad_batch
 from blt.patching import Patcher, Patches
+from blt.pretrained import ModalityThresholds
 from blt.transformer import Attention, Block, init_weights
+from bridges.modality import MODALITIES, sniff
 
 
 def length_chunks(lengths: torch.Tensor, max_tokens: int) -> list[torch.Tensor]:
@@ -62,6 +64,29 @@ def by_length(fn, ids: torch.Tensor, lengths: torch.Tensor, max_tokens: int, *pe
         width = int(chunk_lengths.max())
         outs.append(fn(ids[chunk, :width], *(r[chunk] for r in per_row), chunk_lengths))
     return torch.cat(outs)[torch.cat(chunks).argsort()]
+
+
+CALIBRATION_BYTES = 1024  # a modality's bytes in a calibration batch before it gets a threshold of its own
+
+
+def modality_index(modality: str) -> int:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}: one of {', '.join(MODALITIES)}")
+    return MODALITIES.index(modality)
+
+
+def unit_modalities(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(U,) the index in MODALITIES of each unit's content, sniffed unit by unit."""
+    rows = zip(ids.tolist(), lengths.tolist(), strict=True)
+    return torch.tensor([MODALITIES.index(sniff(decode(row[:n]))) for row, n in rows], dtype=torch.long,
+                        device=ids.device)
+
+
+def _one_threshold_for_all(state_dict, prefix, *args) -> None:
+    """Exports from before per-modality thresholds hold one scalar ``entropy_threshold``: it serves every modality."""
+    old = state_dict.pop(prefix + "entropy_threshold", None)
+    if old is not None:
+        state_dict[prefix + "entropy_thresholds"] = old.expand(len(MODALITIES)).clone()
 
 
 @dataclass
@@ -104,8 +129,11 @@ class ByteConceptEncoder(nn.Module):
         if self.patcher.needs_entropies:
             self.entropy_model = EntropyModel(EntropyModelConfig(c.entropy_dim, c.entropy_layers, c.entropy_heads,
                                                                  c.entropy_context, backend=c.backend))
-        # NaN until calibrated on real units (ByteLCMModule does it when the entropy stage ends).
-        self.register_buffer("entropy_threshold", torch.tensor(float("nan")))
+        # One per bridges.modality.MODALITIES, so that audio or image bytes get patches of their own size. NaN
+        # until calibrated on real units (ByteLCMModule does it when the entropy stage ends) or set from a
+        # pretrained entropy model's thresholds (set_thresholds).
+        self.register_buffer("entropy_thresholds", torch.full((len(MODALITIES),), float("nan")))
+        self._register_load_state_dict_pre_hook(_one_threshold_for_all)
         self.local = LocalEncoder(LocalEncoderConfig(
             c.dim, c.n_layers, c.n_heads, out_dim=c.pooler_dim, queries_per_patch=c.queries_per_patch,
             ngram_sizes=tuple(c.ngram_sizes), hash_table_size=c.hash_table_size, max_positions=c.max_positions,
@@ -124,28 +152,44 @@ class ByteConceptEncoder(nn.Module):
 
     @property
     def needs_calibration(self) -> bool:
-        return self.entropy_model is not None and bool(self.entropy_threshold.isnan())
+        return self.entropy_model is not None and bool(self.entropy_thresholds.isnan().any())
 
     @torch.no_grad()
-    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> float:
-        """Set the entropy threshold that gives ``target_patch_size`` bytes per patch on these units."""
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor, modalities: torch.Tensor | None = None) -> None:
+        """Set the entropy thresholds that give ``target_patch_size`` bytes per patch on these units: each
+        modality with at least CALIBRATION_BYTES bytes here gets its own, the others the whole sample's."""
         if self.entropy_model is None:
             raise ValueError(f"{self.config.patching!r} patching has no threshold to calibrate")
+        modalities = unit_modalities(ids, lengths) if modalities is None else modalities
         entropies = self.entropy_model.entropies(ids, lengths)
-        threshold = self.patcher.calibrate(ids, lengths, entropies, self.config.target_patch_size, clamp=True)
-        self.entropy_threshold.fill_(threshold)
-        return threshold
+        target = self.config.target_patch_size
+        self.entropy_thresholds.fill_(self.patcher.calibrate(ids, lengths, entropies, target, clamp=True))
+        for m in modalities.unique().tolist():
+            rows = modalities == m
+            if int(lengths[rows].sum()) >= CALIBRATION_BYTES:
+                self.entropy_thresholds[m] = self.patcher.calibrate(ids[rows], lengths[rows], entropies[rows], target,
+                                                                    clamp=True)
 
-    def patches(self, ids: torch.Tensor, lengths: torch.Tensor) -> Patches:
+    @torch.no_grad()
+    def set_thresholds(self, thresholds: ModalityThresholds) -> None:
+        """Take a pretrained entropy model's per-modality unit thresholds (no calibration needed)."""
+        self.entropy_thresholds.copy_(torch.tensor([thresholds.pick("unit", m) for m in MODALITIES]))
+
+    def patches(self, ids: torch.Tensor, lengths: torch.Tensor, modalities: torch.Tensor | None = None) -> Patches:
+        """Patches of units (U, L); ``modalities`` (U,) indexes MODALITIES (None: each unit sniffed)."""
         if self.entropy_model is None:
             return self.patcher(ids, lengths)
         if self.needs_calibration:
             raise RuntimeError("the entropy threshold is not calibrated yet: call calibrate() on sample units")
+        modalities = unit_modalities(ids, lengths) if modalities is None else modalities
         entropies = self.entropy_model.entropies(ids, lengths)
-        return self.patcher(ids, lengths, entropies, float(self.entropy_threshold))
+        return self.patcher(ids, lengths, entropies, self.entropy_thresholds[modalities][:, None])
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, running_stats: bool = False) -> torch.Tensor:
-        """Units as byte ids (U, L), right-padded, with lengths (U,) >= 1 -> concepts (U, d).
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, running_stats: bool = False,
+                modalities: torch.Tensor | None = None) -> torch.Tensor:
+        """Units as byte ids (U, L), right-padded, with lengths (U,) >= 1 -> concepts (U, d). ``modalities``
+        (U,) indexes bridges.modality.MODALITIES and picks each unit's entropy threshold (None: each unit
+        is sniffed on its own; a document's later WAV chunks then read as ``binary``).
 
         In training mode the concepts are normalised with the batch's statistics (updating the running
         ones) unless ``running_stats``; inference (``ByteConceptCodec.encode``) always uses the running ones.
@@ -154,15 +198,19 @@ class ByteConceptEncoder(nn.Module):
             return ids.new_zeros(0, self.config.concept_dim, dtype=self.out.weight.dtype)
         if bool((lengths < 1).any()):
             raise ValueError("every unit needs at least one byte")
-        raw = by_length(self._encode, ids, lengths, self.config.chunk_tokens)  # (U, d)
+        if self.entropy_model is not None and modalities is None:
+            modalities = unit_modalities(ids, lengths)
+        if modalities is None:  # patches do not depend on it
+            modalities = torch.zeros_like(lengths)
+        raw = by_length(self._encode, ids, lengths, self.config.chunk_tokens, modalities)  # (U, d)
         norm = self.concept_norm
         # One unit has no batch statistics: it is normalised with the running ones, as at inference.
         if self.training and not running_stats and len(raw) > 1:
             return norm(raw)  # through the module, so that Lightning's sync_batchnorm can swap it for SyncBatchNorm
         return F.batch_norm(raw, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
 
-    def _encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        patches = self.patches(ids, lengths)
+    def _encode(self, ids: torch.Tensor, modalities: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        patches = self.patches(ids, lengths, modalities)
         x, patch_mask = self.local(ids, patches.ids)  # (U, P, D), (U, P)
         x = self.patch_norm(x)  # O(1) patch vectors: the pooler's residual stream must not start near zero
         groups = torch.where(patch_mask, 0, -1)  # a unit's patches see each other, never padding
@@ -311,22 +359,29 @@ class ByteConceptCodec(nn.Module):
         """False until the entropy threshold is calibrated (entropy patching only)."""
         return not self.encoder.needs_calibration
 
-    def concepts(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def concepts(self, ids: torch.Tensor, lengths: torch.Tensor,
+                 modalities: torch.Tensor | None = None) -> torch.Tensor:
         """Training batches: unit rows (U, L), lengths (U,) -> (U, d), with the encoder's gradient."""
-        return self.encoder(ids, lengths)
+        return self.encoder(ids, lengths, modalities=modalities)
 
-    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """Set the entropy threshold on a training batch's units (when the entropy stage ends); returns the
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor,
+                  modalities: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Set the entropy thresholds on a training batch's units (when the entropy stage ends); returns the
         buffers it set."""
-        self.encoder.calibrate(ids, lengths)
-        return [self.encoder.entropy_threshold]
+        self.encoder.calibrate(ids, lengths, modalities)
+        return [self.encoder.entropy_thresholds]
 
     @torch.no_grad()
-    def encode(self, units: Sequence[bytes]) -> torch.Tensor:
+    def encode(self, units: Sequence[bytes], modality: str | Sequence[str] | None = None) -> torch.Tensor:
+        """Units -> concepts (n, d); ``modality`` is their document's, or one per unit (None: each unit sniffed
+        on its own)."""
         if any(len(u) == 0 for u in units):
             raise ValueError("cannot encode an empty unit")
         ids, lengths = pad_batch(list(units))
-        return self.encoder(ids.to(self.device), lengths.to(self.device), running_stats=True)
+        per_unit = [modality] * len(units) if isinstance(modality, str) else modality
+        modalities = None if per_unit is None else torch.tensor([modality_index(m) for m in per_unit])
+        return self.encoder(ids.to(self.device), lengths.to(self.device), running_stats=True,
+                            modalities=None if modalities is None else modalities.to(self.device))
 
     @torch.no_grad()
     def eod_concept(self) -> torch.Tensor:

@@ -23,8 +23,8 @@ class ConceptCodec(Protocol):
     def ready(self) -> bool:
         """False while a fitted part (entropy threshold, normaliser) waits for sample units."""
 
-    def encode(self, units: Sequence[bytes]) -> torch.Tensor:
-        """n units -> concepts (n, d)."""
+    def encode(self, units: Sequence[bytes], modality: str | None = None) -> torch.Tensor:
+        """n units of one document -> concepts (n, d); ``modality`` is the document's (bridges.modality)."""
 
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> list[bytes]:
@@ -33,10 +33,13 @@ class ConceptCodec(Protocol):
     def eod_concept(self) -> torch.Tensor:
         """(d,) the concept that ends a document."""
 
-    def concepts(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Training batches: unit id rows (U, L) with lengths (U,), EOD units among them -> (U, d)."""
+    def concepts(self, ids: torch.Tensor, lengths: torch.Tensor,
+                 modalities: torch.Tensor | None = None) -> torch.Tensor:
+        """Training batches: unit id rows (U, L) with lengths (U,), EOD units among them, and each unit's
+        document modality (U,) (an index into bridges.modality.MODALITIES) -> (U, d)."""
 
-    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor,
+                  modalities: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Make the codec ready on a training batch (the entropy threshold, or a frozen space's normaliser);
         returns the buffers it set, for a distributed run to share rank 0's."""
 

@@ -71,7 +71,8 @@ class FrozenConceptCodec(nn.Module):
         self.fitted.fill_(True)
 
     @torch.no_grad()
-    def encode(self, units: Sequence[bytes]) -> torch.Tensor:
+    def encode(self, units: Sequence[bytes], modality: str | None = None) -> torch.Tensor:
+        """Units -> concepts (n, d); a frozen space reads every modality the same way (``modality`` unused)."""
         if not self.ready:
             raise RuntimeError("the concept normaliser is not fitted: call fit_normalizer() on sample units first")
         if any(len(u) == 0 for u in units):
@@ -86,7 +87,8 @@ class FrozenConceptCodec(nn.Module):
         return self.encode([self.eod_text.encode()])[0]
 
     @torch.no_grad()
-    def concepts(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def concepts(self, ids: torch.Tensor, lengths: torch.Tensor,
+                 modalities: torch.Tensor | None = None) -> torch.Tensor:
         """Training batches: unit rows (U, L) with lengths (U,), the EOD unit ``[EOD]`` among them -> (U, d)."""
         eod = ids[:, 0] == EOD
         out = torch.empty(len(ids), self.dim, device=self.device)
@@ -96,7 +98,8 @@ class FrozenConceptCodec(nn.Module):
             out[~eod] = self.encode(units)
         return out
 
-    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor,
+                  modalities: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Fit the normaliser on a training batch's units (when no larger sample was given to fit_normalizer);
         returns the buffers it set."""
         self.fit_normalizer(text_units(ids, lengths))

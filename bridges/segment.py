@@ -354,7 +354,8 @@ KINDS: dict[str, type[Segmenter]] = {
 def build_segmenter(config: dict[str, Any], entropy_model: torch.nn.Module | None = None) -> Segmenter:
     """The segmenter ``config`` describes (the inverse of ``Segmenter.to_config``).
 
-    An ``entropy`` config stores numbers, not the model: pass the model as ``entropy_model``.
+    An ``entropy`` config stores numbers, not the model: it cuts with ``entropy_model`` when given, else
+    with the entropy model shipped in the package (blt.pretrained), as `blcm prepare` does.
     """
     if not isinstance(config, dict) or "kind" not in config:
         raise ValueError(f"a segmenter config is a dict with a 'kind' key (one of {sorted(KINDS)}), got {config!r}")
@@ -364,7 +365,9 @@ def build_segmenter(config: dict[str, Any], entropy_model: torch.nn.Module | Non
         raise ValueError(f"unknown segmenter kind {kind!r}; choose one of {sorted(KINDS)}")
     if kind == EntropySegmenter.kind:
         if entropy_model is None:
-            raise ValueError("an 'entropy' segmenter needs entropy_model= (its config stores only the numbers)")
+            from blt.pretrained import load_shipped_entropy_model
+
+            entropy_model = load_shipped_entropy_model()[0]
         fields["entropy_model"] = entropy_model
     if kind == ModalitySegmenter.kind:
         if set(fields) != {"text", "other"}:

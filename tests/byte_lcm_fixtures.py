@@ -21,6 +21,7 @@ TINY_MODEL = {
     "decoder": {"concept_dim": 32, "dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4},
     "core": {"variant": "two_tower", "model_dim": 32, "context_layers": 1, "denoiser_layers": 1, "n_heads": 2},
     "entropy_steps": 3,
+    "init_entropy_from": None,  # a tiny entropy model of its own, trained in an entropy stage (not the shipped one)
     "autoencoder_steps": 3,
     "lr": 3e-3,
     "warmup_steps": 2,

@@ -238,3 +238,54 @@ def test_init_std_sets_the_codec_scale_but_not_the_entropy_models(init_std):
         fan_in = m.weight.shape[1]
         assert m.weight.std().item() == pytest.approx((3 * fan_in) ** -0.5 if init_std is None else 0.02, rel=0.15)
     assert codec.entropy_model.embed.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_each_modality_patches_at_its_own_threshold():
+    from blt.entropy import MAX_ENTROPY
+    from bridges.byte_codec import modality_index
+
+    codec = tiny_codec("entropy")
+    encoder = codec.encoder
+    text, wav = modality_index("text"), modality_index("wav")
+    encoder.entropy_thresholds.fill_(0.0)  # every byte above it: one-byte patches
+    encoder.entropy_thresholds[wav] = MAX_ENTROPY - 1e-4  # none above it: only the max_patch_length starts
+    ids, lengths = pad_batch([UNITS[2], UNITS[2]])
+    patches = encoder.patches(ids, lengths, torch.tensor([text, wav]))
+    assert patches.counts[0] == lengths[0] and patches.counts[1] < lengths[1] / 2
+    concepts = codec.encode([UNITS[2]], "text"), codec.encode([UNITS[2]], "wav")
+    assert not torch.allclose(*concepts)  # different patches, different concept
+    with pytest.raises(ValueError, match="unknown modality"):
+        codec.encode([UNITS[2]], "mp3")
+
+
+def test_calibration_gives_each_modality_in_the_batch_its_own_threshold():
+    import random
+
+    from blt.patching import Patcher
+    from bridges.byte_codec import modality_index
+
+    codec = tiny_codec("entropy", target_patch_size=3.0)
+    encoder = codec.encoder
+    rng = random.Random(0)
+    text = [b"The cat sat on the mat and looked at the moon. " * 2] * 12
+    noise = [bytes([0]) + rng.randbytes(95) for _ in range(12)]  # sniffed as binary
+    ids, lengths = pad_batch(text + noise)
+    modalities = torch.tensor([modality_index("text")] * 12 + [modality_index("binary")] * 12)
+    encoder.calibrate(ids, lengths, modalities)
+    thresholds = encoder.entropy_thresholds
+    assert thresholds[modality_index("text")] != thresholds[modality_index("binary")]
+    assert thresholds[modality_index("wav")] == thresholds[modality_index("png")]  # absent: the whole batch's
+    entropies = encoder.entropy_model.entropies(ids, lengths)
+    for rows in (slice(0, 12), slice(12, 24)):
+        patches = Patcher("entropy")(ids[rows], lengths[rows], entropies[rows], thresholds[modalities[rows]][:, None])
+        assert float(lengths[rows].sum()) / int(patches.counts.sum()) == pytest.approx(3.0, rel=0.1)
+
+
+def test_an_export_with_one_threshold_serves_every_modality():
+    old = tiny_codec("entropy")
+    state = old.state_dict()
+    del state["encoder.entropy_thresholds"]
+    state["encoder.entropy_threshold"] = torch.tensor(1.25)  # before per-modality thresholds
+    new = tiny_codec("entropy", seed=1)
+    new.load_state_dict(state)
+    assert new.encoder.entropy_thresholds.tolist() == [1.25] * len(new.encoder.entropy_thresholds)

@@ -262,3 +262,20 @@ def test_a_frozen_codec_stays_fixed_while_the_core_learns(fitted, prepared):
         assert torch.equal(v, codec_before[k]), k
     assert any(not torch.equal(v, core_before[k]) for k, v in module.model.core.state_dict().items())
     assert "reconstruction" not in module.losses(first_batch(prepared), "joint")
+
+
+def test_entropy_patching_takes_the_shipped_model_and_its_thresholds_by_default():
+    from blt.pretrained import load_shipped_entropy_model
+    from bridges.modality import MODALITIES
+
+    module = tiny_module(init_entropy_from="shipped")
+    shipped, thresholds = load_shipped_entropy_model()
+    encoder = module.model.codec.encoder
+    assert module.stage(0) == "autoencoder"  # no entropy stage
+    assert not encoder.needs_calibration
+    assert encoder.entropy_model.config.dim == shipped.config.dim == module.hparams.encoder["entropy_dim"]
+    assert all(torch.equal(a, b) for a, b in zip(encoder.entropy_model.state_dict().values(),
+                                                 shipped.state_dict().values(), strict=True))
+    assert encoder.entropy_thresholds.tolist() == pytest.approx([thresholds.pick("unit", m) for m in MODALITIES])
+    static = tiny_module(encoder={**TINY_MODEL["encoder"], "patching": "static"}, init_entropy_from="shipped")
+    assert static.model.codec.entropy_model is None  # nothing to patch with, nothing loaded

@@ -16,6 +16,7 @@ from blcm.cli import main
 from blcm.data import DataError, in_valid_split, iter_records
 from blcm.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
 from blt.ids import EOD, OFFSET, PAD
+from bridges.modality import MODALITIES
 from tests.conftest import shared_file
 
 TEXTS = [
@@ -304,7 +305,8 @@ def test_datamodule_batches_ranks_and_checks(tmp_path, corpus):
     dm = UnitDataModule(str(out), max_units=4, batch_size=3, val_windows=5)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"units", "unit_lengths", "doc_units", "doc_mask"} and batch["doc_units"].shape[0] <= 3
+    assert set(batch) == {"units", "unit_lengths", "doc_units", "doc_mask", "unit_modalities"}
+    assert batch["doc_units"].shape[0] <= 3 and batch["unit_modalities"].shape == batch["unit_lengths"].shape
     val = [b for b in dm.val_dataloader()]
     assert sum(b["doc_units"].shape[0] for b in val) == 5
     assert [b["units"].tolist() for b in dm.val_dataloader()] == [b["units"].tolist() for b in val]  # fixed
@@ -391,6 +393,35 @@ def test_modality_prepare_tags_documents_and_cuts_non_text_into_fixed_spans(tmp_
     assert list(note) == [17, 17, 4]  # sentences: "A sentence here. ", "And another one! ", "Fin."
     assert (picture[:-1] == 32).all()  # fixed spans of max_unit_bytes
     assert "(png 1, text 1, wav 2)" in prep.summary(out, manifest)
+    # Every unit of a batch carries its document's modality, not its own sniff (a WAV's later spans are not WAVs).
+    ds = PreparedUnits(out, "train", max_units=64)
+    batch = collate_units([ds[i] for i in range(len(ds))])
+    expected = [MODALITIES.index(tag) for tag, w in zip(tags, (ds[i] for i in range(len(ds))), strict=True)
+                for _ in w]
+    assert batch["unit_modalities"].tolist() == expected
+    assert collate_units([list(ds[3])])["unit_modalities"].tolist()[1] == MODALITIES.index("binary")  # sniffed
+
+
+def test_modality_prepare_can_cut_non_text_where_the_shipped_model_is_surprised(tmp_path, capsys):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    wav = b"RIFF" + (36 + 6000).to_bytes(4, "little") + b"WAVEfmt " + np.random.default_rng(0).integers(
+        0, 64, 6000, dtype=np.uint8).tobytes()
+    (src / "speech.wav").write_bytes(wav)
+    (src / "note.txt").write_bytes(b"A sentence here. And another one! Fin.")
+    out = tmp_path / "out"
+    assert main(["prepare", str(src), "--out", str(out), "--segmenter", "modality", "--other-segmenter", "entropy",
+                 "--max-unit-bytes", "128", "--valid-percent", "0", "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["segmenter"]["other"]["kind"] == "entropy"
+    docs = read_docs(out, "train")
+    assert [d for d, _ in docs] == [b"A sentence here. And another one! Fin.", wav]  # lossless
+    units = np.load(out / "train" / "shard-00000" / "units.npy")[:, 1]
+    speech = units[3:]
+    assert speech.sum() == len(wav) and speech.min() >= 16 and speech.max() <= 128
+    assert speech.mean() == pytest.approx(64, rel=0.25)  # half of --max-unit-bytes on average
+    assert main(["prepare", str(src), "--out", str(tmp_path / "o2"), "--other-segmenter", "entropy"]) == 2
+    assert "use it with segmenter 'modality'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("megabytes", [pytest.param(2, id="2MB"), pytest.param(50, id="50MB", marks=pytest.mark.slow)])

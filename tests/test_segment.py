@@ -250,7 +250,6 @@ def test_config_round_trip(tiny_entropy_model_dir):
     ({"kind": "sentence", "max_bytes": 3}, "max_bytes must be an int >= 4"),
     ({"kind": "sentence", "max_len": 3}, "bad 'sentence' segmenter config"),
     ({"kind": "fixed", "size": 0}, "size must be"),
-    ({"kind": "entropy"}, "needs entropy_model"),
 ])
 def test_bad_configs(config, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -1,0 +1,51 @@
+"""The built sdist and wheel carry the shipped entropy model: installed from either, it loads verified."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_FILES = ("config.json", "model.safetensors", "thresholds.json")
+
+
+def build(kind: str, out: Path, source: Path = REPO) -> Path:
+    """A PEP 517 sdist or wheel of ``source`` (the setuptools this venv has: no download, no isolation)."""
+    code = (f"import sys; from setuptools import build_meta as b; "
+            f"print(b.build_{kind}({str(out)!r}))")
+    name = subprocess.run([sys.executable, "-c", code], cwd=source, check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+    return out / name
+
+
+@pytest.fixture(scope="module")
+def wheel_from_sdist(tmp_path_factory) -> Path:
+    """sdist first, then the wheel built from the unpacked sdist: if the sdist lost the weights, so does the wheel."""
+    import tarfile
+
+    out = tmp_path_factory.mktemp("dist")
+    sdist = build("sdist", out)
+    with tarfile.open(sdist) as tar:
+        tar.extractall(out / "src", filter="data")
+    return build("wheel", out, source=next((out / "src").iterdir()))
+
+
+def test_the_wheel_holds_the_shipped_model(wheel_from_sdist):
+    names = zipfile.ZipFile(wheel_from_sdist).namelist()
+    for name in SHIPPED_FILES:
+        assert f"blt/pretrained/entropy-bytes/{name}" in names
+
+
+def test_the_installed_package_loads_the_model_from_itself(wheel_from_sdist, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
+                    str(target), str(wheel_from_sdist)], check=True)
+    probe = ("import blt.pretrained as p; m, t = p.load_shipped_entropy_model(); "
+             "print(p.SHIPPED); print(m.num_params(), sorted(t.file))")
+    run = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
+                         cwd=tmp_path, check=True, capture_output=True, text=True)
+    shipped, summary = run.stdout.strip().splitlines()[-2:]
+    assert Path(shipped).is_relative_to(target)  # the installed copy, not the source tree
+    assert "text" in summary and "wav" in summary
