@@ -464,9 +464,9 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
     seconds: dict[str, float] = {}
     result: dict = {"settings": {**asdict(settings), "sampling": asdict(settings.sampling)}}
 
-    def timed(name: str, fn, *args):
+    def timed(name: str, fn, *args, **kwargs):
         with Timer() as t:
-            out = fn(*args)
+            out = fn(*args, **kwargs)
         seconds[name] = round(t.seconds, 2)
         return out
 

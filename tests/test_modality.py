@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,9 +74,17 @@ def test_modality_segmenter_dispatches_and_round_trips_its_config():
 
 @pytest.mark.parametrize("config, message", [
     ({"kind": "modality", "text": {"kind": "sentence"}}, "'text' and 'other'"),
-    ({"kind": "modality", "text": {"kind": "sentence"}, "other": {"kind": "entropy"}}, "entropy_model"),
     ({"kind": "modality", "text": {"kind": "modality"}, "other": {"kind": "fixed"}}, "'text' and 'other'"),
 ])
 def test_bad_modality_configs(config, message):
     with pytest.raises(ValueError, match=message):
         build_segmenter(config)
+
+
+def test_an_entropy_config_without_a_model_cuts_with_the_shipped_one():
+    from blt.pretrained import load_shipped_entropy_model
+
+    seg = build_segmenter({"kind": "modality", "text": {"kind": "sentence"}, "other": {"kind": "entropy"}})
+    shipped, _ = load_shipped_entropy_model()
+    assert seg.other.entropy_model.config == shipped.config
+    assert torch.equal(seg.other.entropy_model.head.weight, shipped.head.weight)
