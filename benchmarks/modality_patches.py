@@ -41,23 +41,21 @@ def held_out_documents(modality: str) -> list[bytes]:
     return [p.read_bytes() for p in sorted(FOLDERS[modality].glob(f"*.{modality}")) if in_valid_split(p.name, 10)]
 
 
-def spread_units(model: ByteLCM, docs: list[bytes], n: int) -> list[bytes]:
-    """Up to ``n`` units taken in turn from each document (so no one file dominates)."""
-    per_doc = [model.units(d) for d in docs]
-    out, i = [], 0
-    while len(out) < n and any(i < len(u) for u in per_doc):
-        out += [u[i] for u in per_doc if i < len(u)]
-        i += 1
-    return out[:n]
+def sample_units(model: ByteLCM, docs: list[bytes], n: int, seed: int = 0) -> list[bytes]:
+    """``n`` units drawn uniformly (seeded) from all the documents' units: a file's start (a WAV's header and
+    leading silence) weighs no more than its middle."""
+    units = [u for d in docs for u in model.units(d)]
+    picked = torch.randperm(len(units), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    return [units[i] for i in sorted(picked)]
 
 
-@torch.no_grad()
 def patch_stats(model: ByteLCM, units: list[bytes], modality: str) -> dict[str, float]:
     codec = model.codec
     ids, lengths = pad_batch(units)
     modalities = torch.full_like(lengths, modality_index(modality))
-    patches = codec.encoder.patches(ids, lengths, modalities)
-    with FlopCounterMode(display=False) as counter:
+    with torch.no_grad():
+        patches = codec.encoder.patches(ids, lengths, modalities)
+    with FlopCounterMode(display=False) as counter:  # not under no_grad: its module tracker needs autograd
         codec.concepts(ids, lengths, modalities)
     return {"mean_patch_bytes": float(lengths.sum()) / int(patches.counts.sum()),
             "encoder_mflops_per_byte": counter.get_total_flops() / float(lengths.sum()) / 1e6,
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, directory = spec.partition("=")
         model = ByteLCM.from_pretrained(directory)
         for modality in args.modalities:
-            units = spread_units(model, docs[modality], args.units)
+            units = sample_units(model, docs[modality], args.units)
             scores = codec_scores(model.codec, units, sigmas=(), modality=modality)
             rows.append({"model": name, "export": directory, "modality": modality, "units": len(units),
                          **patch_stats(model, units, modality),
