@@ -1,5 +1,7 @@
 """The built sdist and wheel carry the shipped entropy model: installed from either, it loads verified."""
 
+import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -42,10 +44,15 @@ def test_the_installed_package_loads_the_model_from_itself(wheel_from_sdist, tmp
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
                     str(target), str(wheel_from_sdist)], check=True)
+    (tmp_path / "sample.txt").write_bytes(b"Any file at all, patched the minute the install ends.")
     probe = ("import blt.pretrained as p; m, t = p.load_shipped_entropy_model(); "
-             "print(p.SHIPPED); print(m.num_params(), sorted(t.file))")
+             "print(p.SHIPPED); print(m.num_params(), sorted(t.file)); "
+             "from blcm.cli import main; main(['patch', 'sample.txt', '--format', 'json'])")
+    env = {k: v for k, v in os.environ.items() if k != "BLCM_ENTROPY_MODEL"}
     run = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],
-                         cwd=tmp_path, check=True, capture_output=True, text=True)
-    shipped, summary = run.stdout.strip().splitlines()[-2:]
+                         cwd=tmp_path, check=True, capture_output=True, text=True, env=env)
+    shipped, summary, patches = run.stdout.strip().splitlines()[-3:]
     assert Path(shipped).is_relative_to(target)  # the installed copy, not the source tree
     assert "text" in summary and "wav" in summary
+    out = json.loads(patches)
+    assert out["model"] == "shipped" and sum(out["lengths"]) == len((tmp_path / "sample.txt").read_bytes())
