@@ -27,7 +27,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    show_blcm_logs()
     if argv and argv[0] in LIGHTNING_COMMANDS:
         return run_lightning(argv)
     parser = build_parser()
@@ -43,6 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `blcm patch big.bin | head`
         sys.stderr.close()
         return 0
+
+
+def show_blcm_logs() -> None:
+    """INFO and up of the "blcm" logger on stderr. A handler on that logger only: one on the root logger would
+    print every Lightning message a second time, next to Lightning's own handler (records still propagate, so
+    pytest's caplog sees them)."""
+    log = logging.getLogger("blcm")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 def build_parser() -> argparse.ArgumentParser:

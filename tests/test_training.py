@@ -2,6 +2,7 @@
 the model is exported, the CLI runs, and a NaN stops training with a message naming it."""
 
 import math
+import os
 from pathlib import Path
 
 import lightning as L
@@ -111,3 +112,20 @@ def test_warmup_cosine_schedule():
     assert warmup_cosine(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert warmup_cosine(1000, 10, 100, 0.1) == pytest.approx(0.1)
     assert warmup_cosine(1000, 10, None, 0.1) == 1.0
+
+
+def test_fit_prints_lightnings_messages_once(tmp_path):
+    """A fresh process, as a user runs it: the logging set-up is process-wide."""
+    import subprocess
+    import sys
+
+    (tmp_path / "t.txt").write_text("a little text for the model to read. " * 100)
+    config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
+    run = subprocess.run([sys.executable, "-m", "blcm.cli", "fit", "--config", str(config), "--model.dim", "32",
+                          "--model.n_layers", "1", "--model.n_heads", "2", "--data.train_files", "[t.txt]",
+                          "--data.batch_size", "2", "--trainer.max_steps", "1",
+                          "--trainer.enable_progress_bar", "false"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    out = run.stdout + run.stderr
+    assert out.count("Trainable params") == 1 and out.count("GPU available") == 1
