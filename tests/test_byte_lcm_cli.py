@@ -83,10 +83,25 @@ def test_generate_prints_units_or_writes_a_file(trained, tmp_path, capsys):
     args = ["generate", "--model", model, "The cat sat on the mat.", "--max-units", "2", "--steps", "3", "--seed", "0"]
     out = tmp_path / "gen.bin"
     assert main([*args, "--out", str(out)]) == 0
-    assert out.is_file()
-    code = main(args)  # an untrained decoder may emit non-UTF-8 bytes: then it asks for --out
+    from blcm.model import ByteLCM
+    from concept_core.interface import Sampling
+
+    units = list(ByteLCM.from_pretrained(model).iter_generate(b"The cat sat on the mat.", max_units=2,
+                                                              sampling=Sampling(steps=3), seed=0))
+    assert out.read_bytes() == b"".join(units)  # the same seed, the same units
+    capsys.readouterr()
+    code = main(args)  # an untrained decoder may emit non-UTF-8 bytes: then it stops there and asks for --out
     captured = capsys.readouterr()
-    assert code == 0 or "--out" in captured.err
+    printed = []
+    for unit in units:
+        try:
+            printed.append(unit.decode("utf-8"))
+        except UnicodeDecodeError:
+            assert code == 2 and "pass --out FILE" in captured.err
+            break
+    else:
+        assert code == 0 and f"({len(units)} unit(s) generated)" in captured.err
+    assert captured.out.split() == " ".join(printed).split()  # each printed unit, in order
 
 
 def test_export_from_a_checkpoint(trained, tmp_path):

@@ -131,10 +131,18 @@ def test_invalid_n():
         hash_ngrams(encode(b"abc")[None], 0, 10)
 
 
-def test_large_ids_do_not_overflow():
-    ids = torch.full((1, 16), 259)
-    h = hash_ngrams(ids, 8, 2**31 - 1)
-    assert (h >= 0).all()
+def reference_hash(window: list[int], n: int, table_size: int) -> int:
+    """The polynomial hash in Python's unbounded integers: what int64 must reproduce exactly."""
+    value = sum(x * 1_000_003 ** (n - 1 - j) for j, x in enumerate(window)) + n * 0x9E3779B1
+    return value % (2**31 - 1) % table_size
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_large_ids_hash_as_unbounded_integers_do(n):
+    ids = torch.tensor([[259] * 16 + [4, 200, 258, 7, 259, 131]])  # the largest id, where overflow would show
+    h = hash_ngrams(ids, n, 2**31 - 1)
+    padded = [0] * (n - 1) + ids[0].tolist()
+    assert h[0].tolist() == [reference_hash(padded[i : i + n], n, 2**31 - 1) for i in range(ids.shape[1])]
 
 
 @pytest.mark.parametrize("sizes", [(3,), (3, 4, 5, 6, 7, 8)])
