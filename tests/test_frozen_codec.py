@@ -209,7 +209,9 @@ def test_a_sonar_lcm_trains_only_its_core_and_generates(fake_sonar, tmp_path):
     again = ByteLCM.from_pretrained(tmp_path / "export")
     assert again.codec.ready and torch.equal(again.encode(b"The cat sat on the mat."),
                                              model.encode(b"The cat sat on the mat."))
-    assert isinstance(again.generate(b"The cat sat on the mat.", max_units=2, seed=0), bytes)
+    # The export generates what the model does, unit by unit (a seed fixes every draw)
+    units = list(again.iter_generate(b"The cat sat on the mat.", max_units=2, seed=0))
+    assert units == list(model.iter_generate(b"The cat sat on the mat.", max_units=2, seed=0)) and len(units) <= 2
 
 
 MINILM_MODEL = {"codec": {"kind": "sentence_transformer", "model": MINILM}, "encoder": None,
@@ -228,7 +230,9 @@ def test_minilm_lcm_trains_through_blcm_fit_and_exports_without_the_minilm_weigh
     assert not torch.equal(model.codec.normalizer.scale, torch.ones(384))
     concepts = model.encode(b"The cat sat on the mat. A dog ran past the sea!")
     assert concepts.shape == (2, 384)
-    assert model.generate(b"The cat sat on the mat.", max_units=2, seed=0) is not None
+    units = list(model.iter_generate(b"The cat sat on the mat.", max_units=2, seed=0))
+    assert len(units) <= 2 and all(0 < len(u) <= model.codec.max_unit_bytes for u in units)
+    assert model.generate(b"The cat sat on the mat.", max_units=2, seed=0) == b"".join(units)
     assert main(["eval", "--model", str(tmp_path / "export"), "--data", str(tmp_path / "toy.jsonl"),
                  "--max-docs", "2", "--generation-docs", "1", "--noise", "0", "--out", str(tmp_path / "e.json")]) == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,9 +27,14 @@ def test_repetition_counts_repeated_ngrams():
 
 
 @given(WORDS)
-def test_repetition_is_a_share(tokens):
+def test_repetition_counts_each_ngram_that_repeats_an_earlier_one(tokens):
     value = repetition(" ".join(tokens), 4)
-    assert math.isnan(value) if len(tokens) < 4 else 0.0 <= value < 1.0
+    grams = [tuple(tokens[i : i + 4]) for i in range(len(tokens) - 3)]
+    if not grams:
+        assert math.isnan(value)
+        return
+    repeats = sum(g in grams[:i] for i, g in enumerate(grams))  # a slow, independent count
+    assert value == pytest.approx(repeats / len(grams))
 
 
 @given(WORDS, WORDS)
