@@ -1,6 +1,8 @@
 """One-Tower diffusion LCM and Quant-LCM (residual VQ): masks, caches, quantiser, input checks, and
 learning the synthetic next-concept rule better than copying the last concept."""
 
+import math
+
 import pytest
 import torch
 from core_synthetic import SyntheticConcepts
@@ -251,3 +253,27 @@ def test_bad_inputs_raise(make):
         except ConceptInputError:
             continue
         pytest.fail(f"{name}: no ConceptInputError")
+
+
+def test_choose_reads_temperature_and_top_k():
+    from concept_core.quant import choose
+
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0]]).expand(4000, -1)  # (B, 5), the best index is 1
+    draw = lambda t, k: choose(logits, t, k, torch.Generator().manual_seed(0))
+    assert (draw(0.0, None) == 1).all() and (draw(1.0, 1) == 1).all()  # greedy; a top-1 draw is greedy too
+    top2 = draw(1.0, 2)
+    assert set(top2.tolist()) == {1, 3}  # only the two best, both drawn
+    assert (top2 == 1).float().mean() == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.03)  # softmax of 3 vs 2
+    hot = draw(100.0, None)  # a high temperature flattens the draw towards uniform
+    assert set(hot.tolist()) == set(range(5)) and (hot == 1).float().mean() < 0.25
+
+
+def test_quant_d_head_samples_with_temperature_and_greedily_without():
+    torch.manual_seed(0)
+    model = quant("d").eval()
+    concepts = torch.randn(3, 4, DIM)
+    draws = [model.predict_next(concepts, sampling=Sampling(temperature=t, guidance_scale=1.0),
+                                generator=torch.Generator().manual_seed(seed)) for t, seed in
+             ((0.0, 0), (0.0, 1), (5.0, 0), (5.0, 1))]
+    assert torch.equal(draws[0], draws[1])  # greedy ignores the generator
+    assert not torch.equal(draws[2], draws[3])  # sampling does not
