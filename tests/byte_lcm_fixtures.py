@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import lightning as L
 import yaml
 
 from blcm.prepare import prepare
@@ -70,3 +71,18 @@ def write_fit_config(path: Path, data_dir: Path, model: dict | None = None, **tr
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+class RecordBatches(L.Callback):
+    """Appends, for every training batch, the step it trains and a fingerprint of its units to a JSON-lines file
+    (for checking that a resumed run sees exactly the batches an uninterrupted one would)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        units = batch["units"]
+        record = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch_idx": batch_idx,
+                  "shape": list(units.shape), "sum": int(units.sum()), "weighted": int((units * units.cumsum(1)).sum())}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")

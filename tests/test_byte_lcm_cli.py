@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from byte_lcm_fixtures import prepared_corpus, write_fit_config
 
 from blcm.cli import main
@@ -147,8 +148,22 @@ def last_step(run_dir: Path) -> int:
         return -1
 
 
-def test_kill_9_then_resume_continues_training(tmp_path):
-    config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), max_steps=400)
+def recorded_batches(path: Path) -> dict[int, dict]:
+    """step -> the batch recorded for it (the last record wins: a resumed run retrains what the kill cut short)."""
+    return {r["step"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def with_recorder(config: Path, record: Path) -> Path:
+    data = yaml.safe_load(config.read_text())
+    data["trainer"]["callbacks"].append({"class_path": "tests.byte_lcm_fixtures.RecordBatches",
+                                         "init_args": {"path": str(record)}})
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def test_kill_9_then_resume_sees_exactly_the_batches_of_an_uninterrupted_run(tmp_path):
+    data = prepared_corpus(tmp_path)
+    config = with_recorder(write_fit_config(tmp_path / "fit.yaml", data, max_steps=400), tmp_path / "batches.jsonl")
     proc = subprocess.Popen([*BLCM, "fit", "--config", str(config)], env=subprocess_env(), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
@@ -161,13 +176,23 @@ def test_kill_9_then_resume_continues_training(tmp_path):
 
     (last,) = tmp_path.glob("runs/tiny/version_*/checkpoints/last.ckpt")
     resumed = subprocess.run([*BLCM, "fit", "--config", str(config), "--ckpt_path", str(last),
-                              "--trainer.max_steps", str(killed_at + 4)], env=subprocess_env(), cwd=tmp_path,
+                              "--trainer.max_steps", str(killed_at + 6)], env=subprocess_env(), cwd=tmp_path,
                              capture_output=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert f"Restoring states from the checkpoint path at {last}" in resumed.stderr.decode()
     final = [torch.load(p, weights_only=True, map_location="cpu")["global_step"]
              for p in tmp_path.glob("runs/tiny/version_*/checkpoints/last.ckpt")]
-    assert killed_at + 4 in final
+    assert killed_at + 6 in final
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    ref_config = with_recorder(write_fit_config(reference / "fit.yaml", data, max_steps=killed_at + 6),
+                               reference / "batches.jsonl")
+    subprocess.run([*BLCM, "fit", "--config", str(ref_config)], env=subprocess_env(), cwd=reference, check=True,
+                   capture_output=True, timeout=300)
+    got, want = recorded_batches(tmp_path / "batches.jsonl"), recorded_batches(reference / "batches.jsonl")
+    assert sorted(got) == sorted(want) == list(range(killed_at + 6))
+    assert [got[s] for s in sorted(got)] == [want[s] for s in sorted(want)]  # before the kill and after it
 
 
 def test_two_process_ddp_on_cpu(tmp_path):

@@ -382,3 +382,11 @@ def test_a_large_single_binary_file_is_kept_whole_next_to_an_empty_one(tmp_path,
     ((data, _),) = read_docs(out, "train")
     assert data == big  # nothing lost: every byte, in order
     assert manifest["splits"]["train"]["units"] == -(-len(big) // 128)
+
+
+def test_skip_leaves_out_the_first_batches_of_the_next_pass_only():
+    sampler = BucketBatchSampler(np.arange(40) % 7, batch_size=4, seed=3, bucket_factor=2, rank=1, world_size=2)
+    full = list(sampler)
+    sampler.skip = 3
+    assert list(sampler) == full[3:] and len(sampler) == len(full)  # Lightning counts the epoch by len
+    assert list(sampler) == full  # the pass after starts at the beginning again
