@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, PAD, pad_batch
-from bridges.modality import MODALITIES
+from bridges.byte_codec import modality_index
 
 
 @torch.no_grad()
@@ -96,7 +96,7 @@ def dispersion(concepts: torch.Tensor) -> dict[str, float]:
 def training_flops_per_byte(codec, units: Sequence[bytes], modality: str | None = None) -> float:
     """FLOPs of one reconstruction training step on ``units`` (forward and backward) per unit byte."""
     ids, lengths = (t.to(codec.device) for t in pad_batch(list(units)))
-    modalities = None if modality is None else torch.full_like(lengths, MODALITIES.index(modality))
+    modalities = None if modality is None else torch.full_like(lengths, modality_index(modality))
     copy = deepcopy(codec).train()  # a training step updates batch-norm statistics: not the caller's codec's
     with FlopCounterMode(display=False) as counter:
         scores = copy.decoder(ids, lengths, copy.concepts(ids, lengths, modalities))

@@ -30,6 +30,7 @@ from blt.pretrained import (
 )
 from bridges.modality import sniff
 from tests.conftest import shared_file
+from tools.ship_entropy_model import sample
 
 
 def synthetic_wav(seconds: float = 0.25) -> bytes:
@@ -176,18 +177,6 @@ def mean_patch_size(model, rows: list[bytes], threshold: float) -> float:
     return float(lengths.sum()) / int(Patcher("entropy")(ids, lengths, entropies, threshold).counts.sum())
 
 
-def pieces(docs: list[bytes], size: int, budget: int) -> list[bytes]:
-    """Seeded random pieces of ``size`` bytes (documents cut at multiples of it) up to ``budget`` bytes."""
-    cut = [d[i : i + size] for d in docs for i in range(0, len(d), size)]
-    random.Random(0).shuffle(cut)
-    total = 0
-    for n, piece in enumerate(cut):
-        total += len(piece)
-        if total >= budget:
-            return cut[: n + 1]
-    return cut
-
-
 @pytest.mark.parametrize("modality", ["text", "wav", "png"])
 def test_per_modality_thresholds_hit_their_targets_on_held_out_files(modality):
     """On files the thresholds were not calibrated on (the held-out text of en/ and multilingual/, the WAV and PNG
@@ -204,9 +193,9 @@ def test_per_modality_thresholds_hit_their_targets_on_held_out_files(modality):
         docs = [p.read_bytes() for p in sorted(folder.glob(f"*.{modality}")) if in_valid_split(p.name, 10)]
     model, thresholds = load_shipped_entropy_model()
     target = thresholds.target_patch_sizes[modality]
-    files = pieces(docs, 4096, 1 << 18)  # past its first 256 bytes a piece scores as the whole file would
+    files = sample(docs, 1 << 18, piece=4096)  # past its first 256 bytes a piece scores as the whole file would
     segment = make_segmenter("modality", 128)
-    units = [u for piece in pieces(docs, 1 << 16, 1 << 17) for u in segment.split(piece)]
+    units = [u for piece in sample(docs, 1 << 17, piece=1 << 16) for u in segment.split(piece)]
     with torch.inference_mode():
         assert mean_patch_size(model, files, thresholds.file[modality]) == pytest.approx(target, rel=0.1)
         assert mean_patch_size(model, units, thresholds.unit[modality]) == pytest.approx(target, rel=0.1)

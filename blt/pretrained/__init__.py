@@ -98,9 +98,10 @@ def verify(directory: Path, pinned: dict[str, tuple[int, str]]) -> None:
 
 
 def load_shipped_entropy_model(map_location: str = "cpu") -> tuple[EntropyModel, ModalityThresholds]:
-    """The shipped entropy model (float32, eval mode) and its per-modality thresholds, files verified first."""
+    """The shipped entropy model (float32 parameters loaded from the fp16 file, eval mode) and its per-modality
+    thresholds, files verified first."""
     verify(SHIPPED, PINNED)
-    model = EntropyModel.from_pretrained(SHIPPED, map_location).float()
+    model = EntropyModel.from_pretrained(SHIPPED, map_location)
     return model, load_thresholds(SHIPPED)
 
 
