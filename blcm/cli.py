@@ -257,8 +257,7 @@ def run_lightning(argv: list[str]) -> int:
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
-    from blcm.data import DataError
-    from blcm.errors import ConfigError
+    from blcm.errors import ConfigError, DataError
 
     if not any(a.startswith("--weights_only") for a in argv):
         argv = [*argv, "--weights_only", "true"]  # resuming never unpickles arbitrary objects
@@ -298,7 +297,7 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from blcm.data import DataError
+    from blcm.errors import DataError
     from blcm.prepare import prepare, summary
 
     try:

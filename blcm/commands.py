@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from blcm.errors import CLIError
+from blcm.errors import CLIError, DataError
+from blt.atomic import atomic_file, atomic_write
 
 
 def load_model(directory: str, byte_lm: bool = False):
@@ -112,10 +113,8 @@ def cmd_encode(args) -> int:
     concepts = encode_units(model, units, ENCODE_BATCH, progress, desc=f"encoding {len(units):,} units")
     concepts = concepts.float().cpu().numpy()  # (n, d)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npy")
-    np.save(tmp, concepts)
-    tmp.rename(out)
+    with atomic_file(out) as tmp:
+        np.save(tmp, concepts)
     print(f"{len(concepts)} unit(s) of {args.file} -> concepts {concepts.shape} in {out}", file=sys.stderr)
     return 0
 
@@ -224,7 +223,6 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from blcm.data import DataError
     from blcm.evaluate import (
         EvalSettings,
         evaluate,
@@ -272,12 +270,8 @@ def cmd_eval(args) -> int:
                         "pairs": args.pairs}
     report = render_markdown(result)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for path, text in ((out, json.dumps(json_ready(result), indent=2, allow_nan=False)),
-                           (out.with_suffix(".md"), report)):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text)
-            tmp.rename(path)
+        atomic_write(out, json.dumps(json_ready(result), indent=2, allow_nan=False))
+        atomic_write(out.with_suffix(".md"), report)
     except OSError as e:
         raise CLIError(f"cannot write {out}: {e.strerror or e}") from None
     if args.tensorboard:

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -27,13 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from blcm.errors import DataError
+from blt.atomic import atomic_directory, atomic_file
 from blt.ids import BOS, EOS, OFFSET, PAD
 
 log = logging.getLogger("blcm")
-
-
-class DataError(Exception):
-    """Input data that cannot be used (a missing path, no documents): reported in one line by the CLI."""
 
 
 def home() -> Path:
@@ -93,16 +90,10 @@ def fetch_corpus(corpus: RegistryCorpus = DEFAULT_CORPUS, force: bool = False, p
             text = archive.read(name).decode("utf-8")
             split = "valid" if in_valid_split(doc_id, corpus.valid_percent) else "train"
             splits[split].append({"id": doc_id, "source": corpus.name, "lang": "en", "text": text})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    for split, records in splits.items():
-        with gzip.open(tmp / f"{split}.jsonl.gz", "wt", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if out.exists():
-        for f in out.iterdir():
-            f.unlink()
-        out.rmdir()
-    tmp.rename(out)
+    with atomic_directory(out) as tmp:
+        for split, records in splits.items():
+            with gzip.open(tmp / f"{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     log.info("%s: %d train / %d valid documents in %s", corpus.name, len(splits["train"]), len(splits["valid"]), out)
     return out
 
@@ -258,10 +249,8 @@ def cached_stream(paths: list[str], text_field: str = "text") -> np.ndarray:
     stream, skipped = build_stream(paths, text_field)
     if skipped.items:
         log.warning("%s in %s", skipped.summary(), ", ".join(map(str, paths)))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, stream)
-    tmp.rename(cache)
+    with atomic_file(cache) as tmp:
+        np.save(tmp, stream)
     return np.load(cache, mmap_mode="r")
 
 

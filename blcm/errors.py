@@ -7,3 +7,7 @@ class CLIError(Exception):
 
 class ConfigError(ValueError):
     """A model configuration that cannot be built (an unknown core variant, a missing init_from, ...)."""
+
+
+class DataError(Exception):
+    """Input data that cannot be used (a missing path, no documents)."""

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from blcm.data import DataError, Document, SkipReport, iter_records
+from blcm.data import Document, SkipReport, iter_records
+from blcm.errors import DataError
 from blcm.pairs import group_means, read_pairs, retrieval_accuracy
 from blcm.text_metrics import byte_accuracy, chrf, overlap, repetition, rouge_l
 from blt.entropy import EntropyModel

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.commands import show_unit
-from blcm.data import DataError
-from blcm.errors import ConfigError
+from blcm.errors import ConfigError, DataError
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.pairs import group_means, info_nce, read_pairs
 from blcm.plotting import log_entropy_figure

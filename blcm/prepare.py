@@ -33,14 +33,15 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from blcm.data import DataError, SkipReport, in_valid_split, iter_records
+from blcm.data import SkipReport, in_valid_split, iter_records
+from blcm.errors import DataError
+from blt.atomic import atomic_directory, atomic_write
 from blt.pretrained import PretrainedError, load_shipped_entropy_model
 from bridges.modality import sniff
 from bridges.segment import (
@@ -134,9 +135,7 @@ def _fingerprint(paths: list[Path]) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def _write_shard(split_dir: Path, k: int, docs: list[bytes], unit_lengths: list[np.ndarray],
@@ -146,13 +145,12 @@ def _write_shard(split_dir: Path, k: int, docs: list[bytes], unit_lengths: list[
     counts = np.array([len(u) for u in unit_lengths], dtype=np.int64)  # (n_docs,)
     units = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1)  # (n_units, 2)
     doc_index = np.stack([np.cumsum(counts) - counts, counts], axis=1)  # (n_docs, 2)
-    tmp = Path(tempfile.mkdtemp(dir=split_dir, prefix=f".tmp-{shard_name(k)}-"))
-    np.save(tmp / "bytes.npy", np.frombuffer(b"".join(docs), dtype=np.uint8))
-    np.save(tmp / "units.npy", units)
-    np.save(tmp / "docs.npy", doc_index)
-    (tmp / "sources.json").write_text(json.dumps(sources, ensure_ascii=False))
-    (tmp / "modalities.json").write_text(json.dumps(modalities))
-    os.rename(tmp, split_dir / shard_name(k))
+    with atomic_directory(split_dir / shard_name(k)) as tmp:
+        np.save(tmp / "bytes.npy", np.frombuffer(b"".join(docs), dtype=np.uint8))
+        np.save(tmp / "units.npy", units)
+        np.save(tmp / "docs.npy", doc_index)
+        (tmp / "sources.json").write_text(json.dumps(sources, ensure_ascii=False))
+        (tmp / "modalities.json").write_text(json.dumps(modalities))
 
 
 def _shard_stats(shard: Path) -> dict:

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from blcm.data import DataError, fetch_corpus, home
+from blcm.data import fetch_corpus, home
+from blcm.errors import DataError
 from blcm.prepare import SPLITS, read_manifest
 from blcm.sampler import BucketBatchSampler
 from blt.ids import EOD, OFFSET, PAD

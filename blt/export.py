@@ -9,31 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from blt.atomic import atomic_directory
 
 
 def save_export(directory: str | os.PathLike, kind: str, config: dict, state_dict: dict[str, torch.Tensor]) -> Path:
     """Write ``{"type": kind, **config}`` and the tensors to ``directory``, replacing what is there."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    (tmp / "config.json").write_text(json.dumps({"type": kind, **config}, indent=2))
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, tmp / "model.safetensors")
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(directory)
-    return directory
+    with atomic_directory(directory) as tmp:
+        (tmp / "config.json").write_text(json.dumps({"type": kind, **config}, indent=2))
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, tmp / "model.safetensors")
+    return Path(directory)
 
 
 def export_type(directory: str | os.PathLike) -> str | None:

@@ -12,8 +12,7 @@ import torch
 from byte_lcm_fixtures import TINY_MODEL
 from conftest import shared_file
 
-from blcm.data import DataError
-from blcm.errors import ConfigError
+from blcm.errors import ConfigError, DataError
 from blcm.evaluate import EvalSettings, evaluate, read_documents, render_markdown
 from blcm.lightning import ByteLCMModule
 from blcm.pairs import group_means, info_nce, read_pairs, retrieval_accuracy

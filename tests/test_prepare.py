@@ -13,7 +13,8 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from blcm import prepare as prep
 from blcm.cli import main
-from blcm.data import DataError, in_valid_split, iter_records
+from blcm.data import in_valid_split, iter_records
+from blcm.errors import DataError
 from blcm.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
 from blt.ids import EOD, OFFSET, PAD
 from tests.conftest import shared_file

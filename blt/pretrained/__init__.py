@@ -16,6 +16,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from blt.atomic import atomic_write
 from blt.entropy import EntropyModel
 
 SHIPPED = Path(__file__).resolve().parent / "entropy-bytes"
@@ -60,11 +61,7 @@ class ModalityThresholds:
         return values.get(modality, values[self.fallback])
 
     def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / THRESHOLDS_FILE
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return atomic_write(Path(directory) / THRESHOLDS_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
 
 def load_thresholds(directory: str | os.PathLike) -> ModalityThresholds | None:
