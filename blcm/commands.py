@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from blcm.errors import CLIError, DataError
+from blcm.unit_text import unit_text
 from blt.atomic import atomic_file, atomic_write
 
 
@@ -206,15 +207,9 @@ def cmd_reconstruct(args) -> int:
     for unit, out in zip(units, rebuilt, strict=True):
         exact += unit == out
         mark = "=" if unit == out else "~"
-        print(f"{mark} {show_unit(unit)}\n  -> {show_unit(out)}")
+        print(f"{mark} {unit_text(unit)}\n  -> {unit_text(out)}")
     print(f"{exact}/{len(units)} unit(s) reconstructed exactly", file=sys.stderr)
     return 0
-
-
-def show_unit(unit: bytes, limit: int = 200) -> str:
-    """A unit on one line: invalid UTF-8 replaced, newlines shown as ⏎."""
-    text = unit.decode("utf-8", errors="replace").replace("\n", "⏎")
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def cmd_eval(args) -> int:

@@ -41,6 +41,7 @@ from blcm.data import Document, SkipReport, iter_records
 from blcm.errors import DataError
 from blcm.pairs import group_means, read_pairs, retrieval_accuracy
 from blcm.text_metrics import byte_accuracy, chrf, overlap, repetition, rouge_l
+from blcm.unit_text import unit_text
 from blt.entropy import EntropyModel
 from blt.ids import pad_batch
 from bridges.byte_codec import modality_index
@@ -628,13 +629,9 @@ def render_markdown(result: dict) -> str:
         parts.append("## Generation examples")
         for ex in examples:
             parts.append(table(["prompt (end)", "generated", "true"],
-                               [[cell(ex["prompt"][-160:]), cell(ex["generated"]), cell(ex["reference"])]]))
+                               [[unit_text(text, 300, cell=True) for text in
+                                 (ex["prompt"][-160:], ex["generated"], ex["reference"])]]))
     return "\n\n".join(parts) + "\n"
-
-
-def cell(text: str, limit: int = 300) -> str:
-    text = text.replace("\n", "⏎").replace("|", "\\|")
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def log_tensorboard(result: dict, log_dir: str, step: int = 0) -> None:

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
-from blcm.commands import show_unit
 from blcm.errors import ConfigError, DataError
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.pairs import group_means, info_nce, read_pairs
 from blcm.plotting import log_entropy_figure
+from blcm.unit_text import unit_text
 from blcm.units import read_prepared
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import EOD, OFFSET, decode, pad_batch
@@ -429,7 +429,7 @@ class ByteLCMModule(L.LightningModule):
         units, lengths = batch["units"], batch["unit_lengths"]
         text = (units[:, 0] != EOD).nonzero().flatten()[:n]
         rebuilt = codec.decode(concepts[text])
-        lines = [f"| {show(decode_ids(units[i, : lengths[i]]))} | {show(r)} |"
+        lines = [f"| {unit_text(decode_ids(units[i, : lengths[i]]), 160, cell=True)} | {unit_text(r, 160, cell=True)} |"
                  for i, r in zip(text.tolist(), rebuilt, strict=True)]
         experiment.add_text("val/reconstruction", "| unit | reconstruction |\n|---|---|\n" + "\n".join(lines),
                             self.global_step)
@@ -442,8 +442,9 @@ class ByteLCMModule(L.LightningModule):
             context = sequences[b : b + 1, :k]
             predicted = self.model.core.predict_next(context, None, self.val_sampling, generator)
             true_unit = batch["doc_units"][b, k]
-            rows.append(f"| {show(b''.join(codec.decode(context[0][-1:])))} | {show(codec.decode(predicted)[0])} | "
-                        f"{show(decode_ids(units[true_unit, : lengths[true_unit]]))} |")
+            shown = [b"".join(codec.decode(context[0][-1:])), codec.decode(predicted)[0],
+                     decode_ids(units[true_unit, : lengths[true_unit]])]
+            rows.append("| " + " | ".join(unit_text(u, 160, cell=True) for u in shown) + " |")
         if rows:
             experiment.add_text("val/continuation", "| last context unit (decoded) | generated next | true next |\n"
                                 "|---|---|---|\n" + "\n".join(rows), self.global_step)
@@ -510,8 +511,3 @@ class ValidationTotals:
 
 def decode_ids(ids: torch.Tensor) -> bytes:
     return b"<EOD>" if ids.numel() and int(ids[0]) == EOD else decode(ids)
-
-
-def show(unit: bytes) -> str:
-    """A unit as one markdown-safe table cell."""
-    return show_unit(unit, limit=160).replace("|", "\\|").strip() or "∅"
