@@ -51,10 +51,19 @@ def show_blcm_logs() -> None:
     pytest's caplog sees them)."""
     log = logging.getLogger("blcm")
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record comes (the one a test captures or a
+    caller redirected to), not to the stream that was there when the handler was made."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def build_parser() -> argparse.ArgumentParser:
