@@ -11,6 +11,9 @@ A query may see a key when their groups are equal (when groups are given), neith
 is negative (negative marks padding), and the causal/window constraints hold. Queries are
 aligned to the *end* of the keys, so a KV-cached step (Lq < Lk) stays causal.
 
+A mask no pattern describes (the concept cores' interleaved or context-dropping masks) can be given
+as a dense boolean tensor (B, Lq, Lk), True = may attend.
+
 Backends: ``sdpa`` (dense boolean mask; CPU and GPU), ``flex`` (flex_attention with a block
 mask built from the same predicate), ``xformers`` (CUDA only, optional extra ``cuda``).
 A query with no visible key outputs zeros on every backend.
@@ -85,7 +88,7 @@ def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: AttentionMask | None = None,
+    mask: AttentionMask | torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Scaled dot-product attention. q (B, H, Lq, Dh), k/v (B, H, Lk, Dh) -> (B, H, Lq, Dh)."""
@@ -97,13 +100,22 @@ def attend(
     return _xformers(q, k, v, mask)
 
 
+def _dense(mask: AttentionMask | torch.Tensor, q_len: int, kv_len: int, device) -> torch.Tensor:
+    """Either kind of mask as a boolean tensor (B or 1, Lq, Lk)."""
+    return mask if torch.is_tensor(mask) else mask.dense(q_len, kv_len, device)
+
+
+def _is_plain_causal(mask: AttentionMask | torch.Tensor) -> bool:
+    return isinstance(mask, AttentionMask) and mask.is_plain_causal
+
+
 def _sdpa(q, k, v, mask):
     q_len, kv_len = q.shape[-2], k.shape[-2]
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v)
-    if mask.is_plain_causal and q_len == kv_len:
+    if _is_plain_causal(mask) and q_len == kv_len:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    dense = mask.dense(q_len, kv_len, q.device)  # (B, Lq, Lk)
+    dense = _dense(mask, q_len, kv_len, q.device)  # (B, Lq, Lk)
     empty = ~dense.any(-1, keepdim=True)  # rows with nothing to see would give NaN
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=(dense | empty)[:, None])
     return out.masked_fill(empty[:, None], 0.0)
@@ -112,13 +124,19 @@ def _sdpa(q, k, v, mask):
 def _flex(q, k, v, mask):
     from torch.nn.attention.flex_attention import create_block_mask
 
-    if mask is None or (mask.q_groups is None and not mask.causal):  # no constraint: mask_mod would return None
-        return _compiled_flex()(q, k, v)
+    if mask is None or (isinstance(mask, AttentionMask) and mask.q_groups is None and not mask.causal):
+        return _compiled_flex()(q, k, v)  # no constraint: mask_mod would return None
     q_len, kv_len = q.shape[-2], k.shape[-2]
-    batch = mask.q_groups.shape[0] if mask.q_groups is not None else None
+    if torch.is_tensor(mask):
+        batch = mask.shape[0]
 
-    def mask_mod(b, h, q_idx, kv_idx):
-        return mask.allowed(b, q_idx, kv_idx, q_len, kv_len)
+        def mask_mod(b, h, q_idx, kv_idx):
+            return mask[b, q_idx, kv_idx]
+    else:
+        batch = mask.q_groups.shape[0] if mask.q_groups is not None else None
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            return mask.allowed(b, q_idx, kv_idx, q_len, kv_len)
 
     block_mask = create_block_mask(mask_mod, batch, None, q_len, kv_len, device=q.device)
     return _compiled_flex()(q, k, v, block_mask=block_mask)
@@ -150,9 +168,9 @@ def _xformers(q, k, v, mask):
     q_len, kv_len = q.shape[1], k.shape[1]
     if mask is None:
         return xops.memory_efficient_attention(q, k, v).transpose(1, 2)
-    if mask.is_plain_causal and q_len == kv_len:
+    if _is_plain_causal(mask) and q_len == kv_len:
         return xops.memory_efficient_attention(q, k, v, attn_bias=xops.LowerTriangularMask()).transpose(1, 2)
-    dense = mask.dense(q_len, kv_len, q.device)  # (B, Lq, Lk)
+    dense = _dense(mask, q_len, kv_len, q.device)  # (B, Lq, Lk)
     empty = ~dense.any(-1, keepdim=True)
     # xformers needs the bias's last dimension stored with a stride that is a multiple of 8.
     stride = -(-kv_len // 8) * 8

@@ -19,6 +19,7 @@ from torch import nn
 
 from blt.attention import AttentionMask
 from blt.ids import BOS, EOS, PAD, VOCAB_SIZE
+from blt.sampling import sample_next
 from blt.transformer import Block, KVCache, LearnedPositions, init_weights
 
 
@@ -116,14 +117,3 @@ class LocalDecoder(nn.Module):
                 break
         return torch.stack(out, dim=1) if out else ids[:, :0]
 
-
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """(B, V) logits -> (B,) ids: argmax when temperature is 0, else top-k sampling."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]

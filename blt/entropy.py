@@ -22,9 +22,9 @@ from einops import rearrange
 from torch import nn
 
 from blt.attention import AttentionMask
-from blt.decoder import sample_next
 from blt.export import load_export, save_export
 from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE
+from blt.sampling import sample_next
 from blt.transformer import Block, KVCache, init_weights
 
 MAX_ENTROPY = math.log(VOCAB_SIZE)  # nats, a uniform distribution over the 260 ids

@@ -1,8 +1,13 @@
-"""Transformer building blocks shared by every byte model: RMSNorm, SwiGLU, RoPE, attention.
+"""Transformer building blocks shared by every byte model and the concept cores: RMSNorm, SwiGLU,
+RoPE, attention.
 
-Self-attention takes positions for RoPE (so packed sequences can restart at 0 per unit) and an
-optional ``KVCache`` for incremental decoding; cross-attention attends to a context (patch
-bytes, latent slots) without positions.
+Self-attention takes positions for RoPE (so packed sequences can restart at 0 per unit), unless
+built with ``rope=False`` for models that add absolute positions to their inputs (the concept
+cores), and an optional ``KVCache`` for incremental decoding; cross-attention attends to a context
+(patch bytes, latent slots, contextualizer states) without positions.
+
+A leaf module: it imports only torch, einops and blt.attention (itself a leaf), so concept_core
+may import it without depending on anything byte-specific.
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, n_heads: int, backend: str = "auto", context_dim: int | None = None):
+    def __init__(self, dim: int, n_heads: int, backend: str = "auto", context_dim: int | None = None,
+                 rope: bool = True):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
@@ -73,19 +79,24 @@ class Attention(nn.Module):
         self.wq = nn.Linear(dim, dim, bias=False)
         self.wkv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
-        self.rope = None if self.is_cross else RotaryEmbedding(dim // n_heads)
+        self.rope = RotaryEmbedding(dim // n_heads) if rope and not self.is_cross else None
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, Lk, Dh) of a (B, Lk, context_dim) source, before RoPE."""
+        k, v = rearrange(self.wkv(source), "b l (two h d) -> two b h l d", two=2, h=self.n_heads)
+        return k, v
 
     def forward(
         self,
         x: torch.Tensor,  # (B, Lq, dim)
-        mask: AttentionMask | None,
-        positions: torch.Tensor | None = None,  # (B, Lq), self-attention only
+        mask: AttentionMask | torch.Tensor | None,  # an AttentionMask, or a dense (B, Lq, Lk) bool tensor
+        positions: torch.Tensor | None = None,  # (B, Lq), self-attention with RoPE only
         context: torch.Tensor | None = None,  # (B, Lk, context_dim), cross-attention only
         cache: KVCache | None = None,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,  # project_kv(context), when many calls share it
     ) -> torch.Tensor:
         q = rearrange(self.wq(x), "b l (h d) -> b h l d", h=self.n_heads)
-        k, v = rearrange(self.wkv(x if context is None else context), "b l (two h d) -> two b h l d",
-                         two=2, h=self.n_heads)
+        k, v = context_kv if context_kv is not None else self.project_kv(x if context is None else context)
         if self.rope is not None:
             q, k = self.rope(q, positions), self.rope(k, positions)
         if cache is not None:
@@ -97,7 +108,8 @@ class Attention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden_mult: float = 8 / 3, multiple_of: int = 32):
         super().__init__()
-        hidden = multiple_of * round(dim * hidden_mult / multiple_of)
+        # at least one multiple: a very narrow model (dim < 6) would otherwise get no hidden units
+        hidden = multiple_of * max(1, round(dim * hidden_mult / multiple_of))
         self.w_gate_up = nn.Linear(dim, 2 * hidden, bias=False)
         self.w_down = nn.Linear(hidden, dim, bias=False)
 
@@ -109,10 +121,11 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     """Pre-norm block: self-attention, optional cross-attention to a context, SwiGLU."""
 
-    def __init__(self, dim: int, n_heads: int, backend: str = "auto", context_dim: int | None = None):
+    def __init__(self, dim: int, n_heads: int, backend: str = "auto", context_dim: int | None = None,
+                 rope: bool = True):
         super().__init__()
         self.attn_norm = nn.RMSNorm(dim)
-        self.attn = Attention(dim, n_heads, backend)
+        self.attn = Attention(dim, n_heads, backend, rope=rope)
         self.cross = None
         if context_dim is not None:
             self.cross_norm = nn.RMSNorm(dim)
@@ -120,7 +133,7 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(dim)
         self.ffn = SwiGLU(dim)
 
-    def forward(self, x, mask, positions, context=None, context_mask=None, cache=None):
+    def forward(self, x, mask, positions=None, context=None, context_mask=None, cache=None):
         x = x + self.attn(self.attn_norm(x), mask, positions, cache=cache)
         if self.cross is not None:
             x = x + self.cross(self.cross_norm(x), context_mask, context=context)

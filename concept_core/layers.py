@@ -1,19 +1,23 @@
 """Transformer pieces for the concept models: a causal transformer with a KV cache, sinusoidal
 position and timestep embeddings, and the AdaLN-modulated denoiser block of the Two-Tower LCM.
 
-concept_core never imports blt (see DESIGN.md), so it keeps its own small set of blocks; they
-sit on torch's RMSNorm and scaled_dot_product_attention.
+Attention, SwiGLU, the pre-norm block and the KV cache come from ``blt.transformer``, the one leaf
+module of blt that concept_core may import (see DESIGN.md); the cores use them without RoPE (their
+positions are added to the inputs) and with dense boolean masks on the sdpa backend.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from blt.transformer import Attention, Block, KVCache, SwiGLU
+
+BACKEND = "sdpa"  # dense boolean masks; the same kernel on CPU and GPU
 
 
 def sinusoidal(values: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -25,69 +29,6 @@ def sinusoidal(values: torch.Tensor, dim: int, max_period: float = 10_000.0) -> 
     return F.pad(emb, (0, dim % 2))
 
 
-class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden_mult: float = 8 / 3):
-        super().__init__()
-        hidden = 32 * max(1, round(dim * hidden_mult / 32))
-        self.w_gate_up = nn.Linear(dim, 2 * hidden, bias=False)
-        self.w_down = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.w_down(F.silu(gate) * up)
-
-
-@dataclass
-class KVCache:
-    """Keys and values (B, H, T, Dh) of every position seen so far by one attention layer."""
-
-    k: torch.Tensor | None = None
-    v: torch.Tensor | None = None
-
-
-class MultiHeadAttention(nn.Module):
-    def __init__(self, dim: int, n_heads: int, context_dim: int | None = None):
-        super().__init__()
-        if dim % n_heads:
-            raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
-        self.n_heads = n_heads
-        self.wq = nn.Linear(dim, dim, bias=False)
-        self.wkv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
-        self.wo = nn.Linear(dim, dim, bias=False)
-
-    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values (B, H, L, Dh) of a (B, L, Dc) source."""
-        return tuple(rearrange(self.wkv(source), "b l (two h d) -> two b h l d", two=2, h=self.n_heads))
-
-    def forward(self, x, mask: torch.Tensor | None, context=None, cache: KVCache | None = None, context_kv=None):
-        """x (B, Lq, D); mask (B, Lq, Lk) bool, True = may attend; rows with no key give zeros.
-        ``context_kv``: the context's ``project_kv``, when many calls read the same context."""
-        q = rearrange(self.wq(x), "b l (h d) -> b h l d", h=self.n_heads)
-        k, v = context_kv if context_kv is not None else self.project_kv(x if context is None else context)
-        if cache is not None:
-            cache.k = k = k if cache.k is None else torch.cat([cache.k, k], dim=2)
-            cache.v = v = v if cache.v is None else torch.cat([cache.v, v], dim=2)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            empty = ~mask.any(-1, keepdim=True)  # (B, Lq, 1)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=(mask | empty)[:, None])
-            out = out.masked_fill(empty[:, None], 0.0)
-        return self.wo(rearrange(out, "b h l d -> b l (h d)"))
-
-
-class CausalBlock(nn.Module):
-    def __init__(self, dim: int, n_heads: int):
-        super().__init__()
-        self.attn_norm, self.ffn_norm = nn.RMSNorm(dim), nn.RMSNorm(dim)
-        self.attn = MultiHeadAttention(dim, n_heads)
-        self.ffn = SwiGLU(dim)
-
-    def forward(self, x, mask, cache=None):
-        x = x + self.attn(self.attn_norm(x), mask, cache=cache)
-        return x + self.ffn(self.ffn_norm(x))
-
-
 def causal_mask(key_valid: torch.Tensor, num_queries: int) -> torch.Tensor:
     """(B, T) valid keys -> (B, Lq, T): the last Lq keys are the queries; each sees valid keys up to itself."""
     total = key_valid.shape[1]
@@ -97,22 +38,25 @@ def causal_mask(key_valid: torch.Tensor, num_queries: int) -> torch.Tensor:
 
 
 class CausalTransformer(nn.Module):
-    """A stack of causal blocks over (B, N, D); with caches, each call appends to them."""
+    """A stack of pre-norm blocks over (B, N, D); with caches, each call appends to them."""
 
     def __init__(self, dim: int, n_layers: int, n_heads: int):
         super().__init__()
-        self.blocks = nn.ModuleList(CausalBlock(dim, n_heads) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(Block(dim, n_heads, BACKEND, rope=False) for _ in range(n_layers))
         self.norm = nn.RMSNorm(dim)
 
     def new_caches(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]
 
+    def masked(self, x: torch.Tensor, mask: torch.Tensor | None, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """x (B, Lq, D) through every block under a dense mask (B, Lq, T) (None: all see all), then the norm."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, cache=None if caches is None else caches[i])
+        return self.norm(x)
+
     def forward(self, x: torch.Tensor, key_valid: torch.Tensor, caches: list[KVCache] | None = None):
         """x (B, N, D) new positions; key_valid (B, T) for all positions so far (T = cached + N)."""
-        mask = causal_mask(key_valid, x.shape[1])
-        for i, block in enumerate(self.blocks):
-            x = block(x, mask, None if caches is None else caches[i])
-        return self.norm(x)
+        return self.masked(x, causal_mask(key_valid, x.shape[1]), caches)
 
     def extended(self, caches: list[KVCache], key_valid: torch.Tensor, x: torch.Tensor):
         """Run new positions x (B, n, D) after the cached ones, leaving ``caches`` untouched (the layers
@@ -142,8 +86,8 @@ class AdaLNDenoiserBlock(nn.Module):
     def __init__(self, dim: int, n_heads: int, context_dim: int):
         super().__init__()
         self.norms = nn.ModuleList(nn.RMSNorm(dim, elementwise_affine=False) for _ in range(3))
-        self.self_attn = MultiHeadAttention(dim, n_heads)
-        self.cross_attn = MultiHeadAttention(dim, n_heads, context_dim=context_dim)
+        self.self_attn = Attention(dim, n_heads, BACKEND, rope=False)
+        self.cross_attn = Attention(dim, n_heads, BACKEND, context_dim=context_dim)
         self.ffn = SwiGLU(dim)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 9 * dim))
         nn.init.zeros_(self.modulation[1].weight)

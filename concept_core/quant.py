@@ -24,15 +24,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from concept_core.interface import (
-    ConceptInputError,
-    ConceptModel,
-    Sampling,
-    check_concepts,
-    check_extension,
-    check_left_aligned,
-)
-from concept_core.layers import CausalTransformer, KVCache, SwiGLU
+from blt.sampling import sample_next
+from concept_core.context import ContextState, ContextualizedModel, Contextualizer
+from concept_core.interface import ConceptInputError, Sampling
+from concept_core.layers import SwiGLU
+from concept_core.pairs import next_concept_pairs
 
 
 class NotFittedError(RuntimeError):
@@ -149,24 +145,14 @@ class QuantizedLCMConfig:
             raise ValueError(f"head must be 'd' (discrete) or 'c' (continuous), got {self.head!r}")
 
 
-@dataclass
-class QuantState:
-    caches: list[KVCache]  # the transformer's keys and values of every context concept
-    key_valid: torch.Tensor  # (B, T) which cached positions are real concepts (left padding is not)
-    length: torch.Tensor  # (B,) concepts read so far: the position of the next one
-    hidden: torch.Tensor  # (B, D) the context state after the last concept: what the head conditions on
-
-
-class QuantizedLCM(ConceptModel):
+class QuantizedLCM(ContextualizedModel):
     def __init__(self, config: QuantizedLCMConfig):
         super().__init__()
         self.config, self.dim = config, config.dim
         D, K = config.model_dim, config.num_codebooks
         self.quantizer = ResidualVQ(config.dim, K, config.codebook_size)
-        self.in_proj = nn.Linear(config.dim, D)
-        self.pos_emb = nn.Embedding(config.max_positions, D)
-        self.transformer = CausalTransformer(D, config.n_layers, config.n_heads)
-        # the context state of a prediction without context: replaces the transformer's output when
+        self.contextualizer = Contextualizer(config.dim, D, config.n_layers, config.n_heads, config.max_positions)
+        # the context state of a prediction without context: replaces the contextualizer's output when
         # training drops the context (CFG) and is the unconditional branch of guided sampling
         self.null_context = nn.Parameter(torch.zeros(D))
         self.codebook_emb = nn.Embedding(K, D)
@@ -177,9 +163,8 @@ class QuantizedLCM(ConceptModel):
         # one output layer per codebook, zero at init: uniform logits, or a zero residual, to start from
         self.out_weight = nn.Parameter(torch.zeros(K, D, out))
         self.out_bias = nn.Parameter(torch.zeros(K, out))
-        # embeddings at N(0, 1) would drown the context signal (concepts enter through in_proj at ~0.1 per
-        # unit): started small, the head learns to use the context several times faster
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        # codebook embeddings at N(0, 1) would drown the context signal: started small, the head learns to use
+        # the context several times faster
         nn.init.normal_(self.codebook_emb.weight, std=0.02)
 
     def fit_quantizer(self, sample: torch.Tensor, iters: int = 20,
@@ -187,12 +172,6 @@ class QuantizedLCM(ConceptModel):
         """Fit the codebooks on a sample of concepts (n, d); required before training or sampling."""
         self.quantizer.fit(sample, iters, generator)
         return self
-
-    def _embed(self, concepts: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """(B, N, d) concepts at (B, N) positions -> (B, N, D) transformer inputs."""
-        if bool((positions >= self.config.max_positions).any()):
-            raise ConceptInputError(f"documents longer than max_positions={self.config.max_positions} concepts")
-        return self.in_proj(concepts) + self.pos_emb(positions)
 
     def _head(self, context: torch.Tensor, prev_sum: torch.Tensor, ks: slice) -> torch.Tensor:
         """Context states (..., 1, D) and sums (..., k, d) of the centroids chosen before each codebook of
@@ -203,70 +182,46 @@ class QuantizedLCM(ConceptModel):
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
              targets: torch.Tensor | None = None) -> torch.Tensor:
-        mask = check_concepts(concepts, mask, self.dim)
+        pairs = next_concept_pairs(concepts, mask, targets, self.dim)
         self.quantizer.check_fitted()
-        pairs = mask[:, :-1] & mask[:, 1:]  # (B, N-1): concept i predicts concept i+1
-        if not pairs.any():
-            raise ConceptInputError("no (context, next concept) pair: every document has a single concept")
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        hidden = self.transformer(self._embed(concepts, positions), mask)[:, :-1]  # (B, N-1, D)
+        hidden = self.contextualizer(pairs.concepts, pairs.mask)[:, :-1]  # (B, P, D): concept i predicts i+1
         if self.training:  # classifier-free guidance: learn the context-free prediction too
-            dropped = torch.rand(pairs.shape, device=concepts.device) < self.config.cfg_dropout
+            dropped = torch.rand(pairs.valid.shape, device=hidden.device) < self.config.cfg_dropout
             hidden = torch.where(dropped[..., None], self.null_context, hidden)
-        targets = concepts if targets is None else targets
-        context, target = hidden[pairs], targets[:, 1:][pairs]  # (P, D), (P, d): padding costs nothing below
-        codes = self.quantizer.encode(target)  # (P, K)
+        target = pairs.targets  # (B, P, d), zero on padding: its codes are scored, then masked out
+        codes = self.quantizer.encode(target)  # (B, P, K)
         # teacher forcing: codebook k sees the sum of the true centroids of codebooks 0..k-1
-        prev = F.pad(self.quantizer.partial_sums(codes)[:, :-1], (0, 0, 1, 0))  # (P, K, d)
-        out = self._head(context[:, None], prev, slice(None))  # (P, K, C) or (P, K, d)
+        prev = F.pad(self.quantizer.partial_sums(codes)[..., :-1, :], (0, 0, 1, 0))  # (B, P, K, d)
+        out = self._head(hidden[..., None, :], prev, slice(None))  # (B, P, K, C) or (B, P, K, d)
         if self.config.head == "d":
-            return F.cross_entropy(rearrange(out, "p k c -> (p k) c"), codes.flatten())
-        return F.mse_loss(out, target[:, None] - prev)
-
-    def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> QuantState:
-        mask = check_concepts(concepts, mask, self.dim)
-        check_left_aligned(mask)
-        caches = self.transformer.new_caches()
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        hidden = self.transformer(self._embed(concepts, positions), mask, caches)  # (B, N, D)
-        return QuantState(caches, mask, mask.sum(1), hidden[:, -1])
-
-    def extend(self, state: QuantState, concept: torch.Tensor) -> QuantState:
-        """A new state with ``concept`` (B, d) appended; ``state`` itself stays usable."""
-        check_extension(concept, len(state.length), self.dim)
-        x = self._embed(concept[:, None], state.length[:, None])  # (B, 1, D)
-        caches, key_valid, hidden = self.transformer.extended(state.caches, state.key_valid, x)
-        return QuantState(caches, key_valid, state.length + 1, hidden[:, 0])
+            error = F.cross_entropy(rearrange(out, "b p k c -> b c p k"), codes, reduction="none")  # (B, P, K)
+        else:
+            error = (out - (target[..., None, :] - prev)).pow(2).mean(-1)  # (B, P, K)
+        return pairs.mean(error.mean(-1))
 
     @torch.no_grad()
-    def sample(self, state: QuantState, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, state: ContextState, sampling: Sampling,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """Codes codebook by codebook (reads temperature, top_k, guidance_scale), returned as their sum (B, d)."""
         self.quantizer.check_fitted()
         if sampling.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {sampling.temperature}")
         scale = sampling.guidance_scale
-        context = state.hidden  # (B, D)
+        context = state.hidden[:, -1]  # (B, D) the state after each row's last concept
+        batch = len(context)
         if scale != 1.0:  # conditional rows, then the same rows without context: one pass for both branches
             context = torch.cat([context, self.null_context.expand_as(context)])  # (2B, D)
-        total = context.new_zeros(state.hidden.shape[0], self.dim)  # (B, d) sum of the chosen centroids
+        total = context.new_zeros(batch, self.dim)  # (B, d) sum of the chosen centroids
         for k, codebook in enumerate(self.quantizer.codebooks):  # (C, d)
             prev = total.repeat(2, 1) if scale != 1.0 else total
             out = self._head(context[:, None], prev[:, None], slice(k, k + 1))[:, 0]  # (B or 2B, C or d)
             if scale != 1.0:
-                cond, uncond = out.chunk(2)
-                out = uncond + scale * (cond - uncond)
+                out = guided(*out.chunk(2), scale)
             logits = out if self.config.head == "d" else -squared_distances(out, codebook)  # (B, C)
-            total = total + codebook[choose(logits, sampling.temperature, sampling.top_k, generator)]
+            total = total + codebook[sample_next(logits, sampling.temperature, sampling.top_k, generator)]
         return total
 
 
-def choose(logits: torch.Tensor, temperature: float, top_k: int | None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, C) logits -> (B,) indices: the argmax at temperature 0, else a draw from the top-k softmax."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    if top_k is not None:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on the head's outputs: uncond + scale · (cond - uncond)."""
+    return uncond + scale * (cond - uncond)

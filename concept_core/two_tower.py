@@ -22,24 +22,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from concept_core.base import ContextState, Contextualizer
-from concept_core.diffusion.ddim import DDIMScheduler, classifier_free_guidance
-from concept_core.interface import ConceptModel, Sampling, check_concepts
+from concept_core.context import ContextState, ContextualizedModel, Contextualizer
+from concept_core.diffusion.config import DiffusionConfig
+from concept_core.diffusion.ddim import classifier_free_guidance
+from concept_core.interface import Sampling
 from concept_core.layers import AdaLNDenoiserBlock, TimestepEmbedding, causal_mask
+from concept_core.pairs import next_concept_pairs
 
 
 @dataclass
-class TwoTowerLCMConfig:
+class TwoTowerLCMConfig(DiffusionConfig):
     dim: int  # concept dimension
     model_dim: int = 128
     context_layers: int = 2
     denoiser_layers: int = 2
     n_heads: int = 4
-    num_train_timesteps: int = 100
-    schedule: str = "cosine"
-    zero_terminal_snr: bool = True
-    prediction_type: str = "sample"  # "sample" (x0, as Meta), "epsilon" or "v_prediction"
-    cfg_dropout: float = 0.15  # share of training positions that see no context
     max_positions: int = 4096  # longest document, in concepts
 
 
@@ -71,7 +68,7 @@ class Denoiser(nn.Module):
         return self.proj_out(self.norm(x))
 
 
-class TwoTowerLCM(ConceptModel):
+class TwoTowerLCM(ContextualizedModel):
     """Contextualizer + denoiser + DDIM scheduler; ``forward`` is the training pass, ``sample`` the inference one."""
 
     def __init__(self, config: TwoTowerLCMConfig):
@@ -80,11 +77,7 @@ class TwoTowerLCM(ConceptModel):
         self.contextualizer = Contextualizer(config.dim, config.model_dim, config.context_layers, config.n_heads,
                                              config.max_positions)
         self.denoiser = Denoiser(config.dim, config.model_dim, config.denoiser_layers, config.n_heads)
-        # The schedule is T numbers on the CPU (moved per call), even when the model is built on the meta device.
-        with torch.device("cpu"):
-            self.scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps, schedule=config.schedule,
-                                           zero_terminal_snr=config.zero_terminal_snr,
-                                           prediction_type=config.prediction_type)
+        self.scheduler = config.scheduler()
 
     def forward(self, concepts: torch.Tensor, mask: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor,
                 keep_context: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,26 +98,16 @@ class TwoTowerLCM(ConceptModel):
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
              targets: torch.Tensor | None = None) -> torch.Tensor:
-        mask = check_concepts(concepts, mask, self.dim)
-        concepts = concepts.masked_fill(~mask[..., None], 0.0)  # padded targets may hold NaN
-        targets = concepts if targets is None else targets.masked_fill(~mask[..., None], 0.0)
-        x0 = targets[:, 1:]  # (B, N-1, d) the concepts that have a context
+        pairs = next_concept_pairs(concepts, mask, targets, self.dim)
+        x0 = pairs.targets  # (B, N-1, d) the concepts that have a context
         t = torch.randint(0, self.scheduler.num_train_timesteps, x0.shape[:2], device=x0.device)  # (B, N-1)
         noise = torch.randn_like(x0)
         noisy = self.scheduler.add_noise(x0, noise, t[..., None])
         keep = None
         if self.training and self.config.cfg_dropout > 0:
             keep = torch.rand(x0.shape[:2], device=x0.device) >= self.config.cfg_dropout  # (B, N-1)
-        pred = self(concepts, mask, noisy, t, keep)
-        err = (pred - self.scheduler.training_target(x0, noise, t[..., None])).pow(2).mean(-1)  # (B, N-1)
-        pairs = mask[:, :-1] & mask[:, 1:]  # (B, N-1)
-        return (err * pairs).sum() / pairs.sum().clamp(min=1)
-
-    def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> ContextState:
-        return self.contextualizer.start(concepts, mask)
-
-    def extend(self, state: ContextState, concept: torch.Tensor) -> ContextState:
-        return self.contextualizer.extend(state, concept)
+        pred = self(pairs.concepts, pairs.mask, noisy, t, keep)
+        return pairs.mean((pred - self.scheduler.training_target(x0, noise, t[..., None])).pow(2).mean(-1))
 
     @torch.no_grad()
     def sample(self, state: ContextState, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:

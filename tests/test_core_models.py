@@ -1,5 +1,6 @@
 """Base-LCM, Two-Tower LCM and document generation: shapes, causality, KV-cached generation state,
-learning the synthetic next-concept rule, stopping rules, and input errors."""
+learning the synthetic next-concept rule, stopping rules, and input errors (padding and the edges
+shared by all four cores: test_core_edges.py)."""
 
 from __future__ import annotations
 
@@ -88,22 +89,6 @@ def test_shapes_and_finite_loss(make):
     assert model.predict_next(concepts, mask, Sampling(steps=4)).shape == (3, DIM)
 
 
-@pytest.mark.parametrize("make", [tiny_base, lambda: with_open_gates(tiny_two_tower())])
-@pytest.mark.parametrize("fill", [1e3, float("nan")])
-def test_padding_is_ignored(make, fill):
-    model = make()
-    concepts, mask = SYNTHETIC.batch(2, 6, torch.Generator().manual_seed(0))
-    mask[1, 3:] = False
-    garbage = concepts.masked_fill(~mask[..., None], fill)
-    torch.manual_seed(1)  # Two-Tower draws timesteps, noise and CFG drops: the same draws for both
-    clean = model.loss(concepts, mask)
-    torch.manual_seed(1)
-    assert torch.allclose(clean, model.loss(garbage, mask))
-    sampling = Sampling(steps=3)
-    assert torch.allclose(model.predict_next(concepts, mask, sampling, torch.Generator().manual_seed(0)),
-                          model.predict_next(garbage, mask, sampling, torch.Generator().manual_seed(0)))
-
-
 @pytest.mark.parametrize("prediction_type", ["sample", "epsilon", "v_prediction"])
 def test_two_tower_prediction_types(prediction_type):
     model = tiny_two_tower(prediction_type=prediction_type)
@@ -121,28 +106,27 @@ def test_two_tower_builds_on_the_meta_device():
 # --- causality -----------------------------------------------------------------------------------------
 
 
-def test_base_is_causal():
-    model = tiny_base().eval()
+def assert_causal(run) -> None:
+    """``run(concepts, mask)`` -> (2, M, d) outputs where output k reads concepts 0..k: changing concept j
+    must leave outputs 0..j-1 alone and move every output from j on."""
     concepts, mask = SYNTHETIC.batch(2, 6, torch.Generator().manual_seed(0))
     j = 3
     changed = concepts.clone()
     changed[:, j] = F.normalize(torch.randn(2, DIM), dim=-1)
-    before, after = model(concepts, mask), model(changed, mask)
+    before, after = run(concepts, mask), run(changed, mask)
     assert torch.allclose(before[:, :j], after[:, :j], atol=1e-6)
     assert ((before[:, j:] - after[:, j:]).abs().amax(-1) > 1e-4).all()
+
+
+def test_base_is_causal():
+    assert_causal(tiny_base().eval())
 
 
 def test_two_tower_denoiser_reads_only_earlier_concepts():
     model = with_open_gates(tiny_two_tower()).eval()
-    concepts, mask = SYNTHETIC.batch(2, 6, torch.Generator().manual_seed(0))
     noisy, t = torch.randn(2, 5, DIM), torch.randint(0, 100, (2, 5))
-    j = 3
-    changed = concepts.clone()
-    changed[:, j] = F.normalize(torch.randn(2, DIM), dim=-1)
-    before, after = model(concepts, mask, noisy, t), model(changed, mask, noisy, t)  # (2, 5, d): positions 1..5
     # Output k denoises position k+1, which reads concepts 0..k: a change at j shows from k = j on.
-    assert torch.allclose(before[:, :j], after[:, :j], atol=1e-6)
-    assert ((before[:, j:] - after[:, j:]).abs().amax(-1) > 1e-4).all()
+    assert_causal(lambda concepts, mask: model(concepts, mask, noisy, t))  # (2, 5, d): positions 1..5
 
 
 def test_two_tower_positions_are_independent_and_dropped_context_is_ignored():
