@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from blt.export import load_export, save_export
@@ -27,6 +26,7 @@ from bridges.codec import build_codec
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
 from concept_core.config import build_model
+from concept_core.generate import StopRule, iter_steps
 from concept_core.interface import Sampling
 
 EXPORT_KIND = "ByteLCM"
@@ -110,20 +110,22 @@ class ByteLCM(nn.Module):
 
     @torch.no_grad()
     def _generate_units(self, prompt, max_units, sampling, seed, eod_threshold, temperature, top_k) -> Iterator[bytes]:
+        """concept_core's generation loop, with hooks: each concept is decoded to a unit (an empty one
+        stops), and the unit's own concept, not the sample, extends the context."""
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
-        context = self.encode(prompt)[None]  # (1, n, d)
         modality = sniff(prompt)  # generated units continue the prompt's document
-        state = self.core.start(context, torch.ones(context.shape[:2], dtype=torch.bool, device=self.device))
-        eod = self.codec.eod_concept()
-        for _ in range(max_units):
-            concept = self.core.sample(state, sampling, generator)  # (1, d)
-            if F.cosine_similarity(concept, eod[None]).item() >= eod_threshold:
+
+        def decode(concepts: torch.Tensor) -> tuple[list[bytes], torch.Tensor]:
+            units = self.codec.decode(concepts, temperature, top_k, generator)
+            return units, torch.tensor([bool(u) for u in units], device=concepts.device)
+
+        steps = iter_steps(self.core, self.encode(prompt)[None], max_new=max_units, sampling=sampling,
+                           generator=generator, stop=StopRule(self.codec.eod_concept(), eod_threshold, None),
+                           decode=decode, reencode=lambda units: self.codec.encode(units, modality))
+        for step in steps:
+            if not step.kept[0]:
                 return
-            unit = self.codec.decode(concept, temperature, top_k, generator)[0]
-            if not unit:
-                return
-            yield unit
-            state = self.core.extend(state, self.codec.encode([unit], modality))
+            yield step.decoded[0]
 
     def generate(self, prompt: bytes, **kwargs) -> bytes:
         """The continuation of ``prompt`` (its bytes only); see ``iter_generate`` for the knobs."""
