@@ -249,3 +249,31 @@ def test_quant_d_head_samples_with_temperature_and_greedily_without():
              ((0.0, 0), (0.0, 1), (5.0, 0), (5.0, 1))]
     assert torch.equal(draws[0], draws[1])  # greedy ignores the generator
     assert not torch.equal(draws[2], draws[3])  # sampling does not
+
+
+
+def test_quant_guidance_mixes_the_conditional_and_unconditional_logits(monkeypatch):
+    """The first codebook's logits at guidance s are uncond + s·(cond - uncond), cond being the logits of an
+    unguided draw and uncond those of the learned context-free state; so a large scale picks the codes the
+    context favours over the context-free prediction."""
+    import concept_core.quant as quant_module
+
+    torch.manual_seed(0)
+    model = quant("d").eval()
+    torch.nn.init.normal_(model.out_weight, std=1.0)  # non-uniform logits to guide
+    torch.nn.init.normal_(model.null_context, std=1.0)  # a context-free branch unlike the conditional one
+    state = model.start(torch.randn(8, 4, DIM), torch.ones(8, 4, dtype=torch.bool))
+    seen = []
+    monkeypatch.setattr(quant_module, "sample_next", lambda logits, *a: seen.append(logits) or logits.argmax(-1))
+    logits = {}
+    for scale in (1.0, 8.0):
+        seen.clear()
+        model.sample(state, Sampling(guidance_scale=scale, temperature=0.0))
+        logits[scale] = seen[0]  # (B, C) codebook 0, before any code is chosen
+    cond = logits[1.0]
+    with torch.no_grad():  # codebook 0 without context: the null state, no centroids chosen yet
+        uncond = model._head(model.null_context.expand(8, 1, -1), torch.zeros(8, 1, DIM), slice(0, 1))[:, 0]
+    assert not torch.allclose(cond, uncond, atol=1e-3)
+    torch.testing.assert_close(logits[8.0], uncond + 8.0 * (cond - uncond))
+    margin = lambda codes: (cond - uncond).gather(1, codes[:, None]).mean()  # how much the context favours them
+    assert margin(logits[8.0].argmax(-1)) > margin(cond.argmax(-1))

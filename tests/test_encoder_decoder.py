@@ -3,10 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blt.decoder import LocalDecoder, LocalDecoderConfig, sample_next
+from blt.decoder import LocalDecoder, LocalDecoderConfig
 from blt.encoder import LocalEncoder, LocalEncoderConfig
 from blt.ids import BOS, EOD, EOS, PAD, VOCAB_SIZE, decode, pad_batch
 from blt.patching import Patcher
+from blt.sampling import sample_next
 
 TEXTS = [b"hello world, foo", b"a bb ccc", b"The quick brown fox jumps over the lazy dog", b"x"]
 
