@@ -20,20 +20,13 @@ from torch import nn
 from blt.attention import AttentionMask
 from blt.ids import BOS, EOS, PAD, VOCAB_SIZE
 from blt.sampling import sample_next
-from blt.transformer import Block, KVCache, LearnedPositions, init_weights
+from blt.transformer import Block, KVCache, LearnedPositions, LocalStackConfig, init_weights
 
 
 @dataclass
-class LocalDecoderConfig:
-    dim: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
+class LocalDecoderConfig(LocalStackConfig):
     slot_dim: int = 256
-    window: int | None = None  # self-attention sees at most the last `window` bytes (itself included)
-    max_positions: int | None = None  # learned absolute position embeddings for this many bytes (None: RoPE only)
     segment_bytes: int | None = None  # byte t also reads slot t // segment_bytes through its input (None: off)
-    init_std: float | None = 0.02  # blt.transformer.init_weights (None: torch's own initialisation)
-    backend: str = "auto"
 
 
 class LocalDecoder(nn.Module):

@@ -17,23 +17,17 @@ from torch import nn
 from blt.attention import AttentionMask
 from blt.hashing import HashNgramEmbedding
 from blt.ids import VOCAB_SIZE
-from blt.transformer import Attention, Block, LearnedPositions, SwiGLU, init_weights
+from blt.transformer import Attention, Block, LearnedPositions, LocalStackConfig, SwiGLU, init_weights
 
 
 @dataclass
-class LocalEncoderConfig:
-    dim: int = 128
+class LocalEncoderConfig(LocalStackConfig):
     n_layers: int = 1
-    n_heads: int = 4
     out_dim: int = 256
     queries_per_patch: int = 2
     ngram_sizes: tuple[int, ...] = field(default_factory=lambda: (3, 4, 5, 6, 7, 8))
     hash_table_size: int = 2**14
-    causal: bool = False  # bytes see the whole row (a unit) unless causal
-    window: int | None = None  # sliding window, causal only
-    max_positions: int | None = None  # learned absolute byte positions for this many bytes (None: RoPE only)
-    init_std: float | None = 0.02  # blt.transformer.init_weights (None: torch's own initialisation)
-    backend: str = "auto"
+    causal: bool = False  # bytes see the whole row (a unit) unless causal; a window needs causal
 
 
 class PatchPooling(nn.Module):

@@ -22,6 +22,19 @@ from torch import nn
 from blt.attention import AttentionMask, attend
 
 
+@dataclass
+class LocalStackConfig:
+    """The fields the local byte encoder and decoder share; each may give them its own defaults."""
+
+    dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    window: int | None = None  # causal self-attention sees at most the last `window` bytes (itself included)
+    max_positions: int | None = None  # learned absolute byte positions for this many bytes (None: RoPE only)
+    init_std: float | None = 0.02  # init_weights (None: torch's own initialisation)
+    backend: str = "auto"
+
+
 class RotaryEmbedding(nn.Module):
     """RoPE on (B, H, L, Dh) given integer positions (B, L)."""
 
