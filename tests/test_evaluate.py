@@ -14,22 +14,12 @@ from byte_lcm_fixtures import TINY_MODEL, write_corpus
 
 from blcm.cli import main
 from blcm.data import Document
-from blcm.evaluate import (
-    EvalDocument,
-    EvalSettings,
-    bucket_name,
-    byte_lm_bits_per_byte,
-    crosslingual,
-    encode_units,
-    evaluate,
-    json_ready,
-    mutual_information,
-    prediction,
-    read_documents,
-    reconstruction_scores,
-    render_markdown,
-    unit_log_probs,
-)
+from blcm.eval import EvalDocument, EvalSettings, evaluate, json_ready, read_documents, render_markdown
+from blcm.eval.concepts import encode_units
+from blcm.eval.likelihood import byte_lm_bits_per_byte, mutual_information, unit_log_probs
+from blcm.eval.prediction import prediction
+from blcm.eval.reconstruction import bucket_name, reconstruction_scores
+from blcm.eval.search import crosslingual
 from blcm.model import ByteLCM, ByteLCMConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import pad_batch
