@@ -33,6 +33,7 @@ from concept_core.metrics import (
 CA_POOL = 256  # predictions a CA candidate pool holds
 
 
+@torch.no_grad()  # called on its own too (tests, benchmarks), not only inside evaluate()
 def prediction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings: EvalSettings,
                byte_lm: EntropyModel | None, progress) -> tuple[dict, dict]:
     """concepts (U, d): the units of ``docs`` in order. -> (prediction metrics by source, the ByteLCM's
