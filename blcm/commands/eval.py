@@ -29,12 +29,12 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 part = value[key] if isinstance(value, dict) else getattr(value, key)
                 parser.add_argument(flag, type=type(part), default=part, help=help.format(default=shown(part)))
             continue
-        kind, optional = flag_type(hints[f.name])
         if isinstance(value, tuple):
             options["nargs"] = "+"
         default = 0 if value is None else list(value) if isinstance(value, tuple) else value
         options["help"] = options["help"].format(default=shown(default))
-        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, **options)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=value_type(hints[f.name]), default=default,
+                            **options)
 
 
 def settings_from(args: argparse.Namespace) -> EvalSettings:
@@ -52,21 +52,20 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         given = getattr(args, f.name)
         if isinstance(given, list):
             given = tuple(given)
-        elif given == 0 and flag_type(hints[f.name])[1]:
+        elif given == 0 and type(None) in typing.get_args(hints[f.name]):  # int | None: 0 is None
             given = None
         values[f.name] = given
     return EvalSettings(**values)
 
 
-def flag_type(hint) -> tuple[type, bool]:
-    """(what a flag's values are, whether 0 stands for None): int | None -> (int, True), tuple[float, ...] ->
-    (float, False)."""
+def value_type(hint) -> type:
+    """What a flag's values are: int for ``int | None``, float for ``tuple[float, ...]``, else the type itself."""
     args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
-    return (args[0] if args else hint), type(None) in typing.get_args(hint)
+    return args[0] if args else hint
 
 
 def shown(default) -> str:
-    """A default as the help text says it: 0.5 not 0.50, a list space-separated as it is typed."""
+    """A default as the help text says it: 1 not 1.0, a list space-separated as it is typed."""
     if isinstance(default, list):
         return " ".join(map(shown, default))
     return f"{default:g}" if isinstance(default, float) else str(default)
