@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from blcm.evaluate import lookup, table
+from blcm.eval import lookup, table
 
 ROWS = (  # label, eval JSON path
     ("reconstruction exact (σ=0)", ("reconstruction", "overall", "sigma=0", "all", "exact")),

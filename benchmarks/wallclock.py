@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from blcm.evaluate import lookup
+from blcm.eval import lookup
 
 ROWS = (  # label, eval JSON path (overall)
     ("next-unit bits/byte", ("next_unit_bpb", "overall", "bpb")),

@@ -9,6 +9,9 @@
     blcm reconstruct --model DIR FILE                                each unit next to its encode -> decode
     blcm export --ckpt X.ckpt --out DIR                              checkpoint -> config.json + model.safetensors
     blcm eval --model DIR --data FILE... --out results.json          the evaluation suite (JSON + markdown)
+
+This module builds the parser and dispatches: training to LightningCLI, every other command to its function in
+blcm.commands.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import argparse
 import logging
 import sys
 
-from blcm.commands import cmd_decode, cmd_encode, cmd_eval, cmd_export, cmd_generate, cmd_reconstruct
+from blcm.commands.data import cmd_data_fetch, cmd_prepare
+from blcm.commands.eval import add_settings_flags, cmd_eval
+from blcm.commands.export import cmd_export
+from blcm.commands.model import cmd_decode, cmd_encode, cmd_generate, cmd_reconstruct
+from blcm.commands.patch import cmd_patch
 from blcm.errors import CLIError
-from blcm.patch import cmd_patch
 from bridges.modality import MODALITIES
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
@@ -224,33 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", required=True, nargs="+", metavar="FILE",
                    help="JSONL(.gz) documents with a text field (and optionally source), text files or directories")
     v.add_argument("--out", required=True, metavar="X.json", help="where the results go (X.md gets the report)")
-    v.add_argument("--max-docs", type=int, default=64,
-                   help="N documents, taken in turn from each source (default 64; 0 = all)")
-    v.add_argument("--window", type=int, default=16, help="units kept per document (default 16, tiny's window)")
-    v.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.5], metavar="SIGMA",
-                   help="concept noise levels for reconstruction (default 0 0.1 0.2 0.5)")
-    v.add_argument("--prompt-units", type=int, default=4, help="generation: units of each document given (default 4)")
-    v.add_argument("--continuation-units", type=int, default=4,
-                   help="generation: units generated and compared (default 4; a byte LM generates as many bytes)")
-    v.add_argument("--generation-docs", type=int, default=16, help="documents continued (default 16)")
-    v.add_argument("--steps", type=int, default=20, help="diffusion sampling steps (default 20)")
-    v.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1 = off)")
-    v.add_argument("--temperature", type=float, default=0.0, help="byte sampling temperature (default 0: greedy)")
-    v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_settings_flags(v)  # --max-docs, --window, ... --steps, --guidance, --unit-bytes: blcm.eval.settings
     v.add_argument("--byte-lm", metavar="DIR", help="an exported byte LM for MI and a side-by-side bits per byte "
                    "(default for MI: the model's own entropy model)")
-    v.add_argument("--unit-bytes", type=int, default=128, help="a byte LM: the sentence cap of the units it is "
-                   "scored on; match the ByteLCM it is compared with (default 128, configs/tiny.yaml's)")
-    v.add_argument("--mi-predictions", type=int, default=128,
-                   help="MI on the first N predictions (default 128; each is a byte LM pass over its context)")
-    v.add_argument("--mi-context", type=int, default=512, help="MI: bytes of context kept (default 512)")
     v.add_argument("--parallel", metavar="FILE", help="parallel JSONL {en, <locale>...} for xsim, e.g. "
                    "../shared/data/parallel/valid.jsonl.gz")
-    v.add_argument("--parallel-max", type=int, default=0, help="the first N parallel records (default 0 = all)")
     v.add_argument("--pairs", metavar="DIR", help="paired files + transcripts.json [{file, text}] for retrieval, "
                    "e.g. ../shared/data/bytes/speech-en (held-out and train pairs, split as the alignment loss's)")
-    v.add_argument("--pair-units", type=int, default=64, help="retrieval: a file's concept is the mean of its first "
-                   "N units (default 64 = 8 KB at 128-byte units; 0 = all)")
     v.add_argument("--text-field", default="text", help="the JSONL field holding the text (default text)")
     v.add_argument("--group-by", default="source", choices=("source", "modality"),
                    help="break the metrics down by the JSONL `source` (default) or by each document's modality "
@@ -292,32 +278,6 @@ def causes(error: BaseException):
     while error is not None:
         yield error
         error = error.__cause__ or error.__context__
-
-
-def cmd_data_fetch(args) -> int:
-    from blcm.data import fetch_corpus
-
-    try:
-        path = fetch_corpus(force=args.force)
-    except OSError as e:
-        raise CLIError(f"could not fetch the default corpus: {e}") from e
-    print(path)
-    return 0
-
-
-def cmd_prepare(args) -> int:
-    from blcm.errors import DataError
-    from blcm.prepare import prepare, summary
-
-    try:
-        manifest = prepare(args.inputs, args.out, segmenter=args.segmenter, max_unit_bytes=args.max_unit_bytes,
-                           valid_percent=args.valid_percent, shard_docs=args.shard_docs, text_field=args.text_field,
-                           valid_inputs=args.valid, force=args.force, progress=not args.no_progress,
-                           other=args.other_segmenter)
-    except DataError as e:
-        raise CLIError(str(e)) from None
-    print(summary(args.out, manifest))
-    return 0
 
 
 if __name__ == "__main__":

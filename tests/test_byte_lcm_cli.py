@@ -56,7 +56,7 @@ def test_encode_decode_round_trip_files(trained, tmp_path, capsys):
 
 
 def test_encode_of_a_large_file_goes_in_batches_with_progress(trained, tmp_path, capsys):
-    from blcm.commands import ENCODE_BATCH
+    from blcm.commands.model import ENCODE_BATCH
     from blcm.model import ByteLCM
 
     data = np.random.default_rng(0).integers(0, 256, 64 * (ENCODE_BATCH + 50), dtype=np.uint8).tobytes()

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blcm.cli import main
-from blcm.patch import escape_patch, render_patches
+from blcm.commands.patch import escape_patch, render_patches
 from tests.conftest import shared_file
 
 MODES = ["entropy", "monotonic", "both", "space", "static"]

@@ -12,24 +12,15 @@ import pytest
 import torch
 from byte_lcm_fixtures import TINY_MODEL, write_corpus
 
-from blcm.cli import main
+from blcm.cli import build_parser, main
+from blcm.commands.eval import settings_from
 from blcm.data import Document
-from blcm.evaluate import (
-    EvalDocument,
-    EvalSettings,
-    bucket_name,
-    byte_lm_bits_per_byte,
-    crosslingual,
-    encode_units,
-    evaluate,
-    json_ready,
-    mutual_information,
-    prediction,
-    read_documents,
-    reconstruction_scores,
-    render_markdown,
-    unit_log_probs,
-)
+from blcm.eval import EvalDocument, EvalSettings, evaluate, json_ready, read_documents, render_markdown
+from blcm.eval.concepts import encode_units
+from blcm.eval.likelihood import byte_lm_bits_per_byte, mutual_information, unit_log_probs
+from blcm.eval.prediction import prediction
+from blcm.eval.reconstruction import bucket_name, reconstruction_scores
+from blcm.eval.search import crosslingual
 from blcm.model import ByteLCM, ByteLCMConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import pad_batch
@@ -152,6 +143,28 @@ def test_settings_are_checked(tiny_lcm):
 def exported(tiny_lcm, byte_lm, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("exports")
     return tiny_lcm.save_pretrained(root / "lcm"), byte_lm.save_pretrained(root / "lm")
+
+
+def eval_args(*flags: str):
+    return build_parser().parse_args(["eval", "--model", "m", "--data", "d.jsonl", "--out", "r.json", *flags])
+
+
+def test_eval_flags_default_to_the_settings_and_explain_each_one(capsys):
+    assert settings_from(eval_args()) == EvalSettings()  # each default lives once, in EvalSettings
+    given = settings_from(eval_args("--max-docs", "0", "--pair-units", "0", "--parallel-max", "3", "--noise", "0",
+                                    "0.3", "--steps", "7", "--guidance", "2.5", "--unit-bytes", "64"))
+    assert given == EvalSettings(max_docs=None, pair_units=None, parallel_max=3, noise=(0.0, 0.3),
+                                 sampling=Sampling(steps=7, guidance_scale=2.5),
+                                 baseline_segmenter={"kind": "sentence", "max_bytes": 64})
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, help in [("--max-docs", "(default 64; 0 = all)"), ("--window", "(default 16, tiny's window)"),
+                       ("--noise", "(default 0 0.1 0.2 0.5)"), ("--steps", "steps (default 20)"),
+                       ("--guidance", "(1 = off; default 1)"), ("--unit-bytes", "(default 128, configs/tiny.yaml's)"),
+                       ("--parallel-max", "(default 0 = all)"), ("--mi-context", "(default 512)")]:
+        assert f"{flag} " in text and help in text
+    assert "reconstruction exact match" in text  # the description explains the metrics
 
 
 FAST_ARGS = ["--max-docs", "4", "--window", "5", "--noise", "0", "--generation-docs", "1", "--steps", "2",

@@ -13,7 +13,7 @@ from byte_lcm_fixtures import TINY_MODEL
 from conftest import shared_file
 
 from blcm.errors import ConfigError, DataError
-from blcm.evaluate import EvalSettings, evaluate, read_documents, render_markdown
+from blcm.eval import EvalSettings, evaluate, read_documents, render_markdown
 from blcm.lightning import ByteLCMModule
 from blcm.pairs import group_means, info_nce, read_pairs, retrieval_accuracy
 from blt.ids import pad_batch

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from blcm.commands import read_bytes
+from blcm.commands.inputs import read_bytes
 from blcm.errors import CLIError
 
 

@@ -1,0 +1,46 @@
+"""What the commands read: an exported model, a file's bytes; bad input is a CLIError (one line, exit status 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from blcm.errors import CLIError
+
+
+def load_model(directory: str, byte_lm: bool = False):
+    """The ByteLCM exported to ``directory``; with ``byte_lm``, an exported EntropyModel (a byte LM such as
+    the ByteGPT baseline) is accepted too."""
+    from safetensors import SafetensorError
+
+    from blcm.model import ByteLCM
+    from blt.entropy import EntropyModel
+    from blt.export import export_type
+
+    # Anything but an EntropyModel export is tried as a ByteLCM: from_pretrained says what is wrong with it.
+    cls = EntropyModel if byte_lm and export_type(directory) == "EntropyModel" else ByteLCM
+    try:
+        return cls.from_pretrained(directory)
+    except (FileNotFoundError, ValueError, TypeError, RuntimeError, SafetensorError) as e:
+        reason = (str(e).strip().splitlines() or [""])[0]  # load_state_dict lists every mismatched key
+        what = "ByteLCM or byte LM" if byte_lm else "ByteLCM"
+        raise CLIError(f"cannot load a {what} from {directory}: {reason}") from None
+
+
+def read_bytes(path: str) -> bytes:
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{path} is a directory; give a file")
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,52 @@
+"""Nearest-concept search on paragraph concepts (the mean of their unit concepts): cross-lingual xsim error
+against English (with a parallel file) and top-1 retrieval between paired files and transcripts (blcm.pairs)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from blcm.errors import DataError
+from blcm.eval.aggregate import nanmean
+from blcm.eval.concepts import paragraph_concepts
+from blcm.pairs import read_pairs, retrieval_accuracy
+
+
+def crosslingual(model, records: list[dict[str, str]], progress) -> dict:
+    """xsim error per locale: the share of its paragraphs whose nearest English paragraph (cosine of mean
+    unit concepts) is not their own translation. Every locale searches the same pool, all distinct English
+    paragraphs of ``records``, so the error rates compare across locales (chance: 1 - 1/pool)."""
+    english = sorted({r["en"] for r in records})
+    foreign = sorted({t for r in records for k, t in r.items() if k != "en"})
+    concepts = F.normalize(paragraph_concepts(model, [t.encode("utf-8") for t in english + foreign], progress), dim=-1)
+    pool = concepts[: len(english)]
+    en_index = {t: i for i, t in enumerate(english)}
+    fx_index = {t: len(english) + i for i, t in enumerate(foreign)}
+    out = {}
+    for locale in sorted({k for r in records for k in r if k != "en"}):
+        pairs = sorted({(en_index[r["en"]], fx_index[r[locale]]) for r in records if locale in r})
+        truth = torch.tensor([e for e, _ in pairs])
+        nearest = (concepts[[f for _, f in pairs]] @ pool.T).argmax(-1).cpu()
+        out[locale] = {"pairs": len(pairs), "xsim_error": float((nearest != truth).float().mean())}
+    if out:
+        out["mean"] = {"pairs": sum(v["pairs"] for v in out.values()),
+                       "xsim_error": nanmean(v["xsim_error"] for v in out.values())}
+        out["pool"] = {"pairs": len(english), "xsim_error": 1 - 1 / len(english)}  # chance
+    return out
+
+
+def retrieval(model, pairs_dir: str, max_units: int | None, progress) -> dict:
+    """Top-1 retrieval between the concepts of paired files (the mean over their first ``max_units`` units)
+    and of their transcripts (blcm.pairs), per split: ``valid`` (pairs an alignment loss never trained on) and
+    ``train``."""
+    out = {}
+    for split in ("valid", "train"):
+        pairs = read_pairs(pairs_dir, split)
+        if len(pairs) < 2:
+            continue
+        files = paragraph_concepts(model, [p.data for p in pairs], progress, max_units)
+        texts = paragraph_concepts(model, [p.text for p in pairs], progress)
+        out[split] = retrieval_accuracy(files, texts)
+    if not out:
+        raise DataError(f"{pairs_dir}: fewer than 2 pairs in each split, nothing to retrieve among")
+    return out
