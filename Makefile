@@ -26,7 +26,7 @@ demo: install
 	corpus=$$($(BIN)/blcm data fetch) && $(BIN)/blcm prepare $$corpus/train.jsonl.gz --valid $$corpus/valid.jsonl.gz \
 		--max-unit-bytes 128 --out runs/prepared/sotu-128
 	$(BIN)/blcm fit --config configs/tiny.yaml --data.data_dir runs/prepared/sotu-128 \
-		--trainer.max_time $(DEMO_MAX_TIME) --model.autoencoder_steps 100 \
+		--trainer.max_time $(DEMO_MAX_TIME) --model.stages.autoencoder_steps 100 \
 		--trainer.val_check_interval 100 --trainer.limit_val_batches 4
 	$(BIN)/blcm reconstruct --model runs/tiny/export examples/sample.txt --max-units 4
 	$(BIN)/blcm generate --model runs/tiny/export --max-units 3 --seed 0 --guidance 1 \

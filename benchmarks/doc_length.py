@@ -34,20 +34,21 @@ def rss_mib() -> float:
 def measure(data: str, config_path: str, units: int, steps: int, threads: int | None) -> dict:
     """One length, in this process: -> step times, bytes, and peak memory."""
     from blcm.lightning import ByteLCMModule
+    from blcm.lightning.config import instantiate
     from blcm.units import PreparedUnits, collate_units
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = yaml.safe_load(Path(config_path).read_text())["model"]["init_args"]
-    module = ByteLCMModule(**{k: v for k, v in config.items() if k != "export_dir"})
+    module = instantiate(ByteLCMModule, {k: v for k, v in config.items() if k != "export_dir"})
     dataset = PreparedUnits(data, "train", max_units=units)
     counts = dataset.window_units  # the EOD unit included
     full = [i for i in range(len(dataset)) if counts[i] == units]
     if len(full) < steps + 1:
         raise SystemExit(f"{data} has {len(full)} windows of {units} units; {steps + 1} are needed")
     batches = [collate_units([dataset[i]]) for i in full[: steps + 1]]
-    module.model.codec.encoder.calibrate(batches[0]["units"], batches[0]["unit_lengths"])
+    module.model.codec.encoder.calibrate(batches[0].units, batches[0].unit_lengths)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     loaded = rss_mib()
     times = []
@@ -59,7 +60,7 @@ def measure(data: str, config_path: str, units: int, steps: int, threads: int | 
         optimizer.step()
         times.append(time.perf_counter() - start)
     times = times[1:]
-    num_bytes = statistics.mean(int(b["unit_lengths"].sum()) for b in batches[1:])
+    num_bytes = statistics.mean(int(b.unit_lengths.sum()) for b in batches[1:])
     return {"units": units, "bytes": num_bytes, "min_s": min(times), "median_s": statistics.median(times),
             "s_per_unit": statistics.median(times) / units, "peak_rss_mib": rss_mib(),
             "step_rss_growth_mib": rss_mib() - loaded, "threads": torch.get_num_threads()}

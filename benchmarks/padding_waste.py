@@ -23,10 +23,10 @@ def waste(ds: PreparedUnits, batches) -> tuple[float, float]:
     pad = total = doc_pad = doc_total = 0
     for b in batches:
         x = collate_units([ds[int(i)] for i in b])
-        total += x["units"].numel()
-        pad += x["units"].numel() - int(x["unit_lengths"].sum())
-        doc_total += x["doc_mask"].numel()
-        doc_pad += x["doc_mask"].numel() - int(x["doc_mask"].sum())
+        total += x.units.numel()
+        pad += x.units.numel() - int(x.unit_lengths.sum())
+        doc_total += x.doc_mask.numel()
+        doc_pad += x.doc_mask.numel() - int(x.doc_mask.sum())
     return 100 * pad / max(total, 1), 100 * doc_pad / max(doc_total, 1)
 
 

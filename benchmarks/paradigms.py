@@ -30,7 +30,9 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from blcm.batch import UnitBatch
 from blcm.lightning import ByteLCMModule, EntropyLMModule
+from blcm.lightning.config import instantiate
 from blcm.model import ByteLCM
 from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
 from blt.entropy import EntropyModel
@@ -89,16 +91,15 @@ def main() -> None:
 
     lcm_args, lcm_data = model_args(args.lcm_config)
     lm_args, lm_data = model_args(args.lm_config)
-    lcm = ByteLCMModule(**{k: v for k, v in lcm_args.items() if k != "export_dir"})
-    lm = EntropyLMModule(**{k: v for k, v in lm_args.items() if k != "export_dir"})
+    lcm = instantiate(ByteLCMModule, {k: v for k, v in lcm_args.items() if k != "export_dir"})
+    lm = instantiate(EntropyLMModule, {k: v for k, v in lm_args.items() if k != "export_dir"})
     dataset = PreparedUnits(args.data, "train", lcm_data.get("max_units", 16))
     sampler = iter(BucketBatchSampler(dataset.costs(), lcm_data.get("batch_size", 8), seed=0))
     lm_rows, lm_width = lm_data.get("batch_size", 4), lm_data.get("seq_len", 1024)
 
-    def lcm_batch() -> tuple[dict, int]:
+    def lcm_batch() -> tuple[UnitBatch, int]:
         batch = collate_units([dataset[i] for i in next(sampler)])
-        text = batch["units"][:, 0] >= OFFSET
-        return batch, int(batch["unit_lengths"][text].sum())
+        return batch, int(batch.unit_lengths[batch.text].sum())
 
     rng = np.random.default_rng(0)
 
@@ -108,7 +109,7 @@ def main() -> None:
         return rows, int((rows[:, 1:] >= OFFSET).sum())
 
     first, _ = lcm_batch()
-    lcm.model.codec.encoder.calibrate(first["units"], first["unit_lengths"])
+    lcm.model.codec.encoder.calibrate(first.units, first.unit_lengths)
     optimizers = {"ByteLCM": torch.optim.AdamW(lcm.parameters(), lr=1e-4),
                   "ByteGPT": torch.optim.AdamW(lm.parameters(), lr=1e-4)}
     losses = {"ByteLCM": lambda b: sum(lcm.losses(b, "joint").values()), "ByteGPT": lambda b: lm.model.loss(b)}

@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from blcm.batch import UnitBatch
 from blcm.lightning import ByteLCMModule
+from blcm.lightning.config import instantiate
 from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
 
 
@@ -37,13 +39,13 @@ def main() -> None:
     config = yaml.safe_load(Path(args.config).read_text())
     data = config["data"]["init_args"]
     torch.manual_seed(0)
-    module = ByteLCMModule(**config["model"]["init_args"]).to(device)
+    module = instantiate(ByteLCMModule, config["model"]["init_args"]).to(device)
     dataset = PreparedUnits(args.data, "train", data.get("max_units", 16))
     batches = iter(BucketBatchSampler(dataset.costs(), data.get("batch_size", 8), seed=0))
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
 
-    def step(batch: dict, dtype: torch.dtype | None) -> float:
-        batch = {k: v.to(device) for k, v in batch.items()}
+    def step(batch: UnitBatch, dtype: torch.dtype | None) -> float:
+        batch = batch.to(device)
         start = time.perf_counter()
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = sum(module.losses(batch, args.stage).values())
@@ -55,7 +57,7 @@ def main() -> None:
         return time.perf_counter() - start
 
     first = collate_units([dataset[i] for i in next(batches)])
-    module.model.codec.encoder.calibrate(first["units"].to(device), first["unit_lengths"].to(device))
+    module.model.codec.encoder.calibrate(first.units.to(device), first.unit_lengths.to(device))
     times: dict[str, list[float]] = {"fp32": [], "bf16 autocast": []}
     for i in range(args.steps + 2):
         batch = collate_units([dataset[j] for j in next(batches)])

@@ -107,7 +107,7 @@ class Snapshots(TrainingClock):
         self._log_dir = trainer.log_dir  # a broadcast under DDP: asked once, here, where every rank asks it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step_bytes = batch["unit_lengths"].sum() * trainer.world_size
+        step_bytes = batch.unit_lengths.sum() * trainer.world_size
         self._unsynced = step_bytes if self._unsynced is None else self._unsynced + step_bytes
         if self.trained_minutes() >= self.next_at:
             self._export(trainer, pl_module)

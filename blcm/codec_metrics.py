@@ -49,9 +49,9 @@ def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 
     noisy_exact = dict.fromkeys(sigmas, 0)
     for chunk in chunks:
         ids, lengths = (t.to(codec.device) for t in pad_batch(units[chunk]))
-        scores = codec.decoder(ids, lengths, concepts[chunk])  # (U, 3): nats, exact, right bytes
-        sums["nats"] += float(scores[:, 0].sum())
-        sums["correct"] += float(scores[:, 2].sum())
+        scores = codec.decoder(ids, lengths, concepts[chunk])
+        sums["nats"] += float(scores.nats.sum())
+        sums["correct"] += float(scores.correct.sum())
         sums["targets"] += float((lengths + 1).sum())
         sums["exact"] += exact_matches(codec, concepts[chunk], units[chunk])
         for sigma, noise in noises.items():
@@ -100,5 +100,5 @@ def training_flops_per_byte(codec, units: Sequence[bytes], modality: str | None 
     copy = deepcopy(codec).train()  # a training step updates batch-norm statistics: not the caller's codec's
     with FlopCounterMode(display=False) as counter:
         scores = copy.decoder(ids, lengths, copy.concepts(ids, lengths, modalities))
-        scores[:, 0].sum().backward()
+        scores.nats.sum().backward()
     return counter.get_total_flops() / float(lengths.sum())

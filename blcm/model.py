@@ -13,49 +13,84 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from blcm.batch import UnitBatch
+from blcm.objective import LossConfig, Stage
 from blt.export import load_export, save_export
-from bridges.byte_codec import ByteConceptDecoderConfig, ByteConceptEncoderConfig
+from bridges.byte_codec import ByteConceptEncoderConfig
+from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.codec import build_codec
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
-from concept_core.config import build_model
+from concept_core.config import CoreConfig, build_model, core_config
 from concept_core.generate import StopRule, iter_steps
 from concept_core.interface import Sampling
+from concept_core.quant import QuantizedLCM
+from concept_core.two_tower import TwoTowerLCMConfig
 
 EXPORT_KIND = "ByteLCM"
+QUANTIZER_BATCHES = 4  # joint batches whose concepts fit a Quant core's codebooks
 
 
-def default_core() -> dict:
-    return {"variant": "two_tower", "model_dim": 256, "context_layers": 2, "denoiser_layers": 2, "n_heads": 4}
+def on_one_rank(tensor: torch.Tensor) -> torch.Tensor:
+    """A broadcast from rank 0 on a single process: the tensor itself."""
+    return tensor
 
 
-@dataclass
+def default_core(dim: int) -> TwoTowerLCMConfig:
+    return TwoTowerLCMConfig(dim=dim, model_dim=256, context_layers=2, denoiser_layers=2, n_heads=4)
+
+
+@dataclass(frozen=True)
 class ByteLCMConfig:
+    """The whole model. ``concept_dim`` is written once: the encoder's, decoder's and core's are set from it
+    (a frozen codec's concepts must have this many dimensions).
+
+    Args:
+        concept_dim: the dimension of a concept.
+        segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 256}.
+        codec: {kind: byte} (the encoder below, trained jointly) | {kind: sentence_transformer, model: ...}
+            (frozen; the decoder below learns its space) | {kind: sonar, ...}: see bridges.codec.build_codec.
+        encoder, decoder: the byte concept encoder and decoder.
+        core: one of the four concept cores' configs, named by its ``variant`` field (two_tower, one_tower,
+            base, quant); None: a 256-wide Two-Tower.
+    """
+
+    concept_dim: int = 256
     segmenter: dict = field(default_factory=lambda: {"kind": "sentence", "max_bytes": 256})
-    # {"kind": "byte"} (the encoder below, trained jointly) | {"kind": "sentence_transformer", "model": ...}
-    # (frozen; the decoder below learns its space) | {"kind": "sonar", ...}: see bridges.codec.build_codec
     codec: dict = field(default_factory=lambda: {"kind": "byte"})
     encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)
     decoder: ByteConceptDecoderConfig = field(default_factory=ByteConceptDecoderConfig)
-    core: dict = field(default_factory=default_core)  # {"variant": ..., fields of that variant's config}; dim is set
+    core: CoreConfig | None = None
+
+    def __post_init__(self):
+        # core None stays None: LightningCLI merges a YAML's core into the default's, and a union's default
+        # must be None for it to pick the variant the YAML names
+        derived = {"encoder": replace(self.encoder, concept_dim=self.concept_dim),
+                   "decoder": replace(self.decoder, concept_dim=self.concept_dim),
+                   "core": None if self.core is None else replace(self.core, dim=self.concept_dim)}
+        for name, value in derived.items():  # frozen: set once, here
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_dict(cls, d: dict) -> ByteLCMConfig:
+        """The inverse of ``asdict``; an export from before ``concept_dim`` takes its encoder's."""
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - known):
             raise ValueError(f"ByteLCMConfig has no field(s) {unknown}")
-        return cls(segmenter=dict(d.get("segmenter", {"kind": "sentence", "max_bytes": 256})),
+        encoder = d.get("encoder", {})
+        return cls(concept_dim=d.get("concept_dim", encoder.get("concept_dim", 256)),
+                   segmenter=dict(d.get("segmenter", {"kind": "sentence", "max_bytes": 256})),
                    codec=dict(d.get("codec", {"kind": "byte"})),
-                   encoder=ByteConceptEncoderConfig(**d.get("encoder", {})),
+                   encoder=ByteConceptEncoderConfig(**encoder),
                    decoder=ByteConceptDecoderConfig(**d.get("decoder", {})),
-                   core=dict(d.get("core", default_core())))
+                   core=core_config(d["core"]) if d.get("core") is not None else None)
 
 
 class ByteLCM(nn.Module):
@@ -63,10 +98,14 @@ class ByteLCM(nn.Module):
         super().__init__()
         self.config = config
         self.codec = build_codec(config.codec, config.encoder, config.decoder)
-        self.core = build_model({**config.core, "dim": self.codec.dim})
+        if self.codec.dim != config.concept_dim:
+            raise ValueError(f"the {config.codec['kind']!r} codec's concepts have {self.codec.dim} dimensions: set "
+                             f"concept_dim to {self.codec.dim}, not {config.concept_dim}")
+        self.core = build_model(config.core or default_core(config.concept_dim))
         # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
         self.segmenter = build_segmenter(config.segmenter)
         self.codec.max_unit_bytes = self.segmenter.max_bytes  # decoding never runs past the cap
+        self._quantizer_pool: list[torch.Tensor] = []
 
     @property
     def device(self) -> torch.device:
@@ -80,6 +119,57 @@ class ByteLCM(nn.Module):
 
     def units(self, document: bytes) -> list[bytes]:
         return self.segmenter.split(document)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def losses(self, batch: UnitBatch, stage: Stage, loss: LossConfig, *, train_codec: bool = True,
+               broadcast: Callable[[torch.Tensor], torch.Tensor] = on_one_rank) -> dict[str, torch.Tensor]:
+        """The loss terms of ``stage`` on a batch (blcm.objective); none when there is nothing to learn from.
+
+        The first batches after a stage change also ready what that stage needs, each fitted on rank 0's
+        values where ``broadcast`` hands them to every rank: the entropy threshold (when the entropy stage
+        ends) or a frozen codec's normaliser, and a Quant core's codebooks (when joint training starts).
+        ``train_codec`` False: a frozen codec, no reconstruction term.
+        """
+        units, lengths, codec = batch.units, batch.unit_lengths, self.codec  # (U, L), (U,)
+        if stage == "entropy":
+            return {"entropy": codec.encoder.entropy_loss(units, lengths)}
+        if not codec.ready:
+            for buffer in codec.calibrate(units, lengths, batch.unit_modalities):
+                buffer.copy_(broadcast(buffer))
+        terms = {}
+        concepts = codec.concepts(units, lengths, batch.unit_modalities)  # (U, d)
+        text = batch.text
+        if text.any() and codec.decoder is not None and train_codec:
+            scores = codec.decoder(units[text], lengths[text], loss.decoder_inputs(concepts[text], self.training))
+            terms["reconstruction"] = scores.nats.sum() / (lengths[text] + 1).sum()
+        if stage == "joint" and self._ready_core(concepts.detach()[text], broadcast):
+            sequences = batch.sequences(concepts)  # (B, N, d)
+            inputs = sequences.detach() if loss.detach_core_inputs else sequences
+            targets = sequences.detach() if loss.detach_core_targets else None
+            terms["core"] = self.core.loss(inputs, batch.doc_mask, targets=targets)
+        if loss.entropy_weight > 0 and codec.entropy_model is not None:
+            terms["entropy"] = codec.encoder.entropy_loss(units, lengths)
+        return terms
+
+    @property
+    def core_ready(self) -> bool:
+        """False only for a Quant core whose codebooks are not fitted yet (that happens when joint training starts)."""
+        return not isinstance(self.core, QuantizedLCM) or bool(self.core.quantizer.fitted)
+
+    def _ready_core(self, concepts: torch.Tensor, broadcast: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+        """Pool the concepts of the first QUANTIZER_BATCHES joint batches, then fit a Quant core's RVQ codebooks
+        (every rank counts the same batches). They stay fixed afterwards while the encoder keeps learning."""
+        if self.core_ready:
+            return True
+        self._quantizer_pool.append(concepts)
+        if len(self._quantizer_pool) < QUANTIZER_BATCHES:
+            return False
+        pool = torch.cat(self._quantizer_pool)
+        self.core.fit_quantizer(pool, generator=torch.Generator(pool.device).manual_seed(0))
+        self.core.quantizer.codebooks.copy_(broadcast(self.core.quantizer.codebooks))
+        self._quantizer_pool = []
+        return True
 
     @torch.no_grad()
     def encode(self, document: bytes) -> torch.Tensor:
@@ -140,6 +230,11 @@ class ByteLCM(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> ByteLCM:
         config, state = load_export(directory, EXPORT_KIND, map_location)
-        model = cls(ByteLCMConfig.from_dict(config))
+        model = cls.from_config(config)
         model.load_state_dict(state)
         return model.eval()
+
+    @classmethod
+    def from_config(cls, config: dict) -> ByteLCM:
+        """An untrained model of an export's (or a checkpoint's ``export``) config."""
+        return cls(ByteLCMConfig.from_dict(config))

@@ -5,14 +5,7 @@ are cut into windows of up to ``max_units`` consecutive units that overlap by on
 starts at unit ``j * (max_units - 1)``), so the EOD unit is the last unit of the document's last
 window, every window has a (context, next) pair, and every unit after the first is a prediction
 target in exactly one window (given ``max_units >= 2``, which UnitDataModule requires). A batch of
-B windows is::
-
-    units        (U, L) int64   every unit of every window, window by window, byte ids right-padded
-                                with PAD; L = the longest unit in the batch
-    unit_lengths (U,)   int64
-    doc_units    (B, N) int64   row b: the indices into ``units`` of window b's units, -1 padding;
-                                N = the longest window in the batch
-    doc_mask     (B, N) bool
+B windows is a :class:`blcm.batch.UnitBatch`.
 
 Padding in ``units`` is what the byte encoder and decoder pay for, so training batches come from
 :class:`BucketBatchSampler`, which groups windows of similar size.
@@ -30,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from blcm.batch import UnitBatch
 from blcm.data import fetch_corpus, home
 from blcm.errors import DataError
 from blcm.prepare import SPLITS, read_manifest
@@ -185,10 +179,9 @@ def read_prepared(directory: str | Path) -> dict:
     return manifest
 
 
-def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Windows (lists of byte-id arrays) -> units (U, L), unit_lengths (U,), doc_units (B, N), doc_mask (B, N),
-    unit_modalities (U,) (indices into bridges.modality.MODALITIES: a WindowUnits' document modality, else each
-    unit sniffed on its own)."""
+def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> UnitBatch:
+    """Windows (lists of byte-id arrays) -> a UnitBatch; a unit's modality is its WindowUnits' document's, else
+    the unit's own content's."""
     flat = [u for w in windows for u in w]
     counts = torch.tensor([len(w) for w in windows], dtype=torch.long)  # (B,)
     lengths = torch.tensor([len(u) for u in flat], dtype=torch.long)  # (U,)
@@ -204,14 +197,8 @@ def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Te
         modalities = torch.tensor([modality_index(w.modality) for w in windows for _ in w], dtype=torch.long)
     else:
         modalities = unit_modalities(units, lengths)
-    return {"units": units, "unit_lengths": lengths, "doc_units": doc_units, "doc_mask": doc_mask,
-            "unit_modalities": modalities}
-
-
-def padding_waste(batch: dict[str, torch.Tensor]) -> float:
-    """The share of PAD positions in ``batch["units"]``."""
-    total = batch["units"].numel()
-    return 1.0 - float(batch["unit_lengths"].sum()) / total if total else 0.0
+    return UnitBatch(units=units, unit_lengths=lengths, doc_units=doc_units, doc_mask=doc_mask,
+                     unit_modalities=modalities)
 
 
 class UnitDataModule(L.LightningDataModule):

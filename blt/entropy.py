@@ -30,6 +30,9 @@ from blt.transformer import Block, KVCache, init_weights
 MAX_ENTROPY = math.log(VOCAB_SIZE)  # nats, a uniform distribution over the 260 ids
 
 
+EXPORT_KIND = "EntropyModel"
+
+
 @dataclass
 class EntropyModelConfig:
     dim: int = 128
@@ -168,11 +171,16 @@ class EntropyModel(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` + ``model.safetensors`` atomically."""
-        return save_export(directory, "EntropyModel", asdict(self.config), self.state_dict())
+        return save_export(directory, EXPORT_KIND, asdict(self.config), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> EntropyModel:
-        config, state = load_export(directory, "EntropyModel", map_location)
-        model = cls(EntropyModelConfig(**config))
+        config, state = load_export(directory, EXPORT_KIND, map_location)
+        model = cls.from_config(config)
         model.load_state_dict(state)
         return model.eval()
+
+    @classmethod
+    def from_config(cls, config: dict) -> EntropyModel:
+        """An untrained model of an export's (or a checkpoint's ``export``) config."""
+        return cls(EntropyModelConfig(**config))

@@ -15,6 +15,8 @@ import torch
 
 from blt.atomic import atomic_directory
 
+CHECKPOINT_KEY = "export"  # a training checkpoint's {"type": kind, "config": ...}: the model it holds
+
 
 def save_export(directory: str | os.PathLike, kind: str, config: dict, state_dict: dict[str, torch.Tensor]) -> Path:
     """Write ``{"type": kind, **config}`` and the tensors to ``directory``, replacing what is there."""

@@ -6,7 +6,7 @@ Encoder, per unit (a sentence, or a span of non-text bytes):
        pooling of each patch's bytes -> patch vectors (U, P, D)
     -> concept pooler: a small transformer over the unit's patches, then K learned queries that
        attend to them, concatenated -> linear -> batch-normalised concept (U, d)
-Decoder:
+Decoder (bridges.byte_decoder):
     concept (U, d) -> K latent slots (U, K, D) -> LocalDecoder (causal bytes, cross-attention to the
     slots) -> next-byte logits; greedy or sampled generation with a KV cache until EOS.
 
@@ -31,40 +31,15 @@ from einops import rearrange
 from torch import nn
 
 from blt.attention import AttentionMask
-from blt.decoder import LocalDecoder, LocalDecoderConfig
 from blt.encoder import LocalEncoder, LocalEncoderConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
-from blt.ids import BOS, EOD, EOS, OFFSET, PAD, decode, pad_batch
+from blt.ids import BOS, EOD, EOS, PAD, decode, pad_batch
 from blt.patching import Patcher, Patches
 from blt.pretrained import ModalityThresholds
 from blt.transformer import Attention, Block, init_weights
+from bridges.byte_decoder import ByteConceptDecoder, ByteConceptDecoderConfig
+from bridges.length_chunks import by_length
 from bridges.modality import MODALITIES, sniff
-
-
-def length_chunks(lengths: torch.Tensor, max_tokens: int) -> list[torch.Tensor]:
-    """Row indices sorted by length (longest first), cut so that each chunk's padded size
-    (rows x its longest row) stays within ``max_tokens`` (at least one row per chunk)."""
-    order = lengths.argsort(descending=True, stable=True)
-    sorted_lengths = lengths[order].tolist()
-    chunks, i = [], 0
-    while i < len(order):
-        rows = max(1, max_tokens // max(sorted_lengths[i], 1))
-        chunks.append(order[i : i + rows])
-        i += rows
-    return chunks
-
-
-def by_length(fn, ids: torch.Tensor, lengths: torch.Tensor, max_tokens: int, *per_row: torch.Tensor) -> torch.Tensor:
-    """``fn(ids, *per_row, lengths)`` over length chunks (``ids`` trimmed to each chunk's longest
-    row), with the results put back in the original row order."""
-    chunks = length_chunks(lengths, max_tokens)
-    outs = []
-    for chunk in chunks:
-        chunk_lengths = lengths[chunk]
-        width = int(chunk_lengths.max())
-        outs.append(fn(ids[chunk, :width], *(r[chunk] for r in per_row), chunk_lengths))
-    return torch.cat(outs)[torch.cat(chunks).argsort()]
-
 
 CALIBRATION_BYTES = 1024  # a modality's bytes in a calibration batch before it gets a threshold of its own
 
@@ -242,92 +217,6 @@ class ByteConceptEncoder(nn.Module):
         rows[:, 0] = BOS
         rows.scatter_(1, (lengths + 1)[:, None], EOS)
         return self.entropy_model.loss(rows)
-
-
-@dataclass
-class ByteConceptDecoderConfig:
-    concept_dim: int = 256
-    slots: int = 8  # K latent slots per concept, cross-attended in every layer
-    dim: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    concept_to_inputs: bool = False  # also add a projection of the concept to every byte embedding (Optimus)
-    segment_bytes: int | None = None  # byte t also reads slot t // segment_bytes (set as the encoder's)
-    window: int | None = None  # self-attention over the last `window` bytes only: the concept must carry the rest
-    max_positions: int | None = None  # learned absolute byte positions (None: RoPE only)
-    input_mask: float = 0.0  # training only: this share of teacher-forced input bytes is hidden (word dropout)
-    init_std: float | None = None  # as the encoder's
-    chunk_tokens: int = 16_384
-    backend: str = "auto"
-
-
-class ByteConceptDecoder(nn.Module):
-    def __init__(self, config: ByteConceptDecoderConfig):
-        super().__init__()
-        self.config = c = config
-        if not 0.0 <= c.input_mask < 1.0:
-            raise ValueError(f"input_mask must be in [0, 1), got {c.input_mask}")
-        self.to_slots = nn.Linear(c.concept_dim, c.slots * c.dim, bias=False)
-        self.slot_norm = nn.RMSNorm(c.dim)
-        self.to_inputs = nn.Linear(c.concept_dim, c.dim, bias=False) if c.concept_to_inputs else None
-        self.local = LocalDecoder(LocalDecoderConfig(c.dim, c.n_layers, c.n_heads, slot_dim=c.dim, window=c.window,
-                                                     max_positions=c.max_positions, segment_bytes=c.segment_bytes,
-                                                     init_std=c.init_std, backend=c.backend))
-        for m in (self.to_slots, self.to_inputs):
-            if m is not None:
-                init_weights(m, c.init_std)
-
-    def slots(self, concepts: torch.Tensor) -> torch.Tensor:
-        """(U, d) -> (U, K, D)."""
-        return self.slot_norm(rearrange(self.to_slots(concepts), "u (k d) -> u k d", k=self.config.slots))
-
-    def input_bias(self, concepts: torch.Tensor) -> torch.Tensor | None:
-        """(U, d) -> (U, D) added to every byte embedding, or None."""
-        return None if self.to_inputs is None else self.to_inputs(concepts)
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced scores of each unit given its concept.
-
-        ids (U, L), lengths (U,), concepts (U, d) -> (U, 3): per unit, the summed cross-entropy in
-        nats over its bytes and the closing EOS, 1.0 where greedy decoding reproduces the unit
-        exactly (every teacher-forced argmax right, EOS included: the same as decoding and comparing),
-        and how many of those L+1 teacher-forced argmaxes are right.
-        """
-        if len(ids) == 0:
-            return concepts.new_zeros(0, 3)
-        return by_length(self._score, ids, lengths, self.config.chunk_tokens, concepts)
-
-    def _score(self, ids: torch.Tensor, concepts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        inputs = F.pad(ids, (1, 0), value=BOS)  # (U, L+1): [BOS, b_0 .. b_{L-1}]
-        targets = F.pad(ids, (0, 1), value=PAD).scatter(1, lengths[:, None], EOS)  # (U, L+1): [b_0 .. EOS]
-        if self.training and self.config.input_mask > 0:
-            # Hidden bytes read as PAD, an id the decoder never otherwise gets as input; BOS stays.
-            hidden = torch.rand(inputs.shape, device=inputs.device) < self.config.input_mask
-            inputs = inputs.masked_fill(hidden & (inputs != BOS), PAD)
-        logits = self.local(inputs, self.slots(concepts), input_bias=self.input_bias(concepts))  # (U, L+1, V)
-        nats = F.cross_entropy(rearrange(logits, "u l v -> (u l) v").float(), targets.flatten(), ignore_index=PAD,
-                               reduction="none")
-        # Greedy decoding may emit bytes and EOS only (EOS wins ties, as argmax picks the lowest id).
-        with torch.no_grad():
-            best_byte = logits[..., OFFSET:].max(-1)
-            greedy = torch.where(logits[..., EOS] >= best_byte.values, EOS, best_byte.indices + OFFSET)
-            right = (greedy == targets) & (targets != PAD)
-            exact = right.sum(1) == lengths + 1
-        return torch.stack([rearrange(nats, "(u l) -> u l", u=len(ids)).sum(1), exact.float(), right.sum(1).float()],
-                           dim=1)
-
-    @torch.no_grad()
-    def generate(self, concepts: torch.Tensor, max_bytes: int = 256, temperature: float = 0.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None,
-                 batch_size: int = 64) -> list[bytes]:
-        """Concepts (U, d) -> U units, decoded from BOS until EOS or ``max_bytes``."""
-        units = []
-        for start in range(0, len(concepts), batch_size):
-            chunk = concepts[start : start + batch_size]
-            ids = self.local.generate(self.slots(chunk), max_bytes=max_bytes, temperature=temperature, top_k=top_k,
-                                      generator=generator, input_bias=self.input_bias(chunk))
-            units += [decode(row) for row in ids]
-        return units
 
 
 class ByteConceptCodec(nn.Module):

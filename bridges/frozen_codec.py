@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from blt.ids import EOD, decode
-from bridges.byte_codec import ByteConceptDecoder
+from bridges.byte_decoder import ByteConceptDecoder
 from concept_core.normalize import ConceptNormalizer
 
 EOD_TEXT = "End of text."

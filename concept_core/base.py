@@ -7,6 +7,7 @@ at inference; concept_core.context) -> PostNet (Linear model_dim -> d).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -18,11 +19,12 @@ from concept_core.pairs import next_concept_pairs
 
 @dataclass
 class BaseLCMConfig:
-    dim: int  # concept dimension
+    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
     model_dim: int = 128
     n_layers: int = 2
     n_heads: int = 4
     max_positions: int = 4096  # longest document, in concepts
+    variant: Literal["base"] = "base"  # names the config in a YAML file or an export
 
 
 class BaseLCM(ContextualizedModel):

@@ -10,37 +10,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib
 import sys
 from pathlib import Path
 
 import torch
 
+from concept_core.base import BaseLCM, BaseLCMConfig
 from concept_core.interface import ConceptModel
+from concept_core.one_tower import OneTowerLCM, OneTowerLCMConfig
+from concept_core.quant import QuantizedLCM, QuantizedLCMConfig
+from concept_core.two_tower import TwoTowerLCM, TwoTowerLCMConfig
 
-VARIANTS = {  # variant -> (module, model class, config class)
-    "base": ("concept_core.base", "BaseLCM", "BaseLCMConfig"),
-    "one_tower": ("concept_core.one_tower", "OneTowerLCM", "OneTowerLCMConfig"),
-    "two_tower": ("concept_core.two_tower", "TwoTowerLCM", "TwoTowerLCMConfig"),
-    "quant": ("concept_core.quant", "QuantizedLCM", "QuantizedLCMConfig"),
-}
+CoreConfig = TwoTowerLCMConfig | OneTowerLCMConfig | BaseLCMConfig | QuantizedLCMConfig
+MODELS = {TwoTowerLCMConfig: TwoTowerLCM, OneTowerLCMConfig: OneTowerLCM, BaseLCMConfig: BaseLCM,
+          QuantizedLCMConfig: QuantizedLCM}
+VARIANTS = {config.variant: config for config in MODELS}  # "two_tower" -> TwoTowerLCMConfig, ...
 
 
-def build_model(config: dict, device: str | torch.device | None = None) -> ConceptModel:
-    """A model from ``{"variant": ..., **fields}``; unknown variants or fields are clear errors."""
-    fields = dict(config)
+def core_config(fields: dict) -> CoreConfig:
+    """``{"variant": ..., **fields}`` (variant default two_tower) -> that variant's config; unknown variants or
+    fields are clear errors."""
+    fields = dict(fields)
     variant = fields.pop("variant", "two_tower")
     if variant not in VARIANTS:
         raise ValueError(f"unknown LCM variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    module_name, model_name, config_name = VARIANTS[variant]
-    module = importlib.import_module(module_name)
-    config_cls = getattr(module, config_name)
-    known = {f.name for f in dataclasses.fields(config_cls)}
+    config_cls = VARIANTS[variant]
+    known = {f.name for f in dataclasses.fields(config_cls)} - {"variant"}
     if unknown := sorted(set(fields) - known):
-        raise ValueError(f"{config_name} has no field(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{config_cls.__name__} has no field(s) {unknown}; known: {sorted(known)}")
+    return config_cls(**fields)
+
+
+def build_model(config: CoreConfig | dict, device: str | torch.device | None = None) -> ConceptModel:
+    """The LCM of a variant config (or of its dict, see ``core_config``)."""
+    if isinstance(config, dict):
+        config = core_config(config)
     # No device: the caller's default (so that an enclosing `with torch.device("meta")` still applies).
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return getattr(module, model_name)(config_cls(**fields))
+        return MODELS[type(config)](config)
 
 
 def load_config(path: str | Path) -> dict:

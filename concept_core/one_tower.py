@@ -19,6 +19,7 @@ one noisy query over the cached keys plus its own, and that query never enters t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +37,12 @@ from concept_core.pairs import next_concept_pairs
 
 @dataclass
 class OneTowerLCMConfig(DiffusionConfig):
-    dim: int
+    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
     model_dim: int = 128
     n_layers: int = 2
     n_heads: int = 4
     max_positions: int = 4096
+    variant: Literal["one_tower"] = "one_tower"  # names the config in a YAML file or an export
 
 
 def one_tower_mask(clean_valid: torch.Tensor, keep_context: torch.Tensor) -> torch.Tensor:

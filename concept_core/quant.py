@@ -18,6 +18,7 @@ Guidance mixes the prediction with context and the one from a learned context-fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,7 @@ class ResidualVQ(nn.Module):
 
 @dataclass
 class QuantizedLCMConfig:
-    dim: int
+    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
     model_dim: int = 128
     n_layers: int = 2
     n_heads: int = 4
@@ -139,6 +140,7 @@ class QuantizedLCMConfig:
     head: str = "d"  # "d": softmax over each codebook's entries; "c": regress the residual
     cfg_dropout: float = 0.15
     max_positions: int = 4096
+    variant: Literal["quant"] = "quant"  # names the config in a YAML file or an export
 
     def __post_init__(self):
         if self.head not in ("d", "c"):

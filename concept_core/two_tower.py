@@ -18,6 +18,7 @@ halves batched in one denoiser call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -32,12 +33,13 @@ from concept_core.pairs import next_concept_pairs
 
 @dataclass
 class TwoTowerLCMConfig(DiffusionConfig):
-    dim: int  # concept dimension
+    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
     model_dim: int = 128
     context_layers: int = 2
     denoiser_layers: int = 2
     n_heads: int = 4
     max_positions: int = 4096  # longest document, in concepts
+    variant: Literal["two_tower"] = "two_tower"  # names the config in a YAML file or an export
 
 
 class Denoiser(nn.Module):

@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
 
 import lightning as L
+import torch
 import yaml
 
+from blcm.lightning import ByteLCMModule
+from blcm.lightning.config import instantiate
 from blcm.prepare import prepare
 
 SUBJECTS = ["The cat", "A dog", "The old man", "My sister", "The president", "A small bird", "The river"]
 VERBS = ["sat on", "looked at", "walked to", "spoke about", "flew over", "ran past", "dreamed of"]
 OBJECTS = ["the mat.", "the hill.", "the city.", "a letter.", "the sea!", "the garden?", "the moon."]
 
-TINY_MODEL = {
-    "segmenter": {"kind": "sentence", "max_bytes": 64},
-    "encoder": {"concept_dim": 32, "dim": 32, "n_heads": 2, "pooler_dim": 32, "entropy_dim": 32,
-                "entropy_layers": 1, "entropy_heads": 2, "hash_table_size": 256, "target_patch_size": 3.0},
-    "decoder": {"concept_dim": 32, "dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4},
-    "core": {"variant": "two_tower", "model_dim": 32, "context_layers": 1, "denoiser_layers": 1, "n_heads": 2},
-    "entropy_steps": 3,
+TINY_ARGS = {  # ByteLCMModule init_args, as a YAML's
+    "model": {
+        "concept_dim": 32,
+        "segmenter": {"kind": "sentence", "max_bytes": 64},
+        "encoder": {"dim": 32, "n_heads": 2, "pooler_dim": 32, "entropy_dim": 32, "entropy_layers": 1,
+                    "entropy_heads": 2, "hash_table_size": 256, "target_patch_size": 3.0},
+        "decoder": {"dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4},
+        "core": {"variant": "two_tower", "model_dim": 32, "context_layers": 1, "denoiser_layers": 1, "n_heads": 2},
+    },
+    "stages": {"entropy_steps": 3, "autoencoder_steps": 3},
+    "optim": {"lr": 3e-3, "warmup_steps": 2},
+    "validation": {"core_batches": 1, "sampling": {"steps": 4}, "samples": 2},
     "init_entropy_from": None,  # a tiny entropy model of its own, trained in an entropy stage (not the shipped one)
-    "autoencoder_steps": 3,
-    "lr": 3e-3,
-    "warmup_steps": 2,
-    "val_core_batches": 1,
-    "val_sampling": {"steps": 4},
-    "samples": 2,
 }
+
+
+def tiny_args(**overrides) -> dict:
+    """TINY_ARGS with each override merged into its group (``stages={"entropy_steps": 0}`` keeps
+    autoencoder_steps) or, for a plain argument, replacing it."""
+    args = copy.deepcopy(TINY_ARGS)
+    for key, value in overrides.items():
+        args[key] = {**args[key], **value} if isinstance(value, dict) and isinstance(args.get(key), dict) else value
+    return args
+
+
+def tiny_module(**overrides) -> ByteLCMModule:
+    torch.manual_seed(0)
+    return instantiate(ByteLCMModule, tiny_args(**overrides))
 
 
 def write_corpus(path: Path, docs: int = 48, seed: int = 0) -> Path:
@@ -65,7 +82,7 @@ def write_fit_config(path: Path, data_dir: Path, model: dict | None = None, **tr
                                   {"class_path": "blcm.callbacks.MetricsHistory"}],
                     **trainer},
         "model": {"class_path": "blcm.lightning.ByteLCMModule",
-                  "init_args": {**TINY_MODEL, **(model or {}), "export_dir": str(path.parent / "export")}},
+                  "init_args": {**tiny_args(**(model or {})), "export_dir": str(path.parent / "export")}},
         "data": {"class_path": "blcm.units.UnitDataModule",
                  "init_args": {"data_dir": str(data_dir), "max_units": 6, "batch_size": 4, "val_windows": 8}},
     }
@@ -81,7 +98,7 @@ class RecordBatches(L.Callback):
         self.path = path
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        units = batch["units"]
+        units = batch.units
         record = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch_idx": batch_idx,
                   "shape": list(units.shape), "sum": int(units.sum()), "weighted": int((units * units.cumsum(1)).sum())}
         with open(self.path, "a") as f:

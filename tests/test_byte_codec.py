@@ -9,13 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blt.ids import pad_batch
-from bridges.byte_codec import (
-    ByteConceptCodec,
-    ByteConceptDecoderConfig,
-    ByteConceptEncoderConfig,
-    length_chunks,
-)
+from bridges.byte_codec import ByteConceptCodec, ByteConceptEncoderConfig
+from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.codec import ConceptCodec
+from bridges.length_chunks import length_chunks
 
 UNITS = [b"Hello world. ", b"A", b"The quick brown fox jumps over the lazy dog. ", b"\xff\x00 bytes", b"Ok."]
 
@@ -81,7 +78,7 @@ def train_autoencoder(codec: ByteConceptCodec, units: list[bytes], steps: int) -
     losses = []
     for _ in range(steps):
         scores = codec.decoder(ids, lengths, codec.encoder(ids, lengths))
-        loss = scores[:, 0].sum() / (lengths + 1).sum()
+        loss = scores.nats.sum() / (lengths + 1).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -108,9 +105,9 @@ def test_teacher_forced_exact_match_equals_greedy_decoding(trained_codec):
     ids, lengths = pad_batch(UNITS)
     for model, noise in ((codec, 0.0), (codec, 1.5), (tiny_codec(seed=3).eval(), 0.0)):
         concepts = model.encoder(ids, lengths) + noise * torch.randn(len(UNITS), 32)
-        exact = model.decoder(ids, lengths, concepts)[:, 1].bool().tolist()
+        exact = model.decoder(ids, lengths, concepts).exact.bool().tolist()
         assert exact == [d == u for d, u in zip(model.decode(concepts), UNITS, strict=True)]
-    assert all(codec.decoder(ids, lengths, codec.encoder(ids, lengths))[:, 1])  # the trained one: all exact
+    assert all(codec.decoder(ids, lengths, codec.encoder(ids, lengths)).exact)  # the trained one: all exact
 
 
 def test_entropy_loss_trains_the_entropy_model():
@@ -158,7 +155,7 @@ def test_input_mask_hides_bytes_in_training_only():
     torch.manual_seed(0)
     first = codec.decoder(ids, lengths, concepts)
     torch.manual_seed(1)
-    assert not torch.allclose(first[:, 0], codec.decoder(ids, lengths, concepts)[:, 0])  # a fresh mask each call
+    assert not torch.allclose(first.nats, codec.decoder(ids, lengths, concepts).nats)  # a fresh mask each call
     codec.eval()
     clean = codec.decoder(ids, lengths, concepts)
     torch.testing.assert_close(clean, codec.decoder(ids, lengths, concepts))
@@ -221,7 +218,7 @@ def test_codec_levers_reach_the_modules_that_use_them():
     scores = codec.decoder(ids, lengths, concepts)
     with torch.no_grad():
         codec.decoder.to_inputs.weight.zero_()  # the concept no longer reaches the byte inputs
-    assert not torch.allclose(codec.decoder(ids, lengths, concepts)[:, 0], scores[:, 0])
+    assert not torch.allclose(codec.decoder(ids, lengths, concepts).nats, scores.nats)
 
 
 @pytest.mark.parametrize("init_std", [None, 0.02])

@@ -10,13 +10,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
+from byte_lcm_fixtures import TINY_ARGS, prepared_corpus, tiny_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.callbacks import MetricsHistory
 from blcm.errors import ConfigError
-from blcm.lightning import QUANTIZER_BATCHES, ByteLCMModule
-from blcm.model import ByteLCM
+from blcm.lightning import ByteLCMModule, EntropyLMModule
+from blcm.lightning.config import instantiate
+from blcm.model import QUANTIZER_BATCHES, ByteLCM
 from blcm.units import UnitDataModule
 from concept_core.interface import Sampling
 
@@ -30,11 +31,6 @@ def first_batch(prepared: Path, split: str = "train") -> dict:
     dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=8)
     dm.setup("fit")
     return next(iter(dm.train_dataloader() if split == "train" else dm.val_dataloader()))
-
-
-def tiny_module(**overrides) -> ByteLCMModule:
-    torch.manual_seed(0)
-    return ByteLCMModule(**{**TINY_MODEL, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +51,12 @@ def fitted(prepared, tmp_path_factory):
 def test_stage_schedule():
     module = tiny_module()
     assert [module.stage(s) for s in (0, 2, 3, 5, 6, 100)] == ["entropy"] * 2 + ["autoencoder"] * 2 + ["joint"] * 2
-    static = tiny_module(encoder={**TINY_MODEL["encoder"], "patching": "static"})
+    static = tiny_module(model={"encoder": {**TINY_ARGS["model"]["encoder"], "patching": "static"}})
     assert static.stage(0) == "autoencoder"  # no entropy model, no entropy stage
 
 
 def test_each_stage_has_its_losses(prepared):
-    module, batch = tiny_module(entropy_weight=0.5), first_batch(prepared)
+    module, batch = tiny_module(loss={"entropy_weight": 0.5}), first_batch(prepared)
     assert set(module.losses(batch, "entropy")) == {"entropy"}
     assert module.model.codec.encoder.needs_calibration
     assert set(module.losses(batch, "autoencoder")) == {"reconstruction", "entropy"}
@@ -78,8 +74,9 @@ def test_every_core_variant_trains_jointly(prepared, variant):
     fields = {"base": ("n_layers",), "one_tower": ("n_layers",), "two_tower": ("context_layers", "denoiser_layers"),
               "quant": ("n_layers", "num_codebooks", "codebook_size")}[variant]
     core = {k: v for k, v in core.items() if k in ("variant", "model_dim", "n_heads", *fields)}
-    module = tiny_module(core=core, detach_core_targets=False)  # zero-initialised outputs: only targets carry
-    batch = first_batch(prepared)                                 # a gradient into the encoder on step one
+    # zero-initialised outputs: only targets carry a gradient into the encoder on step one
+    module = tiny_module(model={"core": core}, loss={"detach_core_targets": False})
+    batch = first_batch(prepared)
     module.losses(batch, "autoencoder")  # calibrate
     for _ in range(QUANTIZER_BATCHES - 1 if variant == "quant" else 0):  # Quant pools concepts for its codebooks
         assert "core" not in module.losses(batch, "joint")
@@ -94,8 +91,8 @@ def test_every_core_variant_trains_jointly(prepared, variant):
 def test_detached_core_sends_no_gradient_to_the_encoder(prepared):
     batch = first_batch(prepared)
     for detach, expect_grad in ((False, True), (True, False)):
-        module = tiny_module(detach_core_inputs=detach, detach_core_targets=detach,
-                             core={"variant": "base", "model_dim": 32, "n_heads": 2, "n_layers": 1})
+        module = tiny_module(loss={"detach_core_inputs": detach, "detach_core_targets": detach},
+                             model={"core": {"variant": "base", "model_dim": 32, "n_heads": 2, "n_layers": 1}})
         module.losses(batch, "autoencoder")
         module.losses(batch, "joint")["core"].backward()
         grads = [p.grad for p in module.model.codec.encoder.local.parameters() if p.grad is not None]
@@ -121,7 +118,7 @@ def test_fit_logs_metrics_text_and_exports(fitted):
 
 
 def test_training_lowers_the_reconstruction_loss(prepared):
-    module = tiny_module(entropy_steps=0, autoencoder_steps=1000)
+    module = tiny_module(stages={"entropy_steps": 0, "autoencoder_steps": 1000})
     dm = UnitDataModule(str(prepared), max_units=6, batch_size=4)
     dm.setup("fit")
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
@@ -170,7 +167,7 @@ def test_generate_yields_at_most_max_units_and_is_seeded(fitted):
 
 
 def test_a_nan_loss_stops_training_naming_step_and_term(prepared):
-    module = tiny_module(entropy_steps=0, autoencoder_steps=0)
+    module = tiny_module(stages={"entropy_steps": 0, "autoencoder_steps": 0})
     with torch.no_grad():
         module.model.codec.decoder.to_slots.weight.fill_(float("nan"))
     dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=0)
@@ -189,7 +186,7 @@ def test_model_configs_build_at_their_sizes(name, low, high):
 
     init_args = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]["init_args"]
     with torch.device("meta"):
-        module = ByteLCMModule(**init_args)
+        module = instantiate(ByteLCMModule, init_args)
     total = sum(module.model.num_params().values())
     assert low < total < high, f"{name}: {total:,} parameters"
 
@@ -197,19 +194,18 @@ def test_model_configs_build_at_their_sizes(name, low, high):
 def test_the_next_byte_baseline_matches_tiny_in_parameters():
     import yaml
 
-    from blcm.lightning import EntropyLMModule
-
     def init_args(name):
         return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]["init_args"]
 
     with torch.device("meta"):
-        tiny = sum(ByteLCMModule(**init_args("tiny")).model.num_params().values())
-        baseline = EntropyLMModule(**init_args("bytegpt-tiny")).model.num_params()
+        tiny = sum(instantiate(ByteLCMModule, init_args("tiny")).model.num_params().values())
+        baseline = instantiate(EntropyLMModule, init_args("bytegpt-tiny")).model.num_params()
     assert abs(baseline - tiny) / tiny < 0.01, (baseline, tiny)
 
 
 def test_a_segmenter_mismatch_between_data_and_model_is_a_warning(prepared):
-    module = tiny_module(segmenter={"kind": "sentence", "max_bytes": 100}, entropy_steps=0, autoencoder_steps=0)
+    module = tiny_module(model={"segmenter": {"kind": "sentence", "max_bytes": 100}},
+                         stages={"entropy_steps": 0, "autoencoder_steps": 0})
     dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=0)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False)
@@ -218,8 +214,9 @@ def test_a_segmenter_mismatch_between_data_and_model_is_a_warning(prepared):
 
 
 def test_a_quant_core_validates_before_and_after_its_codebooks_are_fitted(prepared, tmp_path):
-    module = tiny_module(core={"variant": "quant", "model_dim": 32, "n_heads": 2, "n_layers": 1,
-                               "num_codebooks": 2, "codebook_size": 4}, entropy_steps=1, autoencoder_steps=1)
+    module = tiny_module(model={"core": {"variant": "quant", "model_dim": 32, "n_heads": 2, "n_layers": 1,
+                                         "num_codebooks": 2, "codebook_size": 4}},
+                         stages={"entropy_steps": 1, "autoencoder_steps": 1})
     dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=8)
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb")
     trainer = L.Trainer(max_steps=2 + QUANTIZER_BATCHES + 2, val_check_interval=2, check_val_every_n_epoch=None,
@@ -236,12 +233,12 @@ def test_a_quant_core_validates_before_and_after_its_codebooks_are_fitted(prepar
 def test_bad_model_configs_are_config_errors():
     from blcm.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown LCM variant"):
-        tiny_module(core={"variant": "nope"})
+    with pytest.raises(ConfigError, match="nope"):
+        tiny_module(model={"core": {"variant": "nope"}})
     with pytest.raises(ConfigError, match="not an exported ByteLCM"):
         tiny_module(init_from="/nonexistent")
     with pytest.raises(ConfigError, match="uses no entropy model"):
-        tiny_module(encoder={**TINY_MODEL["encoder"], "patching": "static"}, init_entropy_from="/x")
+        tiny_module(model={"encoder": {**TINY_ARGS["model"]["encoder"], "patching": "static"}}, init_entropy_from="/x")
 
 
 def test_a_frozen_codec_stays_fixed_while_the_core_learns(fitted, prepared):
@@ -249,7 +246,7 @@ def test_a_frozen_codec_stays_fixed_while_the_core_learns(fitted, prepared):
     with pytest.raises(ConfigError, match="freeze_codec"):
         tiny_module(freeze_codec=True)  # nothing trained to freeze
     with pytest.raises(ConfigError, match="entropy_weight"):
-        tiny_module(init_from=str(root / "export"), freeze_codec=True, entropy_weight=0.1)
+        tiny_module(init_from=str(root / "export"), freeze_codec=True, loss={"entropy_weight": 0.1})
     module = tiny_module(init_from=str(root / "export"), freeze_codec=True)
     codec_before = {k: v.clone() for k, v in module.model.codec.state_dict().items()}
     core_before = {k: v.clone() for k, v in module.model.core.state_dict().items()}
@@ -273,9 +270,10 @@ def test_entropy_patching_takes_the_shipped_model_and_its_thresholds_by_default(
     encoder = module.model.codec.encoder
     assert module.stage(0) == "autoencoder"  # no entropy stage
     assert not encoder.needs_calibration
-    assert encoder.entropy_model.config.dim == shipped.config.dim == module.hparams.encoder["entropy_dim"]
+    assert encoder.entropy_model.config.dim == shipped.config.dim == module.model.config.encoder.entropy_dim
     assert all(torch.equal(a, b) for a, b in zip(encoder.entropy_model.state_dict().values(),
                                                  shipped.state_dict().values(), strict=True))
     assert encoder.entropy_thresholds.tolist() == pytest.approx([thresholds.pick("unit", m) for m in MODALITIES])
-    static = tiny_module(encoder={**TINY_MODEL["encoder"], "patching": "static"}, init_entropy_from="shipped")
+    static = tiny_module(model={"encoder": {**TINY_ARGS["model"]["encoder"], "patching": "static"}},
+                         init_entropy_from="shipped")
     assert static.model.codec.entropy_model is None  # nothing to patch with, nothing loaded

@@ -199,7 +199,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     # one step per stage, then joint steps, with a validation in the joint stage
     config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), max_steps=4, devices=2,
                               strategy="ddp_find_unused_parameters_true", val_check_interval=4,
-                              model={"entropy_steps": 1, "autoencoder_steps": 1})
+                              model={"stages": {"entropy_steps": 1, "autoencoder_steps": 1}})
     run = subprocess.run([*BLCM, "fit", "--config", str(config)], env=subprocess_env(), cwd=tmp_path,
                          capture_output=True, timeout=300)
     log = run.stderr.decode()

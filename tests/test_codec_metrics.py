@@ -79,6 +79,6 @@ def test_the_right_bytes_column_counts_teacher_forced_argmaxes(trained):
     best = logits[..., 4:].argmax(-1) + 4
     greedy = torch.where(logits[..., 2] >= logits[..., 4:].max(-1).values, 2, best)
     manual = ((greedy == targets) & (targets != 0)).sum(1).float()
-    assert torch.equal(scores[:, 2], manual)
-    assert torch.equal(scores[1:, 2], (lengths[1:] + 1).float())  # the memorised units: every byte right
-    assert scores[0, 2] < lengths[0] + 1 and scores[0, 1] == 0  # unit 0 from another concept: not all, not exact
+    assert torch.equal(scores.correct, manual)
+    assert torch.equal(scores.correct[1:], (lengths[1:] + 1).float())  # the memorised units: every byte right
+    assert scores.correct[0] < lengths[0] + 1 and scores.exact[0] == 0  # unit 0 read from another concept

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from byte_lcm_fixtures import TINY_MODEL, write_corpus
+from byte_lcm_fixtures import TINY_ARGS, write_corpus
 
 from blcm.cli import build_parser, main
 from blcm.commands.eval import settings_from
@@ -38,7 +38,7 @@ def no_bar(items, desc):
 @pytest.fixture(scope="module")
 def tiny_lcm() -> ByteLCM:
     torch.manual_seed(0)
-    config = ByteLCMConfig.from_dict({k: TINY_MODEL[k] for k in ("segmenter", "encoder", "decoder", "core")})
+    config = ByteLCMConfig.from_dict(TINY_ARGS["model"])
     model = ByteLCM(config).eval()
     units = [b"The cat sat on the mat.", b" A dog ran past the hill!", b" My sister dreamed of the sea."]
     model.codec.encoder.calibrate(*pad_batch(units))
@@ -263,7 +263,7 @@ def test_prediction_metrics_equal_a_direct_computation(tiny_lcm, corpus):
     assert overall["ca"] == pytest.approx(float(contrastive_accuracy(tf.pred, tf.target, doc_ids=tf.doc).nanmean()))
     targets = [d.units[k] for d, k in zip([docs[b] for b in tf.doc.tolist()], tf.position.tolist(), strict=True)]
     scores = tiny_lcm.codec.decoder(*pad_batch(targets), tf.pred)
-    expected = float(scores[:, 0].sum()) / sum(map(len, targets)) / math.log(2)
+    expected = float(scores.nats.sum()) / sum(map(len, targets)) / math.log(2)
     assert bpb["overall"]["bpb"] == pytest.approx(expected, rel=1e-5)
     assert math.isnan(overall["mi"]) and overall["mi_predictions"] == 0
 

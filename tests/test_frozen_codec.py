@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from byte_lcm_fixtures import TINY_MODEL, prepared_corpus, write_fit_config
+from byte_lcm_fixtures import prepared_corpus, tiny_module, write_fit_config
 
 from blcm.cli import main
 from blcm.lightning import ByteLCMModule
+from blcm.lightning.config import instantiate
 from blcm.model import ByteLCM, ByteLCMConfig
 from blt.ids import EOD, pad_batch
-from bridges.byte_codec import ByteConceptDecoderConfig
+from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.codec import ConceptCodec, build_codec
 from bridges.frozen_codec import CodecUnavailable, FrozenConceptCodec
 
@@ -93,7 +94,7 @@ def test_minilm_decoder_learns_to_reconstruct_from_frozen_concepts(minilm):
     losses = []
     for _ in range(60):
         scores = decoder(ids, lengths, concepts)
-        loss = scores[:, 0].sum() / (lengths + 1).sum()
+        loss = scores.nats.sum() / (lengths + 1).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -122,7 +123,7 @@ def test_sonar_codec_is_refused_with_the_install_path_when_absent():
     with pytest.raises(CodecUnavailable, match="separate environment|own environment"):
         build_codec({"kind": "sonar"}, None, None)
     with pytest.raises(Exception, match="SONAR"):
-        ByteLCMModule(codec={"kind": "sonar"}, core=TINY_MODEL["core"])
+        tiny_module(model={"codec": {"kind": "sonar"}, "concept_dim": 1024})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sonar") is None, reason="sonar-space and its weights are not here")
@@ -195,8 +196,7 @@ def test_a_sonar_lcm_trains_only_its_core_and_generates(fake_sonar, tmp_path):
 
     from blcm.units import UnitDataModule
 
-    torch.manual_seed(0)
-    module = ByteLCMModule(**{**TINY_MODEL, "codec": {"kind": "sonar"}, "encoder": None})
+    module = tiny_module(model={"codec": {"kind": "sonar"}, "concept_dim": 1024})
     assert module.stage(0) == "joint"  # no entropy model, no byte decoder: nothing before the core
     dm = UnitDataModule(str(prepared_corpus(tmp_path)), max_units=6, batch_size=4, val_windows=8)
     dm.setup("fit")
@@ -214,8 +214,8 @@ def test_a_sonar_lcm_trains_only_its_core_and_generates(fake_sonar, tmp_path):
     assert units == list(model.iter_generate(b"The cat sat on the mat.", max_units=2, seed=0)) and len(units) <= 2
 
 
-MINILM_MODEL = {"codec": {"kind": "sentence_transformer", "model": MINILM}, "encoder": None,
-                "decoder": {"concept_dim": 384, "dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4},
+MINILM_MODEL = {"model": {"codec": {"kind": "sentence_transformer", "model": MINILM}, "concept_dim": 384,
+                          "decoder": {"dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4}},
                 "normalizer_units": 64}
 
 
@@ -238,11 +238,12 @@ def test_minilm_lcm_trains_through_blcm_fit_and_exports_without_the_minilm_weigh
 
 
 def test_a_frozen_codec_skips_no_stage_it_needs():
-    module = ByteLCMModule(**{**TINY_MODEL, **MINILM_MODEL})
+    module = tiny_module(**MINILM_MODEL)
     # no entropy model: straight to the decoder's own stage, then joint
     assert [module.stage(s) for s in (0, 2, 3, 100)] == ["autoencoder"] * 2 + ["joint"] * 2
-    config = ByteLCMConfig.from_dict({"codec": {"kind": "sentence_transformer"}, "decoder": {"concept_dim": 384}})
-    assert ByteLCM(config).codec.dim == 384
+    assert ByteLCM(ByteLCMConfig(concept_dim=384, codec={"kind": "sentence_transformer"})).codec.dim == 384
+    with pytest.raises(ValueError, match="set concept_dim to 384"):
+        ByteLCM(ByteLCMConfig(codec={"kind": "sentence_transformer"}))
 
 
 def test_minilm_tiny_is_tiny_with_frozen_minilm_concepts_and_multimodal_tiny_is_tiny_on_any_bytes():
@@ -255,11 +256,11 @@ def test_minilm_tiny_is_tiny_with_frozen_minilm_concepts_and_multimodal_tiny_is_
 
     tiny, minilm, multimodal = init_args("tiny"), init_args("minilm-tiny"), init_args("multimodal-tiny")
     # the benchmark's premise: the same core, segmenter, decoder (but its input width) and training knobs
-    assert minilm["core"] == tiny["core"] and minilm["segmenter"] == tiny["segmenter"]
-    assert {**minilm["decoder"], "concept_dim": 256} == tiny["decoder"] and minilm["decoder"]["concept_dim"] == 384
-    assert all(minilm[k] == tiny[k] for k in ("lr", "warmup_steps", "autoencoder_steps", "concept_noise"))
-    module = ByteLCMModule(**minilm)
+    assert all(minilm["model"][k] == tiny["model"][k] for k in ("core", "segmenter", "decoder"))
+    assert minilm["model"]["concept_dim"] == 384 and tiny["model"]["concept_dim"] == 256
+    assert all(minilm[group] == tiny[group] for group in ("loss", "stages", "optim"))
+    module = instantiate(ByteLCMModule, minilm)
     assert module.model.codec.dim == 384 and module.model.num_params()["encoder"] == 0
-    mm = ByteLCMModule(**multimodal)
-    assert mm.model.segmenter.to_config()["kind"] == "modality" and mm.hparams.align_weight == 0.0
-    assert sum(mm.model.num_params().values()) == sum(ByteLCMModule(**tiny).model.num_params().values())
+    mm = instantiate(ByteLCMModule, multimodal)
+    assert mm.model.segmenter.to_config()["kind"] == "modality" and mm.alignment.weight == 0.0
+    assert sum(mm.model.num_params().values()) == sum(instantiate(ByteLCMModule, tiny).model.num_params().values())

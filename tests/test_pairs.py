@@ -9,19 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from byte_lcm_fixtures import TINY_MODEL
+from byte_lcm_fixtures import TINY_ARGS, tiny_module
 from conftest import shared_file
 
 from blcm.errors import ConfigError, DataError
 from blcm.eval import EvalSettings, evaluate, read_documents, render_markdown
-from blcm.lightning import ByteLCMModule
 from blcm.pairs import group_means, info_nce, read_pairs, retrieval_accuracy
 from blt.ids import pad_batch
 from concept_core.interface import Sampling
 
-STATIC_MODEL = {**TINY_MODEL, "encoder": {**TINY_MODEL["encoder"], "patching": "static"},
-                "segmenter": {"kind": "modality", "text": {"kind": "sentence", "max_bytes": 64},
-                              "other": {"kind": "fixed", "size": 64}}}
+MODALITY_SEGMENTER = {"kind": "modality", "text": {"kind": "sentence", "max_bytes": 64},
+                      "other": {"kind": "fixed", "size": 64}}
+STATIC_MODEL = {"encoder": {**TINY_ARGS["model"]["encoder"], "patching": "static"}, "segmenter": MODALITY_SEGMENTER}
 
 
 def write_pairs(directory: Path, n: int = 12, seed: int = 0) -> Path:
@@ -90,9 +89,7 @@ def test_info_nce_and_retrieval_against_direct_computations():
 
 def test_the_alignment_loss_pulls_paired_concepts_together(tmp_path):
     folder = write_pairs(tmp_path / "p", n=16)
-    torch.manual_seed(0)
-    module = ByteLCMModule(**{**STATIC_MODEL, "align_pairs": str(folder), "align_weight": 1.0, "align_batch": 8,
-                              "align_units": 4})
+    module = tiny_module(model=STATIC_MODEL, alignment={"pairs": str(folder), "weight": 1.0, "batch": 8, "units": 4})
     module.setup("fit")
     assert len(module._pair_units) == len(read_pairs(folder, "train"))
     optimizer = torch.optim.AdamW(module.model.codec.encoder.parameters(), lr=3e-3)
@@ -107,20 +104,18 @@ def test_the_alignment_loss_pulls_paired_concepts_together(tmp_path):
 
 
 def test_alignment_settings_are_checked(tmp_path):
-    with pytest.raises(ConfigError, match="needs align_pairs"):
-        ByteLCMModule(**{**STATIC_MODEL, "align_weight": 1.0})
-    with pytest.raises(ConfigError, match="align_batch >= 2"):
-        ByteLCMModule(**{**STATIC_MODEL, "align_weight": 1.0, "align_pairs": str(tmp_path), "align_batch": 1})
-    module = ByteLCMModule(**{**STATIC_MODEL, "align_weight": 1.0, "align_pairs": str(tmp_path)})
+    with pytest.raises(ConfigError, match="needs alignment.pairs"):
+        tiny_module(model=STATIC_MODEL, alignment={"weight": 1.0})
+    with pytest.raises(ConfigError, match="alignment.batch >= 2"):
+        tiny_module(model=STATIC_MODEL, alignment={"weight": 1.0, "pairs": str(tmp_path), "batch": 1})
+    module = tiny_module(model=STATIC_MODEL, alignment={"weight": 1.0, "pairs": str(tmp_path)})
     with pytest.raises(ConfigError, match="no transcripts.json"):
         module.setup("fit")
 
 
 def test_eval_reports_retrieval_and_patch_statistics_per_modality(tmp_path):
     folder = write_pairs(tmp_path / "p", n=24)
-    torch.manual_seed(0)
-    entropy_model = {**STATIC_MODEL, "encoder": TINY_MODEL["encoder"]}
-    model = ByteLCMModule(**entropy_model).model.eval()
+    model = tiny_module(model={"segmenter": MODALITY_SEGMENTER}).model.eval()
     model.codec.encoder.calibrate(*pad_batch([b"The cat sat on the mat.", b"RIFF\x00\x00WAVE" + bytes(range(40))]))
     docs = read_documents([str(folder)], None, group_by="modality")
     settings = EvalSettings(max_docs=None, window=4, noise=(0.0,), prompt_units=1, continuation_units=1,

@@ -15,7 +15,7 @@ from blcm import prepare as prep
 from blcm.cli import main
 from blcm.data import in_valid_split, iter_records
 from blcm.errors import DataError
-from blcm.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
+from blcm.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units
 from blt.ids import EOD, OFFSET, PAD
 from tests.conftest import shared_file
 
@@ -234,15 +234,15 @@ def test_collate_shapes_and_masks():
     windows = [[np.array([5, 6, 7]), np.array([8]), np.array([EOD])], [np.array([9, 10, 11, 12, 13])],
                [np.array([14, 15]), np.array([EOD])]]
     batch = collate_units(windows)
-    assert batch["units"].shape == (6, 5) and batch["units"].dtype == torch.long
-    assert batch["unit_lengths"].tolist() == [3, 1, 1, 5, 2, 1]
-    assert batch["doc_units"].tolist() == [[0, 1, 2], [3, -1, -1], [4, 5, -1]]
-    assert batch["doc_mask"].tolist() == [[True] * 3, [True, False, False], [True, True, False]]
+    assert batch.units.shape == (6, 5) and batch.units.dtype == torch.long
+    assert batch.unit_lengths.tolist() == [3, 1, 1, 5, 2, 1]
+    assert batch.doc_units.tolist() == [[0, 1, 2], [3, -1, -1], [4, 5, -1]]
+    assert batch.doc_mask.tolist() == [[True] * 3, [True, False, False], [True, True, False]]
     flat = [u for w in windows for u in w]
     for row, u in enumerate(flat):
-        assert batch["units"][row, : len(u)].tolist() == u.tolist()
-        assert (batch["units"][row, len(u) :] == PAD).all()
-    assert padding_waste(batch) == pytest.approx(1 - 13 / 30)
+        assert batch.units[row, : len(u)].tolist() == u.tolist()
+        assert (batch.units[row, len(u) :] == PAD).all()
+    assert batch.padding_waste() == pytest.approx(1 - 13 / 30)
 
 
 def test_bucket_sampler_covers_every_window_once_across_ranks_and_cuts_padding():
@@ -291,7 +291,7 @@ def test_bucketing_reduces_padding_on_real_text(tmp_path):
     ds = PreparedUnits(out, "train", max_units=16)
 
     def waste(batches):
-        return np.mean([padding_waste(collate_units([ds[i] for i in b])) for b in batches])
+        return np.mean([collate_units([ds[i] for i in b]).padding_waste() for b in batches])
 
     random = [list(range(len(ds)))[i : i + 8] for i in np.random.default_rng(0).permutation(len(ds))[::8]]
     bucketed = list(BucketBatchSampler(ds.costs(), 8, seed=0))
@@ -306,10 +306,10 @@ def test_datamodule_batches_ranks_and_checks(tmp_path, corpus):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"units", "unit_lengths", "doc_units", "doc_mask", "unit_modalities"}
-    assert batch["doc_units"].shape[0] <= 3 and batch["unit_modalities"].shape == batch["unit_lengths"].shape
+    assert batch.doc_units.shape[0] <= 3 and batch.unit_modalities.shape == batch.unit_lengths.shape
     val = [b for b in dm.val_dataloader()]
-    assert sum(b["doc_units"].shape[0] for b in val) == 5
-    assert [b["units"].tolist() for b in dm.val_dataloader()] == [b["units"].tolist() for b in val]  # fixed
+    assert sum(b.doc_units.shape[0] for b in val) == 5
+    assert [b.units.tolist() for b in dm.val_dataloader()] == [b.units.tolist() for b in val]  # fixed
 
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1, _accelerator_connector=SimpleNamespace(
         use_distributed_sampler=True))

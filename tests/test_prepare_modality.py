@@ -42,8 +42,8 @@ def test_modality_prepare_tags_documents_and_cuts_non_text_into_fixed_spans(tmp_
     batch = collate_units([ds[i] for i in range(len(ds))])
     expected = [MODALITIES.index(tag) for tag, w in zip(tags, (ds[i] for i in range(len(ds))), strict=True)
                 for _ in w]
-    assert batch["unit_modalities"].tolist() == expected
-    assert collate_units([list(ds[3])])["unit_modalities"].tolist()[1] == MODALITIES.index("binary")  # sniffed
+    assert batch.unit_modalities.tolist() == expected
+    assert collate_units([list(ds[3])]).unit_modalities.tolist()[1] == MODALITIES.index("binary")  # sniffed
 
 
 def test_modality_prepare_can_cut_non_text_where_the_shipped_model_is_surprised(tmp_path, capsys):

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
+from byte_lcm_fixtures import TINY_ARGS, prepared_corpus, tiny_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_byte_lcm import tiny_module
 
 from blcm.callbacks import Snapshots
 from blcm.model import ByteLCM
@@ -29,7 +28,8 @@ def run(tmp_path_factory) -> tuple[Path, Path]:
     trainer = L.Trainer(max_steps=8, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         use_distributed_sampler=False, callbacks=[Snapshots(every_minutes=1e-9)])
-    trainer.fit(tiny_module(autoencoder_steps=100), UnitDataModule(str(prepared), max_units=6, batch_size=4))
+    module = tiny_module(stages={"autoencoder_steps": 100})
+    trainer.fit(module, UnitDataModule(str(prepared), max_units=6, batch_size=4))
     return Path(logger.log_dir), prepared
 
 
@@ -44,7 +44,7 @@ def test_snapshots_are_loadable_exports_with_growing_minutes_steps_and_bytes(run
         assert values == sorted(values) and values[-1] > values[0]
     assert records[-1]["step"] == 8
     model = ByteLCM.from_pretrained(folders[-1])
-    assert model.config.encoder.concept_dim == TINY_MODEL["encoder"]["concept_dim"]
+    assert model.config.encoder.concept_dim == TINY_ARGS["model"]["concept_dim"]
 
 
 def test_snapshot_state_survives_a_resume():
@@ -89,9 +89,10 @@ def test_codec_tiny_trains_the_codec_alone_through_blcm_fit(tmp_path, monkeypatc
 
     prepared = prepared_corpus(tmp_path)
     monkeypatch.chdir(tmp_path)
-    small = {"--model.encoder.dim": "32", "--model.encoder.pooler_dim": "32", "--model.decoder.dim": "32",
-             "--model.core": '{"variant": "two_tower", "model_dim": 32, "context_layers": 1, "denoiser_layers": 1, '
-                             '"n_heads": 2}'}
+    small = {"--model.model.encoder.dim": "32", "--model.model.encoder.pooler_dim": "32",
+             "--model.model.decoder.dim": "32", "--model.model.core.model_dim": "32",
+             "--model.model.core.context_layers": "1", "--model.model.core.denoiser_layers": "1",
+             "--model.model.core.n_heads": "2"}
     args = ["fit", "--config", str(ROOT / "configs" / "codec-tiny.yaml"), "--data.data_dir", str(prepared),
             "--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",

@@ -12,8 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from blcm.cli import main
 from blcm.data import ByteStreamDataModule
-from blcm.lightning import EntropyLMModule, check_finite, warmup_cosine
-from blt.entropy import EntropyModel
+from blcm.lightning import EntropyLMModule
+from blcm.lightning.optim import OptimConfig, check_finite, warmup_cosine
+from blt.entropy import EntropyModel, EntropyModelConfig
 
 TEXT = ("The cat sat on the mat. The dog sat on the log. " * 40 + "\n")
 
@@ -33,8 +34,8 @@ def scalars(log_dir: Path, tag: str) -> list[float]:
 
 def test_fit_lowers_bits_per_byte_and_exports(tmp_path, corpus):
     torch.manual_seed(0)
-    module = EntropyLMModule(dim=32, n_layers=1, n_heads=2, context=64, lr=1e-2, warmup_steps=5,
-                             export_dir=str(tmp_path / "export"))
+    module = EntropyLMModule(EntropyModelConfig(dim=32, n_layers=1, n_heads=2, context=64),
+                             OptimConfig(lr=1e-2, warmup_steps=5), export_dir=str(tmp_path / "export"))
     dm = ByteStreamDataModule([corpus[0]], [corpus[1]], seq_len=64, batch_size=8)
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="tb")
     trainer = L.Trainer(max_steps=60, val_check_interval=30, check_val_every_n_epoch=None, logger=logger,
@@ -54,7 +55,7 @@ def test_cli_fit_runs_from_a_config(tmp_path, corpus, monkeypatch):
     config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
     args = ["fit", "--config", str(config), "--trainer.val_check_interval", "2",
             "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-            "--model.dim", "32", "--model.n_layers", "1", "--model.n_heads", "2",
+            "--model.model.dim", "32", "--model.model.n_layers", "1", "--model.model.n_heads", "2",
             "--data.train_files", f"[{corpus[0]}]", "--data.val_files", f"[{corpus[1]}]", "--data.batch_size", "4"]
     assert main([*args, "--trainer.max_steps", "4"]) == 0
     assert (tmp_path / "runs/entropy-tiny/export/model.safetensors").is_file()
@@ -72,7 +73,8 @@ def test_the_next_byte_baseline_trains_through_the_same_entry_point(tmp_path, co
     config = Path(__file__).resolve().parents[1] / "configs" / "bytegpt-tiny.yaml"
     assert main(["fit", "--config", str(config), "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
                  "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-                 "--model.dim", "32", "--model.n_layers", "1", "--model.n_heads", "2", "--model.context", "64",
+                 "--model.model.dim", "32", "--model.model.n_layers", "1", "--model.model.n_heads", "2",
+                 "--model.model.context", "64",
                  "--data.seq_len", "64", "--data.train_files", f"[{corpus[0]}]",
                  "--data.val_files", f"[{corpus[1]}]"]) == 0
     exported = EntropyModel.from_pretrained(tmp_path / "runs/bytegpt-tiny/export")
@@ -84,10 +86,10 @@ def test_the_next_byte_baseline_trains_through_the_same_entry_point(tmp_path, co
 def test_validate_an_export(tmp_path, corpus, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
-    EntropyModel(EntropyLMModule(dim=32, n_layers=1, n_heads=2).model.config).save_pretrained(tmp_path / "exp")
+    EntropyModel(EntropyModelConfig(dim=32, n_layers=1, n_heads=2, context=256)).save_pretrained(tmp_path / "exp")
     config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
-    code = main(["validate", "--config", str(config), "--model.dim", "32", "--model.n_layers", "1",
-                 "--model.n_heads", "2", "--model.init_from", str(tmp_path / "exp"), "--trainer.logger", "false",
+    code = main(["validate", "--config", str(config), "--model.model.dim", "32", "--model.model.n_layers", "1",
+                 "--model.model.n_heads", "2", "--model.init_from", str(tmp_path / "exp"), "--trainer.logger", "false",
                  "--data.train_files", f"[{corpus[0]}]", "--data.val_files", f"[{corpus[1]}]"])
     assert code == 0
     assert "val/bpb" in capsys.readouterr().out
@@ -121,8 +123,8 @@ def test_fit_prints_lightnings_messages_once(tmp_path):
 
     (tmp_path / "t.txt").write_text("a little text for the model to read. " * 100)
     config = Path(__file__).resolve().parents[1] / "configs" / "entropy-tiny.yaml"
-    run = subprocess.run([sys.executable, "-m", "blcm.cli", "fit", "--config", str(config), "--model.dim", "32",
-                          "--model.n_layers", "1", "--model.n_heads", "2", "--data.train_files", "[t.txt]",
+    run = subprocess.run([sys.executable, "-m", "blcm.cli", "fit", "--config", str(config), "--model.model.dim", "32",
+                          "--model.model.n_layers", "1", "--model.model.n_heads", "2", "--data.train_files", "[t.txt]",
                           "--data.batch_size", "2", "--trainer.max_steps", "1",
                           "--trainer.enable_progress_bar", "false"],
                          cwd=tmp_path, capture_output=True, text=True, check=True,

@@ -11,6 +11,12 @@ def cmd_export(args) -> int:
     """A training checkpoint (.ckpt) -> an exported model directory (config.json + model.safetensors)."""
     import torch
 
+    from blcm import model as byte_lcm
+    from blt import entropy
+    from blt.export import CHECKPOINT_KEY
+
+    exportable = {byte_lcm.EXPORT_KIND: byte_lcm.ByteLCM, entropy.EXPORT_KIND: entropy.EntropyModel}
+
     try:
         checkpoint = torch.load(args.ckpt, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -18,29 +24,21 @@ def cmd_export(args) -> int:
     except Exception as e:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
         reason = (str(e).strip().splitlines() or [""])[0]  # torch's unpickling errors run to many lines
         raise CLIError(f"{args.ckpt} is not a readable Lightning checkpoint ({type(e).__name__}: {reason})") from None
-    hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
-    if not isinstance(hparams, dict) or not isinstance(state, dict):
-        raise CLIError(f"{args.ckpt} has no hyper-parameters or state dict: not a byte-lcm checkpoint")
+    export, state = checkpoint.get(CHECKPOINT_KEY), checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise CLIError(f"{args.ckpt} has no state dict: not a byte-lcm checkpoint")
+    if not isinstance(export, dict) or export.get("type") not in exportable:
+        raise CLIError(f"{args.ckpt} names no model to export (a ByteLCMModule or EntropyLMModule checkpoint "
+                       f"written by this version keeps one under {CHECKPOINT_KEY!r})")
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
-        if "encoder" in hparams and "core" in hparams:
-            from blcm.model import ByteLCM, ByteLCMConfig
-
-            model = ByteLCM(ByteLCMConfig.from_dict({k: hparams[k] for k in ("segmenter", "codec", "encoder",
-                                                                              "decoder", "core") if k in hparams}))
-        elif "context" in hparams:
-            from blt.entropy import EntropyModel, EntropyModelConfig
-
-            model = EntropyModel(EntropyModelConfig(**{k: hparams[k] for k in ("dim", "n_layers", "n_heads",
-                                                                               "context", "window", "backend")}))
-        else:
-            raise CLIError(f"{args.ckpt} is neither a ByteLCMModule nor an EntropyLMModule checkpoint")
+        model = exportable[export["type"]].from_config(export["config"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CLIError(f"{args.ckpt}: its hyper-parameters do not describe a model ({e})") from None
+        raise CLIError(f"{args.ckpt}: its export config does not describe a model ({e})") from None
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise CLIError(f"{args.ckpt}: its weights do not fit its own hyper-parameters "
+        raise CLIError(f"{args.ckpt}: its weights do not fit its own export config "
                        f"({(str(e).strip().splitlines() or [''])[0]})") from None
     path = model.save_pretrained(args.out)
     print(f"exported step {checkpoint.get('global_step', '?')} of {args.ckpt} to {path}", file=sys.stderr)

@@ -13,11 +13,11 @@ def load_model(directory: str, byte_lm: bool = False):
     from safetensors import SafetensorError
 
     from blcm.model import ByteLCM
-    from blt.entropy import EntropyModel
+    from blt.entropy import EXPORT_KIND, EntropyModel
     from blt.export import export_type
 
     # Anything but an EntropyModel export is tried as a ByteLCM: from_pretrained says what is wrong with it.
-    cls = EntropyModel if byte_lm and export_type(directory) == "EntropyModel" else ByteLCM
+    cls = EntropyModel if byte_lm and export_type(directory) == EXPORT_KIND else ByteLCM
     try:
         return cls.from_pretrained(directory)
     except (FileNotFoundError, ValueError, TypeError, RuntimeError, SafetensorError) as e:

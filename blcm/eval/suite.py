@@ -17,7 +17,7 @@ from blcm.eval.progress import Timer, no_progress_bar, progress_bar
 from blcm.eval.reconstruction import reconstruction
 from blcm.eval.search import crosslingual, retrieval
 from blcm.eval.settings import EvalSettings
-from blt.entropy import EntropyModel
+from blt.entropy import EXPORT_KIND, EntropyModel
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
 
@@ -70,7 +70,7 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
             return model.generate(prompt, max_units=settings.continuation_units, sampling=settings.sampling,
                                   seed=settings.seed, temperature=settings.temperature)
     else:
-        result["model"] = {"type": "EntropyModel", "parameters": {"byte_lm": model.num_params()}}
+        result["model"] = {"type": EXPORT_KIND, "parameters": {"byte_lm": model.num_params()}}
         result["next_unit_bpb"] = timed("next_unit_bpb", byte_lm_bits_per_byte, model, docs)
         speed["scored_bytes_per_s"] = result["data"]["bytes"] / max(seconds["next_unit_bpb"], 1e-9)
         generator = torch.Generator(model.head.weight.device).manual_seed(settings.seed)
