@@ -6,7 +6,7 @@ the loss weights, the alignment loss's draws, logging, the optimiser and the bro
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.batch import UnitBatch
 from blcm.errors import ConfigError, DataError
-from blcm.lightning.config import AlignmentConfig, StageConfig, ValidationConfig, save_grouped_hparams
+from blcm.lightning.config import AlignmentConfig, ExportsItsModel, StageConfig, ValidationConfig, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
 from blcm.lightning.validation import ValidationTotals, sample_tables
 from blcm.model import EXPORT_KIND, ByteLCM, ByteLCMConfig
@@ -22,7 +22,6 @@ from blcm.objective import STAGES, LossConfig, Stage
 from blcm.pairs import group_means, info_nce, read_pairs
 from blcm.plotting import log_entropy_figure
 from blcm.units import read_prepared
-from blt.export import CHECKPOINT_KEY
 from blt.ids import pad_batch
 from blt.patching import ENTROPY_MODES
 from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model
@@ -30,7 +29,7 @@ from bridges.frozen_codec import FrozenConceptCodec
 from concept_core.metrics import teacher_forced_predictions
 
 
-class ByteLCMModule(L.LightningModule):
+class ByteLCMModule(ExportsItsModel, L.LightningModule):
     """Trains a ByteLCM; see configs/tiny.yaml.
 
     Args:
@@ -53,6 +52,8 @@ class ByteLCMModule(L.LightningModule):
         export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
         normalizer_units: training units a frozen codec's concept normaliser is fitted on (at fit start).
     """
+
+    export_kind = EXPORT_KIND
 
     def __init__(self, model: ByteLCMConfig = ByteLCMConfig(), loss: LossConfig = LossConfig(),
                  stages: StageConfig = StageConfig(), optim: OptimConfig = OptimConfig(),
@@ -231,15 +232,6 @@ class ByteLCMModule(L.LightningModule):
                                units[longest : longest + 1, : lengths[longest]], self.global_step,
                                threshold=float(encoder.entropy_thresholds[modality]), mode=encoder.config.patching)
 
-    # -- export ---------------------------------------------------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"type": EXPORT_KIND, "config": asdict(self.model.config)}
-
-    def on_train_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            path = self.model.save_pretrained(self.hparams.export_dir)
-            print(f"exported the model to {path}")
 
 
 def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None) -> ByteLCM:

@@ -11,6 +11,7 @@ import lightning as L
 import yaml
 
 from blcm.errors import ConfigError
+from blt.export import CHECKPOINT_KEY
 from concept_core.interface import Sampling
 
 
@@ -78,6 +79,21 @@ def instantiate(cls: type[L.LightningModule], init_args: dict) -> L.LightningMod
     except ArgumentError as e:
         raise ConfigError(f"bad {cls.__name__} init_args: {e}") from None
     return parser.instantiate(parsed).module
+
+
+class ExportsItsModel:
+    """For a LightningModule whose ``model`` has a ``config`` and ``save_pretrained``: every checkpoint names the
+    model (its export type and config, what `blcm export` reads), and the end of fit exports it to ``export_dir``."""
+
+    export_kind: str
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"type": self.export_kind, "config": asdict(self.model.config)}
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            path = self.model.save_pretrained(self.hparams.export_dir)
+            print(f"exported the {self.export_kind} to {path}")
 
 
 def save_grouped_hparams(module: L.LightningModule, **groups) -> None:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 
 import lightning as L
 import torch
 
-from blcm.lightning.config import save_grouped_hparams
+from blcm.lightning.config import ExportsItsModel, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
 from blcm.plotting import log_entropy_figure
 from blt.entropy import EXPORT_KIND, EntropyModel, EntropyModelConfig
-from blt.export import CHECKPOINT_KEY
 from blt.ids import OFFSET
 
 
-class EntropyLMModule(L.LightningModule):
+class EntropyLMModule(ExportsItsModel, L.LightningModule):
     """Trains the EntropyModel and logs bits per byte to TensorBoard.
 
     Args:
@@ -27,6 +25,8 @@ class EntropyLMModule(L.LightningModule):
         init_from: an exported model directory to start from (its config must match), e.g. to
             `blcm validate` an export or to fine-tune one.
     """
+
+    export_kind = EXPORT_KIND
 
     def __init__(self, model: EntropyModelConfig = EntropyModelConfig(context=256),
                  optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=200), export_dir: str | None = None,
@@ -67,11 +67,3 @@ class EntropyLMModule(L.LightningModule):
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self, self.model, self.optim)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"type": EXPORT_KIND, "config": asdict(self.model.config)}
-
-    def on_train_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            path = self.model.save_pretrained(self.hparams.export_dir)
-            print(f"exported the entropy model to {path}")
