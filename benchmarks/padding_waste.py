@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
+from blcm.data.units import BucketBatchSampler, PreparedUnits, collate_units
 
 
 def waste(ds: PreparedUnits, batches) -> tuple[float, float]:

@@ -30,9 +30,9 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from blcm.data.units import BucketBatchSampler, PreparedUnits, collate_units
 from blcm.lightning import ByteLCMModule, EntropyLMModule
 from blcm.model import ByteLCM
-from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, OFFSET, decode
 from concept_core.interface import Sampling

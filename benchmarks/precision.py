@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from blcm.data.units import BucketBatchSampler, PreparedUnits, collate_units
 from blcm.lightning import ByteLCMModule
-from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
 
 
 def main() -> None:

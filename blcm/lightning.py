@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from blcm.data.pairs import group_means, info_nce, read_pairs
+from blcm.data.units import read_prepared
 from blcm.errors import ConfigError, DataError
 from blcm.model import ByteLCM, ByteLCMConfig
-from blcm.pairs import group_means, info_nce, read_pairs
 from blcm.plotting import log_entropy_figure
 from blcm.unit_text import unit_text
-from blcm.units import read_prepared
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import EOD, OFFSET, decode, pad_batch
 from blt.patching import ENTROPY_MODES

@@ -14,10 +14,10 @@ from byte_lcm_fixtures import TINY_MODEL, prepared_corpus
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.callbacks import MetricsHistory
+from blcm.data.units import UnitDataModule
 from blcm.errors import ConfigError
 from blcm.lightning import QUANTIZER_BATCHES, ByteLCMModule
 from blcm.model import ByteLCM
-from blcm.units import UnitDataModule
 from concept_core.interface import Sampling
 
 

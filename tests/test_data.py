@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from blcm import data
+from blcm.data import streams as data
 from blt.ids import BOS, EOS, OFFSET, PAD
 
 

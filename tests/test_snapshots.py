@@ -15,8 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_byte_lcm import tiny_module
 
 from blcm.callbacks import Snapshots
+from blcm.data.units import UnitDataModule
 from blcm.model import ByteLCM
-from blcm.units import UnitDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 

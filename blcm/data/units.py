@@ -1,4 +1,4 @@
-"""Training data over prepared units (see blcm.prepare): windows, collation, length bucketing.
+"""Training data over prepared units (see blcm.data.prepare): windows, collation, length bucketing.
 
 A document of ``n`` units is followed by one end-of-document unit (``[EOD]``); the ``n + 1`` units
 are cut into windows of up to ``max_units`` consecutive units that overlap by one (window ``j``
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from blcm.data import fetch_corpus, home
+from blcm.data.prepare import SPLITS, read_manifest
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.streams import fetch_corpus, home
 from blcm.errors import DataError
-from blcm.prepare import SPLITS, read_manifest
-from blcm.sampler import BucketBatchSampler
 from blt.ids import EOD, OFFSET, PAD
 from bridges.byte_codec import modality_index, unit_modalities
 
@@ -215,7 +215,7 @@ def padding_waste(batch: dict[str, torch.Tensor]) -> float:
 
 
 class UnitDataModule(L.LightningDataModule):
-    """Windows of prepared units (see blcm.prepare), bucketed by length.
+    """Windows of prepared units (see blcm.data.prepare), bucketed by length.
 
     Args:
         data_dir: a directory written by `blcm prepare`. None: the default corpus (State of the Union),
@@ -270,7 +270,7 @@ class UnitDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         directory = self._resolve()
         if self.data_dir is None:
-            from blcm.prepare import prepare
+            from blcm.data.prepare import prepare
 
             corpus = fetch_corpus()
             prepare([corpus / "train.jsonl.gz"], directory, valid_inputs=[corpus / "valid.jsonl.gz"],

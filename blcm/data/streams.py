@@ -1,6 +1,6 @@
 """Corpora: the default corpus fetch, document reading, and the byte-stream DataModule.
 
-(Units for the concept model are prepared by blcm.prepare and read by blcm.units.)
+(Units for the concept model are prepared by blcm.data.prepare and read by blcm.data.units.)
 
 Documents come from JSONL(.gz) files (a ``text`` field per line), directories (every file
 below them), or any other file (its raw bytes are one document). Bad files and lines are
