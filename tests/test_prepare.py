@@ -13,7 +13,8 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from blcm.cli import main
 from blcm.data import prepare as prep
-from blcm.data.streams import in_valid_split, iter_records
+from blcm.data.corpus import in_valid_split
+from blcm.data.documents import iter_records
 from blcm.data.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
 from blcm.errors import DataError
 from blt.ids import EOD, OFFSET, PAD

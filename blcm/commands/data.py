@@ -6,7 +6,7 @@ from blcm.errors import CLIError, DataError
 
 
 def cmd_data_fetch(args) -> int:
-    from blcm.data.streams import fetch_corpus
+    from blcm.data.corpus import fetch_corpus
 
     try:
         path = fetch_corpus(force=args.force)

@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from blcm.data.streams import SkipReport, in_valid_split, iter_records
+from blcm.data.corpus import in_valid_split
+from blcm.data.documents import SkipReport, iter_records
 from blcm.errors import DataError
 from blt.atomic import atomic_directory, atomic_write
 from blt.pretrained import PretrainedError, load_shipped_entropy_model

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from blcm.data.corpus import fetch_corpus, home
 from blcm.data.prepare import SPLITS, read_manifest
 from blcm.data.sampler import BucketBatchSampler
-from blcm.data.streams import fetch_corpus, home
 from blcm.errors import DataError
 from blt.ids import EOD, OFFSET, PAD
 from bridges.byte_codec import modality_index, unit_modalities
