@@ -28,7 +28,6 @@ A finished directory with the same settings is left as it is; different settings
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ import numpy as np
 
 from blcm.data.corpus import in_valid_split
 from blcm.data.documents import SkipReport, iter_records
+from blcm.data.fingerprint import fingerprint
 from blcm.errors import DataError
 from blt.atomic import atomic_directory, atomic_write
 from blt.pretrained import PretrainedError, load_shipped_entropy_model
@@ -122,19 +122,6 @@ def read_manifest(out: str | os.PathLike) -> dict | None:
     return manifest
 
 
-def _input_files(paths: list[Path]) -> list[Path]:
-    files = []
-    for p in paths:
-        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return files
-
-
-def _fingerprint(paths: list[Path]) -> str:
-    """A digest of the input files' paths, sizes and modification times."""
-    rows = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in _input_files(paths) if f.exists()]
-    return hashlib.sha1(json.dumps(rows).encode()).hexdigest()
-
-
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
@@ -170,7 +157,7 @@ def _settings(inputs: list[Path], valid_inputs: list[Path] | None, segmenter: Se
         "segmenter": segmenter.to_config(),
         "inputs": [str(p) for p in inputs],
         "valid_inputs": None if valid_inputs is None else [str(p) for p in valid_inputs],
-        "fingerprint": _fingerprint(inputs + (valid_inputs or [])),
+        "fingerprint": fingerprint(inputs + (valid_inputs or [])),
         "text_field": text_field,
         "valid_percent": None if valid_inputs is not None else valid_percent,
         "shard_docs": shard_docs,

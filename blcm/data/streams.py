@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from blcm.data.corpus import fetch_corpus, home
 from blcm.data.documents import SkipReport, iter_documents
+from blcm.data.fingerprint import fingerprint
 from blcm.errors import DataError
 from blt.atomic import atomic_file
 from blt.ids import BOS, EOS, OFFSET, PAD
@@ -40,13 +41,8 @@ def build_stream(paths: list[str], text_field: str = "text") -> tuple[np.ndarray
 
 
 def cached_stream(paths: list[str], text_field: str = "text") -> np.ndarray:
-    """build_stream, cached in $BLCM_HOME/streams under a key of the inputs' paths, sizes and mtimes."""
-    files = []
-    for p in map(Path, paths):
-        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    key = hashlib.sha1(json.dumps(
-        [text_field] + [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
-    ).encode()).hexdigest()[:16]
+    """build_stream, cached in $BLCM_HOME/streams under a key of the inputs' fingerprint and the text field."""
+    key = hashlib.sha1(json.dumps([text_field, fingerprint(paths)]).encode()).hexdigest()[:16]
     cache = home() / "streams" / f"{key}.npy"
     if cache.is_file():
         return np.load(cache, mmap_mode="r")
