@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from blcm.data.corpus import fetch_corpus, home
 from blcm.data.prepare import SPLITS, read_manifest
 from blcm.data.sampler import BucketBatchSampler
+from blcm.data.windows import longest_unit, window_index
 from blcm.errors import DataError
 from blt.ids import EOD, OFFSET, PAD
 from bridges.byte_codec import modality_index, unit_modalities
@@ -66,30 +67,13 @@ class PreparedUnits(Dataset):
                 self.modalities += json.loads((shard / "modalities.json").read_text())
             except (OSError, ValueError) as e:
                 raise DataError(f"{shard}: unreadable shard ({e}); prepare the dataset again") from None
-            first, count = doc_index[:, 0], doc_index[:, 1]
-            total = count + 1  # the document's units and its EOD unit
-            stride = max(max_units - 1, 1)
-            per_doc = 1 + -(-np.maximum(total - max_units, 0) // stride)  # windows per document
-            doc = np.repeat(np.arange(len(count)), per_doc)
-            j = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)  # window within its doc
-            offset = j * stride  # first unit of the window within its document
-            items = np.minimum(max_units, total[doc] - offset)
-            eod = j == per_doc[doc] - 1
-            real = items - eod
-            start = first[doc] + offset
-            lengths = np.asarray(lengths, dtype=np.int64)
-            longest = np.ones(len(doc), dtype=np.int64)  # an EOD-only window (a one-unit cap): one byte
-            has = real > 0
-            if has.any():
-                # reduceat spans each window's start up to the next window's start; a window that is not
-                # its document's last also holds the next start's unit (the overlap).
-                longest[has] = np.maximum.reduceat(lengths, start[has])
-                inner = has & ~eod & (items > stride)
-                longest[inner] = np.maximum(longest[inner], lengths[start[inner] + stride])
+            windows = window_index(doc_index[:, 1], max_units)
+            start = doc_index[windows.doc, 0] + windows.offset  # each window's first unit within the shard
             for out, value in zip((shard_ids, starts, reals, eods, docs, max_bytes),
-                                  (np.full(len(doc), k), start, real, eod, doc + n_docs, longest), strict=True):
+                                  (np.full(len(start), k), start, windows.real, windows.eod, windows.doc + n_docs,
+                                   longest_unit(lengths, start, windows.real)), strict=True):
                 out.append(value)
-            n_docs += len(count)
+            n_docs += len(doc_index)
         cat = lambda xs, dtype: np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype)
         self.win_shard = cat(shard_ids, np.int64)
         self.win_start = cat(starts, np.int64)  # first unit (index within the shard)
