@@ -17,6 +17,7 @@ from blcm.data.corpus import in_valid_split
 from blcm.data.documents import iter_records
 from blcm.data.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
 from blcm.errors import DataError
+from blt.atomic import atomic_directory
 from blt.ids import EOD, OFFSET, PAD
 from tests.conftest import shared_file
 
@@ -133,8 +134,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, corpus, mon
     with pytest.raises(Crash):
         run(inputs, out, valid_percent=30)
     assert not json.loads((out / "manifest.json").read_text())["complete"]
-    (out / "train" / ".tmp-shard-00009-junk").mkdir()  # a half-written shard of another crash
-    (out / "train" / ".tmp-shard-00009-junk" / "bytes.npy").write_bytes(b"garbage")
+    killed = atomic_directory(out / "train" / prep.shard_name(9))  # entered, never left: a run killed mid-shard
+    (killed.__enter__() / "bytes.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match="did not finish"):
         PreparedUnits(out, "train")
 

@@ -237,7 +237,8 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, *, segmente
     _write_json(out / MANIFEST, {"format": FORMAT, "version": VERSION, "complete": False, "settings": settings})
     for split in SPLITS:
         (out / split).mkdir(exist_ok=True)
-        for leftover in (out / split).glob(".tmp-*"):  # a crash's half-written shard
+        # A run killed mid-shard leaves atomic_directory's temporary directory (one that fails removes its own).
+        for leftover in (out / split).glob(".shard-*.tmp"):
             shutil.rmtree(leftover)
     return _run(out, settings, seg, in_paths, valid_paths, text_field, valid_percent, shard_docs, progress)
 
