@@ -30,7 +30,8 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from blcm.data.units import BucketBatchSampler, PreparedUnits, collate_units
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.units import PreparedUnits, collate_units
 from blcm.lightning import ByteLCMModule, EntropyLMModule
 from blcm.model import ByteLCM
 from blt.entropy import EntropyModel

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from blcm.data.units import BucketBatchSampler, PreparedUnits, collate_units
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.units import PreparedUnits, collate_units
 from blcm.lightning import ByteLCMModule
 
 

@@ -15,7 +15,8 @@ from blcm.cli import main
 from blcm.data import prepare as prep
 from blcm.data.corpus import in_valid_split
 from blcm.data.documents import iter_records
-from blcm.data.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units, padding_waste
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.units import PreparedUnits, UnitDataModule, collate_units, padding_waste
 from blcm.errors import DataError
 from blt.atomic import atomic_directory
 from blt.ids import EOD, OFFSET, PAD

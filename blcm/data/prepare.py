@@ -16,7 +16,7 @@ Why plain ``.npy`` files and not litdata (or webdataset, or Arrow): no extra dep
 bucketing needs is random access by unit and by document index, which a memory-mapped array gives
 for free (``np.load(mmap_mode="r")``) while streaming formats give sequential chunks; the corpora this
 project trains on are tens of MB, which the page cache holds whole; and sharding across DDP ranks and
-DataLoader workers is done by the batch sampler on window indices (blcm.data.units.BucketBatchSampler), not
+DataLoader workers is done by the batch sampler on window indices (blcm.data.sampler.BucketBatchSampler), not
 by handing files to ranks, so no streaming-shard machinery is needed.
 
 Writes are atomic (each shard is written into a temporary directory, then renamed) and resumable:
