@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.data.pairs import group_means, info_nce, read_pairs
-from blcm.data.units import read_prepared
+from blcm.data.prepared import read_prepared
 from blcm.errors import ConfigError, DataError
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.plotting import log_entropy_figure

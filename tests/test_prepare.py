@@ -123,7 +123,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, corpus, mon
     inputs, _ = corpus
     run(inputs, tmp_path / "whole", valid_percent=30)
     out = tmp_path / "resumed"
-    real_write, calls, crash_at = prep._write_shard, [], [3]
+    real_write, calls, crash_at = prep.write_shard, [], [3]
 
     def crashing(split_dir, k, *args):
         calls.append((split_dir.name, k))
@@ -131,7 +131,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, corpus, mon
             raise Crash  # killed while writing the third shard
         real_write(split_dir, k, *args)
 
-    monkeypatch.setattr(prep, "_write_shard", crashing)
+    monkeypatch.setattr(prep, "write_shard", crashing)
     with pytest.raises(Crash):
         run(inputs, out, valid_percent=30)
     assert not json.loads((out / "manifest.json").read_text())["complete"]

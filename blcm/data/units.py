@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from blcm.data.corpus import fetch_corpus, home
-from blcm.data.prepare import SPLITS, read_manifest
+from blcm.data.prepared import SPLITS, read_prepared
 from blcm.data.sampler import BucketBatchSampler
 from blcm.data.windows import longest_unit, window_index
 from blcm.errors import DataError
@@ -153,20 +153,6 @@ class WindowUnits(list):
     def __init__(self, units=(), modality: str = "text"):
         super().__init__(units)
         self.modality = modality
-
-
-def read_prepared(directory: str | Path) -> dict:
-    """The manifest of a complete prepared directory, else DataError."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"no such directory: {directory}")
-    manifest = read_manifest(directory)
-    if manifest is None:
-        raise DataError(f"{directory} is not a prepared dataset (no manifest.json): run `blcm prepare INPUT... "
-                        f"--out {directory}`")
-    if not manifest.get("complete"):
-        raise DataError(f"{directory}: preparation did not finish; run the same `blcm prepare` again to resume")
-    return manifest
 
 
 def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
