@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blcm.codec_metrics import codec_scores, training_flops_per_byte  # noqa: E402
+from blcm.data.units import PreparedUnits  # noqa: E402
 from blcm.model import ByteLCM  # noqa: E402
-from blcm.units import PreparedUnits  # noqa: E402
 from blt.entropy import EntropyModel  # noqa: E402
 
 SIGMAS = (0.1, 0.2, 0.5)

@@ -33,9 +33,9 @@ def rss_mib() -> float:
 
 def measure(data: str, config_path: str, units: int, steps: int, threads: int | None) -> dict:
     """One length, in this process: -> step times, bytes, and peak memory."""
+    from blcm.data.units import PreparedUnits, collate_units
     from blcm.lightning import ByteLCMModule
     from blcm.lightning.config import instantiate
-    from blcm.units import PreparedUnits, collate_units
 
     if threads:
         torch.set_num_threads(threads)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from blcm.data import StreamWindows, stream_from_documents
+from blcm.data.streams import StreamWindows, stream_from_documents
 from blt.entropy import EntropyModel
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from blcm.data import iter_records
+from blcm.data.documents import iter_records
 from blt.entropy import EntropyModel
 from blt.ids import pad_batch
 from blt.patching import Patcher

@@ -29,7 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blcm.units import PreparedUnits  # noqa: E402
+from blcm.data.units import PreparedUnits  # noqa: E402
 
 MAX_BYTES = 128
 

@@ -16,7 +16,8 @@ import argparse
 
 import numpy as np
 
-from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.units import PreparedUnits, collate_units
 
 
 def waste(ds: PreparedUnits, batches) -> tuple[float, float]:

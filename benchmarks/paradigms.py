@@ -31,10 +31,11 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from blcm.batch import UnitBatch
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.units import PreparedUnits, collate_units
 from blcm.lightning import ByteLCMModule, EntropyLMModule
 from blcm.lightning.config import instantiate
 from blcm.model import ByteLCM
-from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, OFFSET, decode
 from concept_core.interface import Sampling

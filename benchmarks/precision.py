@@ -18,9 +18,10 @@ import torch
 import yaml
 
 from blcm.batch import UnitBatch
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.units import PreparedUnits, collate_units
 from blcm.lightning import ByteLCMModule
 from blcm.lightning.config import instantiate
-from blcm.units import BucketBatchSampler, PreparedUnits, collate_units
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""UnitBatch: a batch of document windows of units, as the ByteLCM trains on them (blcm.units.collate_units)."""
+"""UnitBatch: a batch of document windows of units, as the ByteLCM trains on them (blcm.data.units.collate_units)."""
 
 from __future__ import annotations
 

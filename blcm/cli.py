@@ -253,7 +253,7 @@ def run_lightning(argv: list[str]) -> int:
     from lightning.pytorch.cli import LightningCLI
 
     from blcm.errors import ConfigError, DataError
-    from blcm.lightning.config import check_renamed
+    from blcm.lightning.renamed import check_renamed
 
     if not any(a.startswith("--weights_only") for a in argv):
         # resuming never unpickles arbitrary objects (next to the subcommand, where a --model.help still parses)

@@ -11,9 +11,9 @@ import lightning as L
 import torch
 import yaml
 
+from blcm.data.prepare import prepare
 from blcm.lightning import ByteLCMModule
 from blcm.lightning.config import instantiate
-from blcm.prepare import prepare
 
 SUBJECTS = ["The cat", "A dog", "The old man", "My sister", "The president", "A small bird", "The river"]
 VERBS = ["sat on", "looked at", "walked to", "spoke about", "flew over", "ran past", "dreamed of"]
@@ -83,7 +83,7 @@ def write_fit_config(path: Path, data_dir: Path, model: dict | None = None, **tr
                     **trainer},
         "model": {"class_path": "blcm.lightning.ByteLCMModule",
                   "init_args": {**tiny_args(**(model or {})), "export_dir": str(path.parent / "export")}},
-        "data": {"class_path": "blcm.units.UnitDataModule",
+        "data": {"class_path": "blcm.data.units.UnitDataModule",
                  "init_args": {"data_dir": str(data_dir), "max_units": 6, "batch_size": 4, "val_windows": 8}},
     }
     path.write_text(yaml.safe_dump(config))

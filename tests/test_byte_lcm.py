@@ -14,11 +14,11 @@ from byte_lcm_fixtures import TINY_ARGS, prepared_corpus, tiny_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.callbacks import MetricsHistory
+from blcm.data.units import UnitDataModule
 from blcm.errors import ConfigError
 from blcm.lightning import ByteLCMModule, EntropyLMModule
 from blcm.lightning.config import instantiate
 from blcm.model import QUANTIZER_BATCHES, ByteLCM
-from blcm.units import UnitDataModule
 from concept_core.interface import Sampling
 
 

@@ -14,7 +14,7 @@ from byte_lcm_fixtures import TINY_ARGS, write_corpus
 
 from blcm.cli import build_parser, main
 from blcm.commands.eval import settings_from
-from blcm.data import Document
+from blcm.data.documents import Document
 from blcm.eval import EvalDocument, EvalSettings, evaluate, json_ready, read_documents, render_markdown
 from blcm.eval.concepts import encode_units
 from blcm.eval.likelihood import byte_lm_bits_per_byte, mutual_information, unit_log_probs

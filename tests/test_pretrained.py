@@ -182,8 +182,9 @@ def test_per_modality_thresholds_hit_their_targets_on_held_out_files(modality):
     """On files the thresholds were not calibrated on (the held-out text of en/ and multilingual/, the WAV and PNG
     files of the 10% held-out split), whole files and 128-byte units alike come within 10% of the modality's
     target mean patch size."""
-    from blcm.data import in_valid_split, iter_records
-    from blcm.prepare import make_segmenter
+    from blcm.data.corpus import in_valid_split
+    from blcm.data.documents import iter_records
+    from blcm.data.prepare import make_segmenter
 
     if modality == "text":
         paths = [shared_file("en", "valid.jsonl.gz"), shared_file("multilingual", "valid.jsonl.gz")]

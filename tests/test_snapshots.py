@@ -14,8 +14,8 @@ from byte_lcm_fixtures import TINY_ARGS, prepared_corpus, tiny_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.callbacks import Snapshots
+from blcm.data.units import UnitDataModule
 from blcm.model import ByteLCM
-from blcm.units import UnitDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.cli import main
-from blcm.data import ByteStreamDataModule
+from blcm.data.streams import ByteStreamDataModule
 from blcm.lightning import EntropyLMModule
 from blcm.lightning.optim import OptimConfig, check_finite, warmup_cosine
 from blt.entropy import EntropyModel, EntropyModelConfig

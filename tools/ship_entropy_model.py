@@ -5,7 +5,7 @@
 
 The model must be a *byte* model, not an English one, so it trains on every shared corpus
 (../shared/data): en/train, multilingual/train, and the WAV and PNG files whose name is not in the
-10% held-out split (``blcm.data.in_valid_split(name, 10)``, the split `blcm prepare --valid-percent 10`
+10% held-out split (``blcm.data.corpus.in_valid_split(name, 10)``, the split `blcm prepare --valid-percent 10`
 gives the same files). ``package`` then
 
 * stores the weights in the dtype that costs nothing measurable in bits per byte (fp16 vs fp32 is
@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blcm.data import in_valid_split  # noqa: E402
+from blcm.data.corpus import in_valid_split  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 HELD_OUT_PERCENT = 10
@@ -77,7 +77,7 @@ FP16_TOLERANCE = 0.005  # bits per byte fp16 weights may cost before fp32 is kep
 
 
 def documents(paths: list[str | Path]) -> list:
-    from blcm.data import iter_records
+    from blcm.data.documents import iter_records
 
     return list(iter_records([str(p) for p in paths]))
 
@@ -124,7 +124,7 @@ def nats_and_bytes(model, docs: list[bytes]) -> tuple[float, float]:
     """The summed next-byte cross-entropy (nats) of [BOS doc EOS]... and the bytes scored (as `blcm validate`)."""
     from torch.utils.data import DataLoader
 
-    from blcm.data import StreamWindows, stream_from_documents
+    from blcm.data.streams import StreamWindows, stream_from_documents
 
     nats = n_bytes = 0.0
     for batch in DataLoader(StreamWindows(stream_from_documents(docs), model.config.context), batch_size=32):
@@ -159,7 +159,7 @@ def cmd_package(args) -> int:
 
     import torch
 
-    from blcm.prepare import make_segmenter
+    from blcm.data.prepare import make_segmenter
     from blt.entropy import EntropyModel
     from blt.export import save_export
     from blt.pretrained import SHIPPED, THRESHOLDS_FILE, ModalityThresholds

@@ -6,7 +6,7 @@ from blcm.errors import CLIError, DataError
 
 
 def cmd_data_fetch(args) -> int:
-    from blcm.data import fetch_corpus
+    from blcm.data.corpus import fetch_corpus
 
     try:
         path = fetch_corpus(force=args.force)
@@ -17,7 +17,7 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from blcm.prepare import prepare, summary
+    from blcm.data.prepare import prepare, summary
 
     try:
         manifest = prepare(args.inputs, args.out, segmenter=args.segmenter, max_unit_bytes=args.max_unit_bytes,

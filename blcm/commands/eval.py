@@ -77,8 +77,8 @@ def cmd_eval(args) -> int:
 
     import torch
 
+    from blcm.data.pairs import read_pairs
     from blcm.eval import evaluate, json_ready, log_tensorboard, read_documents, read_parallel, render_markdown
-    from blcm.pairs import read_pairs
     from blt.entropy import EntropyModel
 
     if args.threads:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from blcm.pairs import group_means
+from blcm.data.pairs import group_means
 from bridges.modality import sniff
 
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from blcm.data import Document, SkipReport, iter_records
+from blcm.data.documents import Document, SkipReport, iter_records
 from blcm.errors import DataError
 from bridges.modality import sniff
 

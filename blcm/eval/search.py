@@ -1,15 +1,15 @@
 """Nearest-concept search on paragraph concepts (the mean of their unit concepts): cross-lingual xsim error
-against English (with a parallel file) and top-1 retrieval between paired files and transcripts (blcm.pairs)."""
+against English (with a parallel file) and top-1 retrieval between paired files and transcripts (blcm.data.pairs)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from blcm.data.pairs import read_pairs, retrieval_accuracy
 from blcm.errors import DataError
 from blcm.eval.aggregate import nanmean
 from blcm.eval.concepts import paragraph_concepts
-from blcm.pairs import read_pairs, retrieval_accuracy
 
 
 def crosslingual(model, records: list[dict[str, str]], progress) -> dict:
@@ -37,7 +37,7 @@ def crosslingual(model, records: list[dict[str, str]], progress) -> dict:
 
 def retrieval(model, pairs_dir: str, max_units: int | None, progress) -> dict:
     """Top-1 retrieval between the concepts of paired files (the mean over their first ``max_units`` units)
-    and of their transcripts (blcm.pairs), per split: ``valid`` (pairs an alignment loss never trained on) and
+    and of their transcripts (blcm.data.pairs), per split: ``valid`` (pairs an alignment loss never trained on) and
     ``train``."""
     out = {}
     for split in ("valid", "train"):

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import torch
 
-from blcm.data import Document
+from blcm.data.documents import Document
 from blcm.eval.concepts import encode_units
 from blcm.eval.generation import generation
 from blcm.eval.inputs import EvalDocument, data_summary

@@ -13,15 +13,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.batch import UnitBatch
+from blcm.data.pairs import group_means, info_nce, read_pairs
+from blcm.data.prepared import read_prepared
 from blcm.errors import ConfigError, DataError
 from blcm.lightning.config import AlignmentConfig, ExportsItsModel, StageConfig, ValidationConfig, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
 from blcm.lightning.validation import ValidationTotals, sample_tables
 from blcm.model import EXPORT_KIND, ByteLCM, ByteLCMConfig
 from blcm.objective import STAGES, LossConfig, Stage
-from blcm.pairs import group_means, info_nce, read_pairs
 from blcm.plotting import log_entropy_figure
-from blcm.units import read_prepared
 from blt.ids import pad_batch
 from blt.patching import ENTROPY_MODES
 from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model

@@ -1,14 +1,11 @@
-"""The ByteLCMModule's groups of settings besides the model's and the loss's, how both modules save them, and
-the error for a key from before they were grouped."""
+"""The ByteLCMModule's groups of settings besides the model's and the loss's, and how both LightningModules
+save them and name their model in a checkpoint."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import lightning as L
-import yaml
 
 from blcm.errors import ConfigError
 from blt.export import CHECKPOINT_KEY
@@ -49,7 +46,7 @@ class ValidationConfig:
 class AlignmentConfig:
     """The optional alignment loss (``weight`` > 0): InfoNCE between the mean concept of the first ``units``
     units of a paired file (a WAV) and its transcript's, over ``batch`` train pairs of the ``pairs``
-    directory (blcm.pairs: files + transcripts.json) per step, after the entropy stage."""
+    directory (blcm.data.pairs: files + transcripts.json) per step, after the entropy stage."""
 
     pairs: str | None = None
     weight: float = 0.0
@@ -101,55 +98,3 @@ def save_grouped_hparams(module: L.LightningModule, **groups) -> None:
     weights_only=True, and LightningCLI parses them back into the same groups when a run resumes."""
     module.save_hyperparameters()
     module.hparams.update({name: asdict(group) for name, group in groups.items()})
-
-
-# keys of the flat arguments from before the groups -> their place now (both modules' old keys)
-RENAMED = {
-    **{k: f"model.{k}" for k in ("segmenter", "codec", "encoder", "decoder", "core", "dim", "n_layers", "n_heads",
-                                 "context", "window", "backend")},
-    **{f"{prefix}{part}.concept_dim": "model.concept_dim" for prefix in ("", "model.")
-       for part in ("encoder", "decoder")},
-    **{k: f"loss.{k}" for k in ("reconstruction_weight", "core_weight", "entropy_weight", "concept_noise",
-                                "concept_dropout", "detach_core_inputs", "detach_core_targets")},
-    **{k: f"stages.{k}" for k in ("entropy_steps", "autoencoder_steps")},
-    **{k: f"optim.{k}" for k in ("lr", "weight_decay", "warmup_steps", "decay_steps", "min_lr_ratio")},
-    "val_core_batches": "validation.core_batches", "val_sampling": "validation.sampling",
-    "samples": "validation.samples",
-    **{f"align_{k}": f"alignment.{k}" for k in ("pairs", "weight", "batch", "units", "temperature")},
-}
-
-
-def check_renamed(argv: list[str]) -> None:
-    """A clear error for a model key from before the groups, on the command line (``--model.lr``) or in a
-    ``--config`` file (``model: init_args: lr:``)."""
-    for key in old_keys(argv):
-        if RENAMED[key] == "model.concept_dim":
-            raise ConfigError(f"model.{key} is set from model.model.concept_dim, written once for the encoder, "
-                              "decoder and core: set that instead")
-        raise ConfigError(f"model.{key} is now model.{RENAMED[key]} (the module's settings are grouped: "
-                          "model, loss, stages, optim, validation, alignment; see blcm fit --help)")
-
-
-def old_keys(argv: list[str]) -> list[str]:
-    found = []
-    for i, arg in enumerate(argv):
-        if match := re.fullmatch(r"--model\.([\w.]+?)(=.*)?", arg):
-            found += [k for k in (match[1], match[1].removeprefix("init_args.")) if k in RENAMED]
-        config = arg.split("=", 1)[1] if arg.startswith("--config=") else (
-            argv[i + 1] if arg in ("--config", "-c") and i + 1 < len(argv) else None)
-        if config is not None and Path(config).is_file():
-            found += yaml_old_keys(yaml.safe_load(Path(config).read_text()))
-    return list(dict.fromkeys(found))
-
-
-def yaml_old_keys(config) -> list[str]:
-    model = config.get("model") if isinstance(config, dict) else None
-    args = model.get("init_args", model) if isinstance(model, dict) else None
-    if not isinstance(args, dict):
-        return []
-    nested = [f"{name}.{k}" for name in ("encoder", "decoder") if isinstance(args.get(name), dict) for k in args[name]]
-    model = args.get("model")
-    if isinstance(model, dict):  # a saved config.yaml repeats the derived value: only a different one is an error
-        nested += [f"model.{name}.concept_dim" for name in ("encoder", "decoder") if isinstance(model.get(name), dict)
-                   and model[name].get("concept_dim", model.get("concept_dim", 256)) != model.get("concept_dim", 256)]
-    return [k for k in [*args, *nested] if k in RENAMED]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from blcm.data import in_valid_split
+from blcm.data.corpus import in_valid_split
 from blcm.errors import DataError
 
 PAIR_SPLITS = ("train", "valid", "all")

@@ -1,4 +1,4 @@
-"""Training data over prepared units (see blcm.prepare): windows, collation, length bucketing.
+"""Training data over prepared units (see blcm.data.prepare): windows, collation, length bucketing.
 
 A document of ``n`` units is followed by one end-of-document unit (``[EOD]``); the ``n + 1`` units
 are cut into windows of up to ``max_units`` consecutive units that overlap by one (window ``j``
@@ -24,10 +24,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from blcm.batch import UnitBatch
-from blcm.data import fetch_corpus, home
+from blcm.data.corpus import fetch_corpus, home
+from blcm.data.prepared import SPLITS, read_prepared
+from blcm.data.sampler import BucketBatchSampler
+from blcm.data.windows import longest_unit, window_index
 from blcm.errors import DataError
-from blcm.prepare import SPLITS, read_manifest
-from blcm.sampler import BucketBatchSampler
 from blt.ids import EOD, OFFSET, PAD
 from bridges.byte_codec import modality_index, unit_modalities
 
@@ -60,30 +61,13 @@ class PreparedUnits(Dataset):
                 self.modalities += json.loads((shard / "modalities.json").read_text())
             except (OSError, ValueError) as e:
                 raise DataError(f"{shard}: unreadable shard ({e}); prepare the dataset again") from None
-            first, count = doc_index[:, 0], doc_index[:, 1]
-            total = count + 1  # the document's units and its EOD unit
-            stride = max(max_units - 1, 1)
-            per_doc = 1 + -(-np.maximum(total - max_units, 0) // stride)  # windows per document
-            doc = np.repeat(np.arange(len(count)), per_doc)
-            j = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)  # window within its doc
-            offset = j * stride  # first unit of the window within its document
-            items = np.minimum(max_units, total[doc] - offset)
-            eod = j == per_doc[doc] - 1
-            real = items - eod
-            start = first[doc] + offset
-            lengths = np.asarray(lengths, dtype=np.int64)
-            longest = np.ones(len(doc), dtype=np.int64)  # an EOD-only window (a one-unit cap): one byte
-            has = real > 0
-            if has.any():
-                # reduceat spans each window's start up to the next window's start; a window that is not
-                # its document's last also holds the next start's unit (the overlap).
-                longest[has] = np.maximum.reduceat(lengths, start[has])
-                inner = has & ~eod & (items > stride)
-                longest[inner] = np.maximum(longest[inner], lengths[start[inner] + stride])
+            windows = window_index(doc_index[:, 1], max_units)
+            start = doc_index[windows.doc, 0] + windows.offset  # each window's first unit within the shard
             for out, value in zip((shard_ids, starts, reals, eods, docs, max_bytes),
-                                  (np.full(len(doc), k), start, real, eod, doc + n_docs, longest), strict=True):
+                                  (np.full(len(start), k), start, windows.real, windows.eod, windows.doc + n_docs,
+                                   longest_unit(lengths, start, windows.real)), strict=True):
                 out.append(value)
-            n_docs += len(count)
+            n_docs += len(doc_index)
         cat = lambda xs, dtype: np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype)
         self.win_shard = cat(shard_ids, np.int64)
         self.win_start = cat(starts, np.int64)  # first unit (index within the shard)
@@ -165,20 +149,6 @@ class WindowUnits(list):
         self.modality = modality
 
 
-def read_prepared(directory: str | Path) -> dict:
-    """The manifest of a complete prepared directory, else DataError."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"no such directory: {directory}")
-    manifest = read_manifest(directory)
-    if manifest is None:
-        raise DataError(f"{directory} is not a prepared dataset (no manifest.json): run `blcm prepare INPUT... "
-                        f"--out {directory}`")
-    if not manifest.get("complete"):
-        raise DataError(f"{directory}: preparation did not finish; run the same `blcm prepare` again to resume")
-    return manifest
-
-
 def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> UnitBatch:
     """Windows (lists of byte-id arrays) -> a UnitBatch; a unit's modality is its WindowUnits' document's, else
     the unit's own content's."""
@@ -202,7 +172,7 @@ def collate_units(windows: Sequence[Sequence[np.ndarray]]) -> UnitBatch:
 
 
 class UnitDataModule(L.LightningDataModule):
-    """Windows of prepared units (see blcm.prepare), bucketed by length.
+    """Windows of prepared units (see blcm.data.prepare), bucketed by length.
 
     Args:
         data_dir: a directory written by `blcm prepare`. None: the default corpus (State of the Union),
@@ -257,7 +227,7 @@ class UnitDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         directory = self._resolve()
         if self.data_dir is None:
-            from blcm.prepare import prepare
+            from blcm.data.prepare import prepare
 
             corpus = fetch_corpus()
             prepare([corpus / "train.jsonl.gz"], directory, valid_inputs=[corpus / "valid.jsonl.gz"],

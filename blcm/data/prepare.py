@@ -1,22 +1,12 @@
 """`blcm prepare`: segment every document once into units and store them as numpy shards.
 
-Layout of a prepared directory::
-
-    DIR/manifest.json                 format version, settings (segmenter config, inputs, text_field,
-                                      valid_percent, shard_docs), per split: shards, docs, units, bytes;
-                                      skipped (bad files/lines) and empty-document counts
-    DIR/{train,valid}/shard-NNNNN/
-        bytes.npy    uint8 (n_bytes,)       every unit's bytes, concatenated (= the documents, in order)
-        units.npy    int64 (n_units, 2)     start offset into bytes.npy, length
-        docs.npy     int64 (n_docs, 2)      first unit, unit count
-        sources.json list[str] (n_docs,)    each document's source (JSONL "source", else the file name)
-        modalities.json list[str] (n_docs,) each document's modality from its content (bridges.modality)
+The directory's layout is in blcm.data.prepared.
 
 Why plain ``.npy`` files and not litdata (or webdataset, or Arrow): no extra dependency; what length
 bucketing needs is random access by unit and by document index, which a memory-mapped array gives
 for free (``np.load(mmap_mode="r")``) while streaming formats give sequential chunks; the corpora this
 project trains on are tens of MB, which the page cache holds whole; and sharding across DDP ranks and
-DataLoader workers is done by the batch sampler on window indices (blcm.units.BucketBatchSampler), not
+DataLoader workers is done by the batch sampler on window indices (blcm.data.sampler.BucketBatchSampler), not
 by handing files to ranks, so no streaming-shard machinery is needed.
 
 Writes are atomic (each shard is written into a temporary directory, then renamed) and resumable:
@@ -28,20 +18,27 @@ A finished directory with the same settings is left as it is; different settings
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from blcm.data import SkipReport, in_valid_split, iter_records
+from blcm.data.corpus import in_valid_split
+from blcm.data.documents import SkipReport, iter_records
+from blcm.data.fingerprint import fingerprint
+from blcm.data.prepared import (
+    MANIFEST,
+    SPLITS,
+    read_manifest,
+    shard_name,
+    shard_stats,
+    write_manifest,
+    write_shard,
+)
 from blcm.errors import DataError
-from blt.atomic import atomic_directory, atomic_write
 from blt.pretrained import PretrainedError, load_shipped_entropy_model
 from bridges.modality import sniff
 from bridges.segment import (
@@ -55,10 +52,6 @@ from bridges.segment import (
 
 log = logging.getLogger("blcm")
 
-FORMAT = "byte-lcm-prepared-units"
-VERSION = 1
-SPLITS = ("train", "valid")
-MANIFEST = "manifest.json"
 SEGMENTERS = ("sentence", "fixed", "modality")
 OTHER_SEGMENTERS = ("fixed", "entropy")
 ENTROPY_MIN_UNIT_BYTES = 16  # an entropy unit never ends within its first 16 bytes (one decoder segment)
@@ -100,76 +93,13 @@ def other_segmenter(other: str, max_unit_bytes: int) -> Segmenter:
                             max_bytes=max_unit_bytes, target_bytes=max(max_unit_bytes / 2, 1))
 
 
-def shard_name(k: int) -> str:
-    return f"shard-{k:05d}"
-
-
-def read_manifest(out: str | os.PathLike) -> dict | None:
-    """The manifest of a prepared directory, None when there is none; DataError when it is unreadable."""
-    path = Path(out) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a readable manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"{path}: not a byte-lcm prepared-units manifest")
-    if manifest.get("version") != VERSION:
-        raise DataError(f"{path}: format version {manifest.get('version')}, this byte-lcm reads {VERSION}; "
-                        "prepare it again (--force)")
-    return manifest
-
-
-def _input_files(paths: list[Path]) -> list[Path]:
-    files = []
-    for p in paths:
-        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return files
-
-
-def _fingerprint(paths: list[Path]) -> str:
-    """A digest of the input files' paths, sizes and modification times."""
-    rows = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in _input_files(paths) if f.exists()]
-    return hashlib.sha1(json.dumps(rows).encode()).hexdigest()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
-
-
-def _write_shard(split_dir: Path, k: int, docs: list[bytes], unit_lengths: list[np.ndarray],
-                 sources: list[str], modalities: list[str]) -> None:
-    """Write shard ``k`` into a temporary directory, then rename it into place (atomic)."""
-    lengths = np.concatenate(unit_lengths).astype(np.int64)  # (n_units,)
-    counts = np.array([len(u) for u in unit_lengths], dtype=np.int64)  # (n_docs,)
-    units = np.stack([np.cumsum(lengths) - lengths, lengths], axis=1)  # (n_units, 2)
-    doc_index = np.stack([np.cumsum(counts) - counts, counts], axis=1)  # (n_docs, 2)
-    with atomic_directory(split_dir / shard_name(k)) as tmp:
-        np.save(tmp / "bytes.npy", np.frombuffer(b"".join(docs), dtype=np.uint8))
-        np.save(tmp / "units.npy", units)
-        np.save(tmp / "docs.npy", doc_index)
-        (tmp / "sources.json").write_text(json.dumps(sources, ensure_ascii=False))
-        (tmp / "modalities.json").write_text(json.dumps(modalities))
-
-
-def _shard_stats(shard: Path) -> dict:
-    docs = np.load(shard / "docs.npy", mmap_mode="r")
-    units = np.load(shard / "units.npy", mmap_mode="r")
-    data = np.load(shard / "bytes.npy", mmap_mode="r")
-    modalities = shard / "modalities.json"  # absent in shards written before modalities were recorded
-    counts = Counter(json.loads(modalities.read_text())) if modalities.is_file() else Counter()
-    return {"name": shard.name, "docs": int(docs.shape[0]), "units": int(units.shape[0]), "bytes": int(data.size),
-            "modalities": dict(sorted(counts.items()))}
-
-
 def _settings(inputs: list[Path], valid_inputs: list[Path] | None, segmenter: Segmenter, text_field: str,
               valid_percent: int, shard_docs: int) -> dict:
     return {
         "segmenter": segmenter.to_config(),
         "inputs": [str(p) for p in inputs],
         "valid_inputs": None if valid_inputs is None else [str(p) for p in valid_inputs],
-        "fingerprint": _fingerprint(inputs + (valid_inputs or [])),
+        "fingerprint": fingerprint(inputs + (valid_inputs or [])),
         "text_field": text_field,
         "valid_percent": None if valid_inputs is not None else valid_percent,
         "shard_docs": shard_docs,
@@ -246,10 +176,11 @@ def prepare(inputs: list[str | os.PathLike], out: str | os.PathLike, *, segmente
                         "use another --out, or --force to write into it")
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / MANIFEST, {"format": FORMAT, "version": VERSION, "complete": False, "settings": settings})
+    write_manifest(out, {"complete": False, "settings": settings})
     for split in SPLITS:
         (out / split).mkdir(exist_ok=True)
-        for leftover in (out / split).glob(".tmp-*"):  # a crash's half-written shard
+        # A run killed mid-shard leaves atomic_directory's temporary directory (one that fails removes its own).
+        for leftover in (out / split).glob(".shard-*.tmp"):
             shutil.rmtree(leftover)
     return _run(out, settings, seg, in_paths, valid_paths, text_field, valid_percent, shard_docs, progress)
 
@@ -266,7 +197,7 @@ def _run(out: Path, settings: dict, seg: Segmenter, in_paths: list[Path], valid_
     def flush(split: str) -> None:
         k = (count[split] - 1) // shard_docs
         if shard_name(k) not in done[split]:
-            _write_shard(out / split, k, *buffers[split])
+            write_shard(out / split, k, *buffers[split])
         buffers[split] = ([], [], [], [])
 
     streams = [(p, None) for p in in_paths] if valid_paths is None else (
@@ -312,14 +243,12 @@ def _run(out: Path, settings: dict, seg: Segmenter, in_paths: list[Path], valid_
     splits = {}
     for split in SPLITS:
         n_shards = -(-count[split] // shard_docs)
-        shards = [_shard_stats(out / split / shard_name(k)) for k in range(n_shards)]
+        shards = [shard_stats(out / split / shard_name(k)) for k in range(n_shards)]
         modalities = sum((Counter(s["modalities"]) for s in shards), Counter())
         splits[split] = {"shards": shards, **{key: sum(s[key] for s in shards) for key in ("docs", "units", "bytes")},
                          "modalities": dict(sorted(modalities.items()))}
-    manifest = {"format": FORMAT, "version": VERSION, "complete": True, "settings": settings, "splits": splits,
-                "skipped": len(skipped.items), "skipped_items": skipped.items[:100], "empty": empty}
-    _write_json(out / MANIFEST, manifest)
-    return manifest
+    return write_manifest(out, {"complete": True, "settings": settings, "splits": splits, "skipped": len(skipped.items),
+                                "skipped_items": skipped.items[:100], "empty": empty})
 
 
 def _size(n: int) -> str:
