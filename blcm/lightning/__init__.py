@@ -1,9 +1,9 @@
 """The LightningModules; only blcm imports Lightning, the models themselves live in blt/, concept_core/ and
 blcm.model.
 
-    byte_lcm.py    ByteLCMModule: a whole ByteLCM, by stages          optim.py       OptimConfig, AdamW + cosine
-    entropy_lm.py  EntropyLMModule: the entropy model alone           config.py      the other setting groups
-    validation.py  validation sums and TensorBoard samples        renamed.py     errors for pre-group keys
+    byte_lcm.py    ByteLCMModule: a whole ByteLCM, by stages     optim.py     OptimConfig, AdamW + cosine
+    entropy_lm.py  EntropyLMModule: the entropy model alone      config.py    the other setting groups
+    validation.py  validation sums and TensorBoard samples       renamed.py   errors for pre-group keys
 """
 
 from blcm.lightning.byte_lcm import ByteLCMModule

@@ -1,5 +1,6 @@
 """Settings from before issue 13's layout: the flat ByteLCMModule / EntropyLMModule keys, now in groups, and the
-data modules' class paths, now under blcm/data/. Each gets an error that names its new place."""
+data modules' class paths, now under blcm/data/, and data.max_unit_bytes, now the model's segmenter's. Each
+gets an error that names its new place."""
 
 from __future__ import annotations
 
@@ -32,13 +33,21 @@ MOVED = {"blcm.units.UnitDataModule": "blcm.data.units.UnitDataModule",  # class
 
 def check_renamed(argv: list[str]) -> None:
     """A clear error for a model key from before the groups, on the command line (``--model.lr``) or in a
-    ``--config`` file (``model: init_args: lr:``), and for a data module's class path from before blcm/data/."""
+    ``--config`` file (``model: init_args: lr:``), for a data module's class path from before blcm/data/, and for
+    data.max_unit_bytes, which the model's segmenter replaced."""
+    if any(arg.startswith("--data.max_unit_bytes") for arg in argv):
+        raise ConfigError("--data.max_unit_bytes is gone: the default corpus is prepared with the model's segmenter "
+                          "(model.model.segmenter; --data.segmenter for another)")
     for path in config_files(argv):
         config = yaml.safe_load(path.read_text())
-        old = config.get("data", {}).get("class_path") if isinstance(config, dict) and isinstance(
-            config.get("data"), dict) else None
+        if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+            continue
+        old = config["data"].get("class_path")
         if old in MOVED:
             raise ConfigError(f"{path}: data class_path {old} is now {MOVED[old]}")
+        if "max_unit_bytes" in (config["data"].get("init_args") or {}):
+            raise ConfigError(f"{path}: data.max_unit_bytes is gone: the default corpus is prepared with the "
+                              "model's segmenter (model.model.segmenter; data.segmenter for another)")
     for key in old_keys(argv):
         if RENAMED[key] == "model.concept_dim":
             raise ConfigError(f"model.{key} is set from model.model.concept_dim, written once for the encoder, "
