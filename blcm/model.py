@@ -57,7 +57,8 @@ class ByteLCMConfig:
         segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 256}.
         codec: {kind: byte} (the encoder below, trained jointly) | {kind: sentence_transformer, model: ...}
             (frozen; the decoder below learns its space) | {kind: sonar, ...}: see bridges.codec.build_codec.
-        encoder, decoder: the byte concept encoder and decoder.
+        encoder: the byte concept encoder (bridges.byte_codec).
+        decoder: the byte concept decoder (bridges.byte_decoder).
         core: one of the four concept cores' configs, named by its ``variant`` field (two_tower, one_tower,
             base, quant); None: a 256-wide Two-Tower.
     """

@@ -24,15 +24,17 @@ class LossConfig:
     """The loss terms' weights and what the terms see.
 
     Args:
-        reconstruction_weight, core_weight, entropy_weight: loss weights (``entropy_weight`` after the
-            entropy stage; in it the entropy loss is the whole loss).
+        reconstruction_weight: the weight of the decoder's cross-entropy.
+        core_weight: the weight of the core's loss.
+        entropy_weight: the weight of the entropy model's cross-entropy after the entropy stage (in it, that
+            loss is the whole loss).
         concept_noise: std of the Gaussian noise added to concepts (unit RMS) before decoding, so
             that nearby concepts (as a generated one is) decode to the same bytes.
         concept_dropout: dropout on the concept before decoding.
-        detach_core_inputs, detach_core_targets: stop the core loss's gradient into the encoder through
-            the context concepts / the predicted ones. Targets are detached by default: with live
-            targets the encoder learns to make concepts trivially predictable (on en, copy-last l2
-            fell from 19 to 2.5 within 100 joint steps and the decoder's bits per byte rose).
+        detach_core_inputs: stop the core loss's gradient into the encoder through the context concepts.
+        detach_core_targets: stop it through the predicted concepts. Targets are detached by default: with
+            live targets the encoder learns to make concepts trivially predictable (on en, copy-last l2 fell
+            from 19 to 2.5 within 100 joint steps and the decoder's bits per byte rose).
     """
 
     reconstruction_weight: float = 1.0

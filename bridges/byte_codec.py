@@ -66,32 +66,60 @@ def _one_threshold_for_all(state_dict, prefix, *args) -> None:
 
 @dataclass
 class ByteConceptEncoderConfig:
+    """A unit's bytes -> its concept.
+
+    Args:
+        concept_dim: the concept's size (a ByteLCM sets it from its own concept_dim).
+        dim: the local byte transformer's width.
+        n_layers: its layers.
+        n_heads: its attention heads.
+        queries_per_patch: cross-attention queries that pool each patch's bytes.
+        pooler_dim: the width of the transformer over the unit's patches.
+        pooler_layers: its layers (0: the queries pool the patch vectors as they are).
+        pool_queries: K learned queries pool the patches; their K * pooler_dim outputs make the concept.
+        max_positions: learned absolute byte positions in the local encoder (None: RoPE only).
+        segment_bytes: query k pools only the patches that start in bytes [k S, (k+1) S), S = segment_bytes, so
+            that the decoder (with the same segment_bytes) finds each stretch of the unit in a known slot. None:
+            every query sees all.
+        patching: a blt.patching mode: entropy | monotonic | both | space | static.
+        target_patch_size: entropy modes: the threshold is calibrated to this mean patch size.
+        patch_size: static mode: bytes per patch.
+        max_patch_length: the longest patch.
+        entropy_dim: the width of the EntropyModel entropy modes patch with (a pretrained one brings its own).
+        entropy_layers: its layers.
+        entropy_heads: its attention heads.
+        entropy_context: the bytes of context it is trained on.
+        ngram_sizes: the n of the hash n-gram embeddings added to each byte's ([]: none).
+        hash_table_size: rows of each n-gram hash table.
+        init_std: the initialisation of every layer but the entropy model's: None keeps torch's own (unit-scale
+            embeddings, kaiming-uniform linears), 0.02 is GPT-2's (blt.transformer.init_weights), which learned
+            slower here.
+        chunk_tokens: padded bytes per length chunk.
+        backend: the attention backend (blt.attention).
+    """
+
     concept_dim: int = 256
-    dim: int = 128  # local byte transformer
+    dim: int = 128
     n_layers: int = 1
     n_heads: int = 4
     queries_per_patch: int = 2
-    pooler_dim: int = 128  # transformer over the unit's patches
+    pooler_dim: int = 128
     pooler_layers: int = 1
-    pool_queries: int = 1  # K learned queries pool the patches; their K * pooler_dim outputs make the concept
-    max_positions: int | None = None  # learned absolute byte positions in the local encoder (None: RoPE only)
-    # Query k pools only the patches that start in bytes [k S, (k+1) S), S = segment_bytes, so that the decoder
-    # (with the same segment_bytes) finds each stretch of the unit in a known slot. None: every query sees all.
+    pool_queries: int = 1
+    max_positions: int | None = None
     segment_bytes: int | None = None
-    patching: str = "entropy"  # a blt.patching mode: entropy | monotonic | both | space | static
-    target_patch_size: float = 4.5  # entropy modes: the threshold is calibrated to this mean size
-    patch_size: int = 4  # static mode
+    patching: str = "entropy"
+    target_patch_size: float = 4.5
+    patch_size: int = 4
     max_patch_length: int = 16
-    entropy_dim: int = 64  # the EntropyModel that entropy modes patch with
+    entropy_dim: int = 64
     entropy_layers: int = 2
     entropy_heads: int = 4
     entropy_context: int = 256
     ngram_sizes: tuple[int, ...] = field(default_factory=lambda: (3, 4, 5, 6, 7, 8))
     hash_table_size: int = 2**14
-    # Initialisation of every layer but the entropy model's: None keeps torch's own (unit-scale embeddings,
-    # kaiming-uniform linears), 0.02 is GPT-2's (blt.transformer.init_weights), which learned slower here.
     init_std: float | None = None
-    chunk_tokens: int = 16_384  # padded bytes per length chunk
+    chunk_tokens: int = 16_384
     backend: str = "auto"
 
 

@@ -63,15 +63,25 @@ def left_align(concepts: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
 
 @dataclass
 class Sampling:
-    """Inference knobs; each model reads the ones that apply to it."""
+    """Inference knobs; each model reads the ones that apply to it.
 
-    steps: int = 40  # diffusion sampling steps
+    Args:
+        steps: diffusion sampling steps (DDIM).
+        guidance_scale: classifier-free guidance scale (1: no guidance); also Quant-LCM's.
+        guidance_rescale: how much of the guided prediction's std is rescaled to the conditional one's.
+        initial_noise_scale: the std of the noise sampling starts from.
+        epsilon_scaling: the predicted noise is divided by this at each step (None: not scaled).
+        temperature: Quant-LCM's sampling temperature.
+        top_k: Quant-LCM's top-k (None: all codes).
+    """
+
+    steps: int = 40
     guidance_scale: float = 3.0
     guidance_rescale: float = 0.7
     initial_noise_scale: float = 0.6
     epsilon_scaling: float | None = 1.00045
-    temperature: float = 1.0  # Quant-LCM
-    top_k: int | None = None  # Quant-LCM
+    temperature: float = 1.0
+    top_k: int | None = None
 
 
 class ConceptModel(nn.Module, ABC):

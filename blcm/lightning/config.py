@@ -14,10 +14,14 @@ from concept_core.interface import Sampling
 
 @dataclass(frozen=True)
 class StageConfig:
-    """Stages, by optimizer step: ``entropy_steps`` of the entropy model alone (entropy patching only; skipped
-    when the entropy model is pretrained), then ``autoencoder_steps`` of reconstruction alone, then joint. When
-    the entropy stage ends, the patching threshold is calibrated on the next batch to the encoder's
-    ``target_patch_size`` and kept fixed."""
+    """Stages, by optimizer step. When the entropy stage ends, the patching threshold is calibrated on the next
+    batch to the encoder's ``target_patch_size`` and kept fixed.
+
+    Args:
+        entropy_steps: steps of the entropy model alone (entropy patching only; none when it is pretrained).
+        autoencoder_steps: then steps of reconstruction alone (none for a codec without a trained decoder),
+            then joint training.
+    """
 
     entropy_steps: int = 200
     autoencoder_steps: int = 300
@@ -44,9 +48,16 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class AlignmentConfig:
-    """The optional alignment loss (``weight`` > 0): InfoNCE between the mean concept of the first ``units``
-    units of a paired file (a WAV) and its transcript's, over ``batch`` train pairs of the ``pairs``
-    directory (blcm.data.pairs: files + transcripts.json) per step, after the entropy stage."""
+    """The optional alignment loss: InfoNCE between the mean concept of a paired file (a WAV) and its
+    transcript's, the batch's other pairs as negatives, each step after the entropy stage.
+
+    Args:
+        pairs: a directory of files and transcripts.json (blcm.data.pairs); its train pairs are drawn.
+        weight: the loss weight (0: off).
+        batch: pairs per step.
+        units: the first this many units of a file (and of its transcript) are pooled.
+        temperature: InfoNCE's.
+    """
 
     pairs: str | None = None
     weight: float = 0.0
