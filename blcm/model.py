@@ -12,17 +12,15 @@ concepts of real byte strings (not its own unprojected samples).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from blcm.batch import UnitBatch
 from blcm.objective import LossConfig, Stage
-from blt.export import load_export, save_export
+from blt.export import Exportable
 from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.codec import build_codec
@@ -94,7 +92,9 @@ class ByteLCMConfig:
                    core=core_config(d["core"]) if d.get("core") is not None else None)
 
 
-class ByteLCM(nn.Module):
+class ByteLCM(Exportable, nn.Module):
+    export_kind = EXPORT_KIND
+
     def __init__(self, config: ByteLCMConfig):
         super().__init__()
         self.config = config
@@ -221,19 +221,6 @@ class ByteLCM(nn.Module):
     def generate(self, prompt: bytes, **kwargs) -> bytes:
         """The continuation of ``prompt`` (its bytes only); see ``iter_generate`` for the knobs."""
         return b"".join(self.iter_generate(prompt, **kwargs))
-
-    # -- export ---------------------------------------------------------------------------------
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """``config.json`` + ``model.safetensors``, written atomically."""
-        return save_export(directory, EXPORT_KIND, asdict(self.config), self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> ByteLCM:
-        config, state = load_export(directory, EXPORT_KIND, map_location)
-        model = cls.from_config(config)
-        model.load_state_dict(state)
-        return model.eval()
 
     @classmethod
     def from_config(cls, config: dict) -> ByteLCM:

@@ -40,8 +40,10 @@ class LossConfig:
     reconstruction_weight: float = 1.0
     core_weight: float = 1.0
     entropy_weight: float = 0.0
+    # what the decoder reads in training
     concept_noise: float = 0.1
     concept_dropout: float = 0.0
+    # where the core's gradient stops
     detach_core_inputs: bool = False
     detach_core_targets: bool = True
 

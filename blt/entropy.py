@@ -12,9 +12,7 @@ prompt with a KV cache.
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from blt.attention import AttentionMask
-from blt.export import load_export, save_export
+from blt.export import Exportable
 from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE
 from blt.sampling import sample_next
 from blt.transformer import Block, KVCache, init_weights
@@ -43,7 +41,9 @@ class EntropyModelConfig:
     backend: str = "auto"
 
 
-class EntropyModel(nn.Module):
+class EntropyModel(Exportable, nn.Module):
+    export_kind = EXPORT_KIND
+
     def __init__(self, config: EntropyModelConfig):
         super().__init__()
         self.config = config
@@ -168,17 +168,6 @@ class EntropyModel(nn.Module):
             out.append(token - OFFSET)
             logits = self(nxt[:, None], caches)[:, -1]
         return bytes(out)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` atomically."""
-        return save_export(directory, EXPORT_KIND, asdict(self.config), self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> EntropyModel:
-        config, state = load_export(directory, EXPORT_KIND, map_location)
-        model = cls.from_config(config)
-        model.load_state_dict(state)
-        return model.eval()
 
     @classmethod
     def from_config(cls, config: dict) -> EntropyModel:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -53,3 +55,25 @@ def load_export(directory: str | os.PathLike, kind: str,
     if not isinstance(config, dict) or config.pop("type", None) != kind:
         raise ValueError(f"{config_path} does not describe a {kind}")
     return config, load_file(weights_path, device=map_location)
+
+
+class Exportable:
+    """A module with a dataclass ``config`` that exports as ``export_kind``; a subclass says how an export's
+    config dict builds an untrained one (``from_config``)."""
+
+    export_kind: ClassVar[str]
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """``config.json`` + ``model.safetensors``, written atomically."""
+        return save_export(directory, self.export_kind, asdict(self.config), self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu"):
+        config, state = load_export(directory, cls.export_kind, map_location)
+        model = cls.from_config(config)
+        model.load_state_dict(state)
+        return model.eval()
+
+    @classmethod
+    def from_config(cls, config: dict):
+        raise NotImplementedError(f"{cls.__name__} does not say how a config dict builds it")

@@ -74,10 +74,10 @@ class ByteConceptEncoderConfig:
         n_layers: its layers.
         n_heads: its attention heads.
         queries_per_patch: cross-attention queries that pool each patch's bytes.
+        max_positions: learned absolute byte positions in the local encoder (None: RoPE only).
         pooler_dim: the width of the transformer over the unit's patches.
         pooler_layers: its layers (0: the queries pool the patch vectors as they are).
         pool_queries: K learned queries pool the patches; their K * pooler_dim outputs make the concept.
-        max_positions: learned absolute byte positions in the local encoder (None: RoPE only).
         segment_bytes: query k pools only the patches that start in bytes [k S, (k+1) S), S = segment_bytes, so
             that the decoder (with the same segment_bytes) finds each stretch of the unit in a known slot. None:
             every query sees all.
@@ -99,25 +99,31 @@ class ByteConceptEncoderConfig:
     """
 
     concept_dim: int = 256
+    # bytes -> patch vectors (blt.encoder.LocalEncoder)
     dim: int = 128
     n_layers: int = 1
     n_heads: int = 4
     queries_per_patch: int = 2
+    max_positions: int | None = None
+    # patch vectors -> the concept
     pooler_dim: int = 128
     pooler_layers: int = 1
     pool_queries: int = 1
-    max_positions: int | None = None
     segment_bytes: int | None = None
+    # where patches end
     patching: str = "entropy"
     target_patch_size: float = 4.5
     patch_size: int = 4
     max_patch_length: int = 16
+    # the entropy model of the entropy modes
     entropy_dim: int = 64
     entropy_layers: int = 2
     entropy_heads: int = 4
     entropy_context: int = 256
+    # hash n-gram embeddings
     ngram_sizes: tuple[int, ...] = field(default_factory=lambda: (3, 4, 5, 6, 7, 8))
     hash_table_size: int = 2**14
+    # how it is built and run
     init_std: float | None = None
     chunk_tokens: int = 16_384
     backend: str = "auto"

@@ -35,11 +35,11 @@ class ByteConceptDecoderConfig:
     Args:
         concept_dim: the concept's size (a ByteLCM sets it from its own concept_dim).
         slots: K latent slots per concept, cross-attended in every layer.
+        concept_to_inputs: also add a projection of the concept to every byte embedding (Optimus).
+        segment_bytes: byte t also reads slot t // segment_bytes (set as the encoder's).
         dim: the local causal byte transformer's width.
         n_layers: its layers.
         n_heads: its attention heads.
-        concept_to_inputs: also add a projection of the concept to every byte embedding (Optimus).
-        segment_bytes: byte t also reads slot t // segment_bytes (set as the encoder's).
         window: self-attention over the last ``window`` bytes only: the concept must carry the rest.
         max_positions: learned absolute byte positions (None: RoPE only).
         input_mask: training only: this share of teacher-forced input bytes is hidden (word dropout).
@@ -49,14 +49,17 @@ class ByteConceptDecoderConfig:
     """
 
     concept_dim: int = 256
+    # how the decoder reads the concept
     slots: int = 8
+    concept_to_inputs: bool = False
+    segment_bytes: int | None = None
+    # the causal byte transformer (blt.decoder.LocalDecoder)
     dim: int = 128
     n_layers: int = 2
     n_heads: int = 4
-    concept_to_inputs: bool = False
-    segment_bytes: int | None = None
     window: int | None = None
     max_positions: int | None = None
+    # training and running it
     input_mask: float = 0.0
     init_std: float | None = None
     chunk_tokens: int = 16_384

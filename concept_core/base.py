@@ -12,18 +12,14 @@ from typing import Literal
 import torch
 from torch import nn
 
-from concept_core.context import ContextState, ContextualizedModel, Contextualizer
+from concept_core.context import ContextConfig, ContextState, ContextualizedModel
 from concept_core.interface import Sampling
 from concept_core.pairs import next_concept_pairs
 
 
 @dataclass
-class BaseLCMConfig:
-    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
-    model_dim: int = 128
+class BaseLCMConfig(ContextConfig):
     n_layers: int = 2
-    n_heads: int = 4
-    max_positions: int = 4096  # longest document, in concepts
     variant: Literal["base"] = "base"  # names the config in a YAML file or an export
 
 
@@ -33,8 +29,7 @@ class BaseLCM(ContextualizedModel):
     def __init__(self, config: BaseLCMConfig):
         super().__init__()
         self.config, self.dim = config, config.dim
-        self.contextualizer = Contextualizer(config.dim, config.model_dim, config.n_layers, config.n_heads,
-                                             config.max_positions)
+        self.contextualizer = config.contextualizer(config.n_layers)
         self.postnet = nn.Linear(config.model_dim, config.dim)
 
     def forward(self, concepts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

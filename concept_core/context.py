@@ -80,6 +80,20 @@ class Contextualizer(nn.Module):
         return ContextState(caches, key_valid, state.next_position + 1, torch.cat([state.hidden, h], dim=1))
 
 
+@dataclass
+class ContextConfig:
+    """The part of every core's config its Contextualizer reads: concepts of ``dim`` through a causal transformer
+    ``model_dim`` wide with ``n_heads`` heads, over documents of up to ``max_positions`` concepts."""
+
+    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
+    model_dim: int = 128
+    n_heads: int = 4
+    max_positions: int = 4096
+
+    def contextualizer(self, n_layers: int) -> Contextualizer:
+        return Contextualizer(self.dim, self.model_dim, n_layers, self.n_heads, self.max_positions)
+
+
 class ContextualizedModel(ConceptModel):
     """A core whose generation state is its contextualizer's: ``start`` and ``extend`` are the contextualizer's."""
 

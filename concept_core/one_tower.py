@@ -27,7 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from blt.transformer import KVCache
-from concept_core.context import ContextState, ContextualizedModel, Contextualizer, positions_of
+from concept_core.context import ContextConfig, ContextState, ContextualizedModel, positions_of
 from concept_core.diffusion.config import DiffusionConfig
 from concept_core.diffusion.ddim import classifier_free_guidance
 from concept_core.interface import Sampling
@@ -36,12 +36,8 @@ from concept_core.pairs import next_concept_pairs
 
 
 @dataclass
-class OneTowerLCMConfig(DiffusionConfig):
-    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
-    model_dim: int = 128
+class OneTowerLCMConfig(ContextConfig, DiffusionConfig):
     n_layers: int = 2
-    n_heads: int = 4
-    max_positions: int = 4096
     variant: Literal["one_tower"] = "one_tower"  # names the config in a YAML file or an export
 
 
@@ -69,8 +65,7 @@ class OneTowerLCM(ContextualizedModel):
         self.config, self.dim = config, config.dim
         self.scheduler = config.scheduler()
         # clean and noisy concepts share the PreNet and the transformer; the timestep embedding tells them apart
-        self.contextualizer = Contextualizer(config.dim, config.model_dim, config.n_layers, config.n_heads,
-                                             config.max_positions)
+        self.contextualizer = config.contextualizer(config.n_layers)
         self.time_emb = TimestepEmbedding(config.model_dim)
         self.out_proj = nn.Linear(config.model_dim, config.dim)
         # a zero output layer starts every prediction at 0 (for x0, the mean of normalised concepts) instead of

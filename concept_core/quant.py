@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from blt.sampling import sample_next
-from concept_core.context import ContextState, ContextualizedModel, Contextualizer
+from concept_core.context import ContextConfig, ContextState, ContextualizedModel
 from concept_core.interface import ConceptInputError, Sampling
 from concept_core.layers import SwiGLU
 from concept_core.pairs import next_concept_pairs
@@ -130,16 +130,12 @@ class ResidualVQ(nn.Module):
 
 
 @dataclass
-class QuantizedLCMConfig:
-    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
-    model_dim: int = 128
+class QuantizedLCMConfig(ContextConfig):
     n_layers: int = 2
-    n_heads: int = 4
     num_codebooks: int = 4
     codebook_size: int = 64
     head: str = "d"  # "d": softmax over each codebook's entries; "c": regress the residual
     cfg_dropout: float = 0.15
-    max_positions: int = 4096
     variant: Literal["quant"] = "quant"  # names the config in a YAML file or an export
 
     def __post_init__(self):
@@ -153,7 +149,7 @@ class QuantizedLCM(ContextualizedModel):
         self.config, self.dim = config, config.dim
         D, K = config.model_dim, config.num_codebooks
         self.quantizer = ResidualVQ(config.dim, K, config.codebook_size)
-        self.contextualizer = Contextualizer(config.dim, D, config.n_layers, config.n_heads, config.max_positions)
+        self.contextualizer = config.contextualizer(config.n_layers)
         # the context state of a prediction without context: replaces the contextualizer's output when
         # training drops the context (CFG) and is the unconditional branch of guided sampling
         self.null_context = nn.Parameter(torch.zeros(D))

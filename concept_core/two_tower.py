@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from concept_core.context import ContextState, ContextualizedModel, Contextualizer
+from concept_core.context import ContextConfig, ContextState, ContextualizedModel
 from concept_core.diffusion.config import DiffusionConfig
 from concept_core.diffusion.ddim import classifier_free_guidance
 from concept_core.interface import Sampling
@@ -32,13 +32,9 @@ from concept_core.pairs import next_concept_pairs
 
 
 @dataclass
-class TwoTowerLCMConfig(DiffusionConfig):
-    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
-    model_dim: int = 128
+class TwoTowerLCMConfig(ContextConfig, DiffusionConfig):
     context_layers: int = 2
     denoiser_layers: int = 2
-    n_heads: int = 4
-    max_positions: int = 4096  # longest document, in concepts
     variant: Literal["two_tower"] = "two_tower"  # names the config in a YAML file or an export
 
 
@@ -76,8 +72,7 @@ class TwoTowerLCM(ContextualizedModel):
     def __init__(self, config: TwoTowerLCMConfig):
         super().__init__()
         self.config, self.dim = config, config.dim
-        self.contextualizer = Contextualizer(config.dim, config.model_dim, config.context_layers, config.n_heads,
-                                             config.max_positions)
+        self.contextualizer = config.contextualizer(config.context_layers)
         self.denoiser = Denoiser(config.dim, config.model_dim, config.denoiser_layers, config.n_heads)
         self.scheduler = config.scheduler()
 

@@ -13,12 +13,18 @@ from blcm.data.units import UnitDataModule
 from blcm.errors import DataError
 
 
-def test_datamodule_prepares_the_default_corpus_once(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_corpus(tmp_path, monkeypatch):
+    """A small stand-in for the fetched corpus (train and valid JSONL.gz), so nothing is downloaded."""
     fake = tmp_path / "sotu"
     fake.mkdir()
     write_jsonl(fake / "train.jsonl.gz", [{"id": i, "text": t} for i, t in enumerate(TEXTS)])
     write_jsonl(fake / "valid.jsonl.gz", [{"id": "v", "text": "Held out. Two sentences."}])
     monkeypatch.setattr(blcm.data.units, "fetch_corpus", lambda: fake)
+    return fake
+
+
+def test_datamodule_prepares_the_default_corpus_once(tmp_path, fake_corpus):
     segmenter = {"kind": "sentence", "max_bytes": 64}
     dm = UnitDataModule(max_units=4, segmenter=segmenter)
     dm.prepare_data()
@@ -33,12 +39,7 @@ def test_datamodule_prepares_the_default_corpus_once(tmp_path, monkeypatch):
         UnitDataModule().prepare_data()  # no segmenter, no model to take it from
 
 
-def test_the_default_corpus_is_prepared_with_the_models_segmenter(tmp_path, monkeypatch):
-    fake = tmp_path / "sotu"
-    fake.mkdir()
-    write_jsonl(fake / "train.jsonl.gz", [{"id": i, "text": t} for i, t in enumerate(TEXTS)])
-    write_jsonl(fake / "valid.jsonl.gz", [{"id": "v", "text": "Held out. Two sentences."}])
-    monkeypatch.setattr(blcm.data.units, "fetch_corpus", lambda: fake)
+def test_the_default_corpus_is_prepared_with_the_models_segmenter(tmp_path, fake_corpus):
     module = tiny_module(stages={"entropy_steps": 0, "autoencoder_steps": 1})
     dm = UnitDataModule(max_units=4, batch_size=2, val_windows=0)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

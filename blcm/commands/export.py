@@ -11,11 +11,11 @@ def cmd_export(args) -> int:
     """A training checkpoint (.ckpt) -> an exported model directory (config.json + model.safetensors)."""
     import torch
 
-    from blcm import model as byte_lcm
-    from blt import entropy
+    from blcm.model import ByteLCM
+    from blt.entropy import EntropyModel
     from blt.export import CHECKPOINT_KEY
 
-    exportable = {byte_lcm.EXPORT_KIND: byte_lcm.ByteLCM, entropy.EXPORT_KIND: entropy.EntropyModel}
+    exportable = {cls.export_kind: cls for cls in (ByteLCM, EntropyModel)}
 
     try:
         checkpoint = torch.load(args.ckpt, map_location="cpu", weights_only=True)

@@ -19,7 +19,7 @@ from blcm.errors import ConfigError, DataError
 from blcm.lightning.config import AlignmentConfig, ExportsItsModel, StageConfig, ValidationConfig, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
 from blcm.lightning.validation import ValidationTotals, sample_tables
-from blcm.model import EXPORT_KIND, ByteLCM, ByteLCMConfig
+from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.objective import STAGES, LossConfig, Stage
 from blcm.plotting import log_entropy_figure
 from blt.ids import pad_batch
@@ -52,8 +52,6 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
         normalizer_units: training units a frozen codec's concept normaliser is fitted on (at fit start).
     """
-
-    export_kind = EXPORT_KIND
 
     def __init__(self, model: ByteLCMConfig = ByteLCMConfig(), loss: LossConfig = LossConfig(),
                  stages: StageConfig = StageConfig(), optim: OptimConfig = OptimConfig(),

@@ -90,18 +90,16 @@ def instantiate(cls: type[L.LightningModule], init_args: dict) -> L.LightningMod
 
 
 class ExportsItsModel:
-    """For a LightningModule whose ``model`` has a ``config`` and ``save_pretrained``: every checkpoint names the
-    model (its export type and config, what `blcm export` reads), and the end of fit exports it to ``export_dir``."""
-
-    export_kind: str
+    """For a LightningModule whose ``model`` is a blt.export.Exportable: every checkpoint names the model (its
+    export type and config, what `blcm export` reads), and the end of fit exports it to ``export_dir``."""
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"type": self.export_kind, "config": asdict(self.model.config)}
+        checkpoint[CHECKPOINT_KEY] = {"type": self.model.export_kind, "config": asdict(self.model.config)}
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
             path = self.model.save_pretrained(self.hparams.export_dir)
-            print(f"exported the {self.export_kind} to {path}")
+            print(f"exported the {self.model.export_kind} to {path}")
 
 
 def save_grouped_hparams(module: L.LightningModule, **groups) -> None:

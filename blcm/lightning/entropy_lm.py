@@ -10,7 +10,7 @@ import torch
 from blcm.lightning.config import ExportsItsModel, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
 from blcm.plotting import log_entropy_figure
-from blt.entropy import EXPORT_KIND, EntropyModel, EntropyModelConfig
+from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import OFFSET
 
 
@@ -25,8 +25,6 @@ class EntropyLMModule(ExportsItsModel, L.LightningModule):
         init_from: an exported model directory to start from (its config must match), e.g. to
             `blcm validate` an export or to fine-tune one.
     """
-
-    export_kind = EXPORT_KIND
 
     def __init__(self, model: EntropyModelConfig = EntropyModelConfig(context=256),
                  optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=200), export_dir: str | None = None,
