@@ -32,28 +32,31 @@ MOVED = {"blcm.units.UnitDataModule": "blcm.data.units.UnitDataModule",  # class
 
 
 def check_renamed(argv: list[str]) -> None:
-    """A clear error for a model key from before the groups, on the command line (``--model.lr``) or in a
-    ``--config`` file (``model: init_args: lr:``), for a data module's class path from before blcm/data/, and for
-    data.max_unit_bytes, which the model's segmenter replaced."""
-    if any(arg.startswith("--data.max_unit_bytes") for arg in argv):
-        raise ConfigError("--data.max_unit_bytes is gone: the default corpus is prepared with the model's segmenter "
-                          "(model.model.segmenter; --data.segmenter for another)")
+    """One error naming every setting from before this layout, on the command line (``--model.lr``) or in a
+    ``--config`` file (``model: init_args: lr:``): a model key from before the groups, a data module's class path
+    from before blcm/data/, and data.max_unit_bytes, which the model's segmenter replaced."""
+    if problems := old_settings(argv):
+        raise ConfigError("settings from before the grouped layout (see blcm fit --help):\n  " + "\n  ".join(problems))
+
+
+def old_settings(argv: list[str]) -> list[str]:
+    gone = ("data.max_unit_bytes is gone: the default corpus is prepared with the model's segmenter "
+            "(model.model.segmenter; data.segmenter for another)")
+    problems = [gone] if any(arg.startswith("--data.max_unit_bytes") for arg in argv) else []
     for path in config_files(argv):
         config = yaml.safe_load(path.read_text())
-        if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
-            continue
-        old = config["data"].get("class_path")
-        if old in MOVED:
-            raise ConfigError(f"{path}: data class_path {old} is now {MOVED[old]}")
-        if "max_unit_bytes" in (config["data"].get("init_args") or {}):
-            raise ConfigError(f"{path}: data.max_unit_bytes is gone: the default corpus is prepared with the "
-                              "model's segmenter (model.model.segmenter; data.segmenter for another)")
+        data = config.get("data") if isinstance(config, dict) else None
+        if isinstance(data, dict) and data.get("class_path") in MOVED:
+            problems.append(f"{path}: data class_path {data['class_path']} is now {MOVED[data['class_path']]}")
+        if isinstance(data, dict) and "max_unit_bytes" in (data.get("init_args") or {}):
+            problems.append(f"{path}: {gone}")
     for key in old_keys(argv):
         if RENAMED[key] == "model.concept_dim":
-            raise ConfigError(f"model.{key} is set from model.model.concept_dim, written once for the encoder, "
-                              "decoder and core: set that instead")
-        raise ConfigError(f"model.{key} is now model.{RENAMED[key]} (the module's settings are grouped: "
-                          "model, loss, stages, optim, validation, alignment; see blcm fit --help)")
+            problems.append(f"model.{key} is set from model.model.concept_dim, written once for the encoder, "
+                            "decoder and core: set that instead")
+        else:
+            problems.append(f"model.{key} is now model.{RENAMED[key]}")
+    return problems
 
 
 def config_files(argv: list[str]) -> list[Path]:
