@@ -23,7 +23,7 @@ from blcm.objective import LossConfig, Stage
 from blt.export import Exportable
 from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
-from bridges.codec import build_codec
+from bridges.codec import CodecConfig, build_codec, codec_config
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
 from concept_core.config import CoreConfig, build_model, core_config
@@ -53,8 +53,8 @@ class ByteLCMConfig:
     Args:
         concept_dim: the dimension of a concept.
         segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 256}.
-        codec: {kind: byte} (the encoder below, trained jointly) | {kind: sentence_transformer, model: ...}
-            (frozen; the decoder below learns its space) | {kind: sonar, ...}: see bridges.codec.build_codec.
+        codec: the concept space, named by its ``kind``: byte (the encoder below, trained jointly; None means
+            this), sentence_transformer (frozen; the decoder below learns its space) or sonar (bridges.codec).
         encoder: the byte concept encoder (bridges.byte_codec).
         decoder: the byte concept decoder (bridges.byte_decoder).
         core: one of the four concept cores' configs, named by its ``variant`` field (two_tower, one_tower,
@@ -63,19 +63,23 @@ class ByteLCMConfig:
 
     concept_dim: int = 256
     segmenter: dict = field(default_factory=lambda: {"kind": "sentence", "max_bytes": 256})
-    codec: dict = field(default_factory=lambda: {"kind": "byte"})
+    codec: CodecConfig | None = None
     encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)
     decoder: ByteConceptDecoderConfig = field(default_factory=ByteConceptDecoderConfig)
     core: CoreConfig | None = None
 
     def __post_init__(self):
-        # core None stays None: LightningCLI merges a YAML's core into the default's, and a union's default
-        # must be None for it to pick the variant the YAML names
+        # codec and core None stay None: LightningCLI merges a YAML's value into the default's, and a union's
+        # default must be None for it to pick the kind or variant the YAML names
         derived = {"encoder": replace(self.encoder, concept_dim=self.concept_dim),
                    "decoder": replace(self.decoder, concept_dim=self.concept_dim),
                    "core": None if self.core is None else replace(self.core, dim=self.concept_dim)}
         for name, value in derived.items():  # frozen: set once, here
             object.__setattr__(self, name, value)
+
+    @property
+    def codec_kind(self) -> str:
+        return "byte" if self.codec is None else self.codec.kind
 
     @classmethod
     def from_dict(cls, d: dict) -> ByteLCMConfig:
@@ -86,7 +90,7 @@ class ByteLCMConfig:
         encoder = d.get("encoder", {})
         return cls(concept_dim=d.get("concept_dim", encoder.get("concept_dim", 256)),
                    segmenter=dict(d.get("segmenter", {"kind": "sentence", "max_bytes": 256})),
-                   codec=dict(d.get("codec", {"kind": "byte"})),
+                   codec=codec_config(d["codec"]) if d.get("codec") is not None else None,
                    encoder=ByteConceptEncoderConfig(**encoder),
                    decoder=ByteConceptDecoderConfig(**d.get("decoder", {})),
                    core=core_config(d["core"]) if d.get("core") is not None else None)
@@ -100,7 +104,7 @@ class ByteLCM(Exportable, nn.Module):
         self.config = config
         self.codec = build_codec(config.codec, config.encoder, config.decoder)
         if self.codec.dim != config.concept_dim:
-            raise ValueError(f"the {config.codec['kind']!r} codec's concepts have {self.codec.dim} dimensions: set "
+            raise ValueError(f"the {config.codec_kind!r} codec's concepts have {self.codec.dim} dimensions: set "
                              f"concept_dim to {self.codec.dim}, not {config.concept_dim}")
         self.core = build_model(config.core or default_core(config.concept_dim))
         # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
@@ -114,7 +118,7 @@ class ByteLCM(Exportable, nn.Module):
 
     def num_params(self) -> dict[str, int]:
         """Trained parameters per part (a frozen encoder's are not ours: 0)."""
-        encoder = self.codec.encoder if self.config.codec["kind"] == "byte" else None
+        encoder = self.codec.encoder if self.config.codec_kind == "byte" else None
         parts = {"encoder": encoder, "decoder": self.codec.decoder, "core": self.core}
         return {name: sum(p.numel() for p in m.parameters()) if m is not None else 0 for name, m in parts.items()}
 

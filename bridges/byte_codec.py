@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -251,6 +252,17 @@ class ByteConceptEncoder(nn.Module):
         rows[:, 0] = BOS
         rows.scatter_(1, (lengths + 1)[:, None], EOS)
         return self.entropy_model.loss(rows)
+
+
+@dataclass(frozen=True)
+class ByteCodecConfig:
+    """The byte codec, trained with the rest of the model; its encoder and decoder configs are the ByteLCM's.
+
+    Args:
+        kind: names this codec in a config.
+    """
+
+    kind: Literal["byte"] = "byte"
 
 
 class ByteConceptCodec(nn.Module):

@@ -11,6 +11,11 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from bridges.byte_codec import ByteCodecConfig, ByteConceptCodec, ByteConceptEncoderConfig
+from bridges.byte_decoder import ByteConceptDecoderConfig
+from bridges.sonar_codec import SonarCodec, SonarCodecConfig
+from bridges.st_codec import SentenceTransformerCodec, SentenceTransformerCodecConfig
+
 
 @runtime_checkable
 class ConceptCodec(Protocol):
@@ -44,28 +49,28 @@ class ConceptCodec(Protocol):
         returns the buffers it set, for a distributed run to share rank 0's."""
 
 
-CODEC_KINDS = ("byte", "sentence_transformer", "sonar")
+CodecConfig = ByteCodecConfig | SentenceTransformerCodecConfig | SonarCodecConfig
+CODECS = {config.kind: config for config in (ByteCodecConfig, SentenceTransformerCodecConfig, SonarCodecConfig)}
 
 
-def build_codec(config: dict, encoder, decoder) -> torch.nn.Module:
-    """The codec a ByteLCM config names: ``{"kind": "byte"}`` (the jointly trained byte codec, built from the
-    ``encoder`` and ``decoder`` configs), ``{"kind": "sentence_transformer", "model": ...}`` (frozen, with a
-    trained byte ``decoder``) or ``{"kind": "sonar", ...}`` (SONAR's frozen encoder and decoder); the other
-    keys are the codec's own arguments."""
-    if not isinstance(config, dict) or config.get("kind") not in CODEC_KINDS:
-        raise ValueError(f"a codec config is a dict with 'kind' one of {CODEC_KINDS}, got {config!r}")
-    fields = {k: v for k, v in config.items() if k != "kind"}
+def codec_config(fields: dict) -> CodecConfig:
+    """``{"kind": ..., **fields}`` -> that codec's config; an unknown kind or field is a clear error."""
+    if not isinstance(fields, dict) or fields.get("kind") not in CODECS:
+        raise ValueError(f"a codec config is a dict with 'kind' one of {tuple(CODECS)}, got {fields!r}")
     try:
-        if config["kind"] == "byte":
-            from bridges.byte_codec import ByteConceptCodec
-
-            return ByteConceptCodec(encoder, decoder, **fields)
-        if config["kind"] == "sentence_transformer":
-            from bridges.st_codec import SentenceTransformerCodec
-
-            return SentenceTransformerCodec(decoder=decoder, **fields)
-        from bridges.sonar_codec import SonarCodec
-
-        return SonarCodec(**fields)
+        return CODECS[fields["kind"]](**fields)
     except TypeError as e:  # an unknown field
-        raise ValueError(f"bad {config['kind']!r} codec config {config!r}: {e}") from None
+        raise ValueError(f"bad {fields['kind']!r} codec config {fields!r}: {e}") from None
+
+
+def build_codec(config: CodecConfig | dict | None, encoder: ByteConceptEncoderConfig | None,
+                decoder: ByteConceptDecoderConfig | None) -> torch.nn.Module:
+    """The codec a ByteLCM config names (None: the byte codec): the jointly trained byte codec, built from the
+    ``encoder`` and ``decoder`` configs; frozen sentence-transformers concepts with a trained byte ``decoder``;
+    or SONAR's frozen encoder and decoder."""
+    config = codec_config(config) if isinstance(config, dict) else config or ByteCodecConfig()
+    if isinstance(config, ByteCodecConfig):
+        return ByteConceptCodec(encoder, decoder)
+    if isinstance(config, SentenceTransformerCodecConfig):
+        return SentenceTransformerCodec(config, decoder=decoder)
+    return SonarCodec(config)

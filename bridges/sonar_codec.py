@@ -10,6 +10,8 @@ checkpoints (a YAML card in ``$FAIRSEQ2_USER_ASSET_DIR`` whose ``checkpoint`` is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -22,26 +24,43 @@ INSTALL = ("SONAR needs its own environment (sonar-space pins fairseq2 and a tor
            "jsonargparse[signatures] safetensors matplotlib tqdm sacrebleu rouge-score")
 
 
-class SonarCodec(FrozenConceptCodec):
-    """The ConceptCodec over SONAR's text encoder and decoder (both frozen; nothing here is trained).
+@dataclass(frozen=True)
+class SonarCodecConfig:
+    """SONAR's frozen text encoder and decoder.
 
     Args:
-        encoder, decoder, tokenizer: fairseq2 asset names (or local asset cards).
+        kind: names this codec in a config.
+        encoder: the encoder's fairseq2 asset name (or a local asset card).
+        decoder: the decoder's.
+        tokenizer: the tokenizer's.
         lang: the FLORES-200 code of the text (eng_Latn, fra_Latn, ...), for both directions.
-        normalizer, eod_text, max_unit_bytes: see FrozenConceptCodec; decoding stops at
-            ``max_unit_bytes`` tokens (SONAR decodes tokens, not bytes).
+        normalizer: the concept normaliser (see FrozenConceptCodec).
+        eod_text: the sentence whose concept ends a document.
         batch_size: sentences per SONAR call.
     """
 
-    def __init__(self, encoder: str = "text_sonar_basic_encoder", decoder: str = "text_sonar_basic_decoder",
-                 tokenizer: str = "text_sonar_basic_encoder", lang: str = "eng_Latn", normalizer: str = "robust",
-                 eod_text: str = EOD_TEXT, max_unit_bytes: int = 256, batch_size: int = 32):
+    kind: Literal["sonar"] = "sonar"
+    encoder: str = "text_sonar_basic_encoder"
+    decoder: str = "text_sonar_basic_decoder"
+    tokenizer: str = "text_sonar_basic_encoder"
+    lang: str = "eng_Latn"
+    normalizer: str = "robust"
+    eod_text: str = EOD_TEXT
+    batch_size: int = 32
+
+
+class SonarCodec(FrozenConceptCodec):
+    """The ConceptCodec over SONAR's text encoder and decoder (both frozen; nothing here is trained); decoding
+    stops at ``max_unit_bytes`` tokens (SONAR decodes tokens, not bytes)."""
+
+    def __init__(self, config: SonarCodecConfig = SonarCodecConfig(), max_unit_bytes: int = 256):
+        encoder, decoder, tokenizer = config.encoder, config.decoder, config.tokenizer
         try:
             from sonar.inference_pipelines.text import EmbeddingToTextModelPipeline, TextToEmbeddingModelPipeline
         except ImportError:
             raise CodecUnavailable(f"the SONAR concept space needs sonar-space. {INSTALL}") from None
-        super().__init__(SONAR_DIM, normalizer, eod_text, max_unit_bytes)
-        self.lang, self.batch_size = lang, batch_size
+        super().__init__(SONAR_DIM, config.normalizer, config.eod_text, max_unit_bytes)
+        self.lang, self.batch_size = config.lang, config.batch_size
         try:
             to_vectors = TextToEmbeddingModelPipeline(encoder=encoder, tokenizer=tokenizer)
             to_text = EmbeddingToTextModelPipeline(decoder=decoder, tokenizer=tokenizer)

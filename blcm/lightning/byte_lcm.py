@@ -62,7 +62,7 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         try:
             self.model = build_model(model, init_entropy_from, init_from)
             if freeze_codec:
-                if init_from is None or model.codec["kind"] != "byte":
+                if init_from is None or model.codec_kind != "byte":
                     raise ValueError("freeze_codec keeps a trained byte codec fixed: it needs init_from, an export")
                 if loss.entropy_weight > 0 or alignment.weight > 0:
                     raise ValueError("freeze_codec leaves nothing for loss.entropy_weight or alignment.weight to "
@@ -70,7 +70,7 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
                 self.model.codec.requires_grad_(False)
             if normalizer_units < 2:
                 raise ValueError(f"normalizer_units must be >= 2, got {normalizer_units}")
-            if alignment.weight > 0 and model.codec["kind"] != "byte":
+            if alignment.weight > 0 and model.codec_kind != "byte":
                 raise ValueError("the alignment loss trains the encoder: a frozen codec has none to train")
         # CodecUnavailable is a RuntimeError
         except (ValueError, TypeError, FileNotFoundError, RuntimeError, PretrainedError) as e:
@@ -235,7 +235,7 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
 def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None) -> ByteLCM:
     """The ByteLCM to train: from ``init_from``'s weights, or with ``init_entropy_from``'s entropy model (the
     encoder's entropy model then takes that model's shape)."""
-    uses_entropy = config.codec["kind"] == "byte" and config.encoder.patching in ENTROPY_MODES
+    uses_entropy = config.codec_kind == "byte" and config.encoder.patching in ENTROPY_MODES
     if init_entropy_from is not None and init_entropy_from != SHIPPED_NAME and not uses_entropy:
         raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no entropy model")
     # init_from brings its own entropy model and thresholds
