@@ -19,7 +19,7 @@ class UnitBatch:
         doc_mask        (B, N) bool
         unit_modalities (U,)   int64  indices into bridges.modality.MODALITIES
 
-    Lightning moves a dataclass batch to the device field by field.
+    ``to`` moves every field; Lightning calls it to put a batch on the module's device.
     """
 
     units: torch.Tensor

@@ -12,28 +12,42 @@ concepts of real byte strings (not its own unprojected samples).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
+import yaml
 from torch import nn
 
 from blcm.batch import UnitBatch
+from blcm.errors import ConfigError
 from blcm.objective import LossConfig, Stage
 from blt.export import Exportable
 from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
-from bridges.codec import CodecConfig, build_codec, codec_config
+from bridges.codec import CODECS, CodecConfig, build_codec, codec_config
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
-from concept_core.config import CoreConfig, build_model, core_config
+from bridges.sonar_codec import SONAR_DIM
+from concept_core.config import VARIANTS, CoreConfig, build_model, core_config
 from concept_core.generate import StopRule, iter_steps
 from concept_core.interface import Sampling
 from concept_core.quant import QuantizedLCM
 from concept_core.two_tower import TwoTowerLCMConfig
 
 EXPORT_KIND = "ByteLCM"
+DEFAULT_SEGMENTER = {"kind": "sentence", "max_bytes": 256}
 QUANTIZER_BATCHES = 4  # joint batches whose concepts fit a Quant core's codebooks
+
+
+def yaml_scalars(fields: dict, classes: dict[str, type], key: str) -> dict:
+    """A config dict with the string values a command-line flag leaves (``n_layers: "3"``) read as YAML, as
+    jsonargparse reads a typed field, wherever the config class (named by ``key``) does not want a string."""
+    cls = classes.get(fields.get(key, "two_tower" if key == "variant" else None))
+    hints = typing.get_type_hints(cls) if cls is not None else {}
+    return {k: yaml.safe_load(v) if isinstance(v, str) and hints.get(k, str) is not str else v
+            for k, v in fields.items()}
 
 
 def on_one_rank(tensor: torch.Tensor) -> torch.Tensor:
@@ -54,26 +68,36 @@ class ByteLCMConfig:
         concept_dim: the dimension of a concept.
         segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 256}.
         codec: the concept space, named by its ``kind``: byte (the encoder below, trained jointly; None means
-            this), sentence_transformer (frozen; the decoder below learns its space) or sonar (bridges.codec).
+            this), sentence_transformer (frozen; the decoder below learns its space) or sonar: a
+            bridges.codec.CodecConfig, or its dict ({kind: sonar, batch_size: 16}).
         encoder: the byte concept encoder (bridges.byte_codec).
         decoder: the byte concept decoder (bridges.byte_decoder).
-        core: one of the four concept cores' configs, named by its ``variant`` field (two_tower, one_tower,
-            base, quant); None: a 256-wide Two-Tower.
+        core: one of the four concept cores' configs, named by its ``variant`` (two_tower, one_tower, base,
+            quant): a concept_core.config.CoreConfig, or its dict ({variant: quant, n_layers: 3}); None: a
+            256-wide Two-Tower.
+
+    ``codec`` and ``core`` are read as dicts first (then made typed here), so a command-line flag such as
+    ``--model.model.core.n_layers 3`` changes that field of the YAML's core and keeps its variant; parsed as a
+    union of dataclasses, jsonargparse would pick the first variant that has the field.
     """
 
     concept_dim: int = 256
-    segmenter: dict = field(default_factory=lambda: {"kind": "sentence", "max_bytes": 256})
-    codec: CodecConfig | None = None
+    segmenter: dict = field(default_factory=lambda: dict(DEFAULT_SEGMENTER))
+    codec: dict | CodecConfig | None = None
     encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)
     decoder: ByteConceptDecoderConfig = field(default_factory=ByteConceptDecoderConfig)
-    core: CoreConfig | None = None
+    core: dict | CoreConfig | None = None
 
     def __post_init__(self):
-        # codec and core None stay None: LightningCLI merges a YAML's value into the default's, and a union's
-        # default must be None for it to pick the kind or variant the YAML names
-        derived = {"encoder": replace(self.encoder, concept_dim=self.concept_dim),
+        codec, core = self.codec, self.core
+        try:
+            codec = codec_config(yaml_scalars(codec, CODECS, "kind")) if isinstance(codec, dict) else codec
+            core = core_config(yaml_scalars(core, VARIANTS, "variant")) if isinstance(core, dict) else core
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        derived = {"codec": codec, "encoder": replace(self.encoder, concept_dim=self.concept_dim),
                    "decoder": replace(self.decoder, concept_dim=self.concept_dim),
-                   "core": None if self.core is None else replace(self.core, dim=self.concept_dim)}
+                   "core": None if core is None else replace(core, dim=self.concept_dim)}
         for name, value in derived.items():  # frozen: set once, here
             object.__setattr__(self, name, value)
 
@@ -83,17 +107,17 @@ class ByteLCMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ByteLCMConfig:
-        """The inverse of ``asdict``; an export from before ``concept_dim`` takes its encoder's."""
+        """The inverse of ``asdict``. An export from before ``concept_dim`` has it in its encoder's config, or
+        for a frozen codec in its decoder's (SONAR's: 1024)."""
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - known):
             raise ValueError(f"ByteLCMConfig has no field(s) {unknown}")
-        encoder = d.get("encoder", {})
-        return cls(concept_dim=d.get("concept_dim", encoder.get("concept_dim", 256)),
-                   segmenter=dict(d.get("segmenter", {"kind": "sentence", "max_bytes": 256})),
-                   codec=codec_config(d["codec"]) if d.get("codec") is not None else None,
-                   encoder=ByteConceptEncoderConfig(**encoder),
-                   decoder=ByteConceptDecoderConfig(**d.get("decoder", {})),
-                   core=core_config(d["core"]) if d.get("core") is not None else None)
+        encoder, decoder = d.get("encoder", {}), d.get("decoder", {})
+        kind = (d.get("codec") or {}).get("kind", "byte")
+        before = {"byte": encoder.get("concept_dim", 256), "sonar": SONAR_DIM}.get(kind, decoder.get("concept_dim"))
+        return cls(concept_dim=d.get("concept_dim", before), segmenter=dict(d.get("segmenter", DEFAULT_SEGMENTER)),
+                   codec=d.get("codec"), encoder=ByteConceptEncoderConfig(**encoder),
+                   decoder=ByteConceptDecoderConfig(**decoder), core=d.get("core"))
 
 
 class ByteLCM(Exportable, nn.Module):
@@ -148,7 +172,7 @@ class ByteLCM(Exportable, nn.Module):
         if text.any() and codec.decoder is not None and train_codec:
             scores = codec.decoder(units[text], lengths[text], loss.decoder_inputs(concepts[text], self.training))
             terms["reconstruction"] = scores.nats.sum() / (lengths[text] + 1).sum()
-        if stage == "joint" and self._ready_core(concepts.detach()[text], broadcast):
+        if stage == "joint" and (self.core_ready or self._fit_quantizer(concepts.detach()[text], broadcast)):
             sequences = batch.sequences(concepts)  # (B, N, d)
             inputs = sequences.detach() if loss.detach_core_inputs else sequences
             targets = sequences.detach() if loss.detach_core_targets else None
@@ -162,11 +186,10 @@ class ByteLCM(Exportable, nn.Module):
         """False only for a Quant core whose codebooks are not fitted yet (that happens when joint training starts)."""
         return not isinstance(self.core, QuantizedLCM) or bool(self.core.quantizer.fitted)
 
-    def _ready_core(self, concepts: torch.Tensor, broadcast: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    def _fit_quantizer(self, concepts: torch.Tensor, broadcast: Callable[[torch.Tensor], torch.Tensor]) -> bool:
         """Pool the concepts of the first QUANTIZER_BATCHES joint batches, then fit a Quant core's RVQ codebooks
-        (every rank counts the same batches). They stay fixed afterwards while the encoder keeps learning."""
-        if self.core_ready:
-            return True
+        (every rank counts the same batches); True once fitted. They stay fixed afterwards while the encoder keeps
+        learning. The pooling batches train everything but the core."""
         self._quantizer_pool.append(concepts)
         if len(self._quantizer_pool) < QUANTIZER_BATCHES:
             return False

@@ -14,7 +14,7 @@ from blcm.cli import main
 from blcm.errors import ConfigError
 from blcm.lightning import ByteLCMModule
 from blcm.lightning.config import instantiate
-from blcm.lightning.renamed import RENAMED, check_renamed
+from blcm.lightning.renamed import check_renamed, old_settings
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.objective import LossConfig
 from blt.ids import EOD, PAD
@@ -83,8 +83,6 @@ def test_fit_help_explains_the_groups():
                  "--model.optim.lr", "--model.validation.sampling.steps", "--model.alignment.weight",
                  "--model.model.encoder.patching"):
         assert flag in text, flag
-    assert all(new.split(".")[0] in ("model", "loss", "stages", "optim", "validation", "alignment")
-               for new in RENAMED.values())
 
 
 def test_group_settings_are_checked():
@@ -158,3 +156,68 @@ def test_a_data_class_path_from_before_blcm_data_names_its_new_place(tmp_path):
         check_renamed(["fit", "--config", str(old)])
     with pytest.raises(ConfigError, match="model's segmenter"):
         check_renamed(["fit", "--data.max_unit_bytes", "64"])
+
+
+def test_a_flag_changes_one_field_of_the_yamls_core_and_keeps_its_variant(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    overlay = tmp_path / "quant.yaml"
+    overlay.write_text(yaml.safe_dump({"model": {"init_args": {"model": {"core": {
+        "variant": "quant", "model_dim": 64, "n_heads": 2, "num_codebooks": 2}}}}}))
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    printed = subprocess.run([sys.executable, "-m", "blcm.cli", "fit", "--config", str(tiny), "--config", str(overlay),
+                              "--model.model.core.n_layers", "3", "--print_config"],
+                             capture_output=True, text=True, check=True).stdout
+    init_args = yaml.safe_load(printed)["model"]["init_args"]
+    module = instantiate(ByteLCMModule, {**init_args, "init_entropy_from": None, "export_dir": None})
+    core = module.model.config.core
+    assert isinstance(core, QuantizedLCMConfig) and (core.n_layers, core.model_dim, core.num_codebooks) == (3, 64, 2)
+
+
+def test_a_core_or_codec_dict_is_typed_and_checked():
+    config = ByteLCMConfig(concept_dim=16, core={"variant": "base", "n_layers": "3", "model_dim": "16"},
+                           codec={"kind": "sonar", "batch_size": "8"})
+    assert config.core.n_layers == 3 and config.core.model_dim == 16 and config.codec.batch_size == 8
+    assert ByteLCMConfig.from_dict(asdict(config)) == config
+    with pytest.raises(ConfigError, match="no field"):
+        ByteLCMConfig(core={"variant": "quant", "context_layers": 2})  # a Two-Tower field: switch with the whole dict
+    with pytest.raises(ConfigError, match="'kind' one of"):
+        ByteLCMConfig(codec={"kind": "laser"})
+
+
+def test_an_export_from_before_concept_dim_takes_its_codecs_dimension():
+    old_minilm = {"codec": {"kind": "sentence_transformer"}, "encoder": {"concept_dim": 256},
+                  "decoder": {"concept_dim": 384}}
+    assert ByteLCMConfig.from_dict(old_minilm).concept_dim == 384
+    assert ByteLCMConfig.from_dict({"codec": {"kind": "sonar"}, "decoder": {"concept_dim": 256}}).concept_dim == 1024
+    assert ByteLCMConfig.from_dict({"encoder": {"concept_dim": 64}, "decoder": {"concept_dim": 64}}).concept_dim == 64
+
+
+def test_old_nested_flags_and_an_old_checkpoint_name_their_new_place(tmp_path):
+    assert old_settings(["fit", "--model.encoder.patching=space", "--model.val_sampling.steps", "4"]) == [
+        "model.encoder.patching is now model.model.encoder.patching",
+        "model.val_sampling.steps is now model.validation.sampling.steps"]
+    assert old_settings(["fit", "--model.model.encoder.dim", "3", "--model.validation.sampling.steps", "3"]) == []
+    old = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"lr": 1e-3, "autoencoder_steps": 300}, "state_dict": {}}, old)
+    with pytest.raises(ConfigError, match="cannot resume with this version"):
+        check_renamed(["fit", "--ckpt_path", str(old)])
+    new = tmp_path / "new.ckpt"
+    torch.save({"hyper_parameters": {"model": {}, "optim": {"lr": 1e-3}}, "state_dict": {}}, new)
+    check_renamed(["fit", f"--ckpt_path={new}"])
+
+
+def test_the_config_lightning_saves_passes_the_old_key_check(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    minilm = Path(__file__).resolve().parents[1] / "configs" / "minilm-tiny.yaml"  # concept_dim 384, not 256
+    saved = subprocess.run([sys.executable, "-m", "blcm.cli", "fit", "--config", str(minilm), "--print_config"],
+                           capture_output=True, text=True, check=True).stdout
+    path = tmp_path / "config.yaml"
+    path.write_text(saved)
+    assert yaml.safe_load(saved)["model"]["init_args"]["model"]["encoder"]["concept_dim"] == 256  # not derived
+    assert old_settings(["fit", "--config", str(path)]) == []

@@ -29,7 +29,8 @@ def cmd_export(args) -> int:
         raise CLIError(f"{args.ckpt} has no state dict: not a byte-lcm checkpoint")
     if not isinstance(export, dict) or export.get("type") not in exportable:
         raise CLIError(f"{args.ckpt} names no model to export (a ByteLCMModule or EntropyLMModule checkpoint "
-                       f"written by this version keeps one under {CHECKPOINT_KEY!r})")
+                       f"written by this version keeps one under {CHECKPOINT_KEY!r}; one from before the grouped "
+                       "settings has its model in its run's export_dir or snapshots)")
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
         model = exportable[export["type"]].from_config(export["config"])

@@ -231,7 +231,6 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
                                threshold=float(encoder.entropy_thresholds[modality]), mode=encoder.config.patching)
 
 
-
 def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None) -> ByteLCM:
     """The ByteLCM to train: from ``init_from``'s weights, or with ``init_entropy_from``'s entropy model (the
     encoder's entropy model then takes that model's shape)."""

@@ -31,8 +31,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
 
     def __post_init__(self):
-        if not self.lr > 0 or self.warmup_steps < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"need lr > 0, warmup_steps >= 1 and 0 <= min_lr_ratio <= 1, got {self.lr}, "
+        if not self.lr > 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {self.lr}, "
                              f"{self.warmup_steps}, {self.min_lr_ratio}")
 
 

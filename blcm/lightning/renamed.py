@@ -50,13 +50,33 @@ def old_settings(argv: list[str]) -> list[str]:
             problems.append(f"{path}: data class_path {data['class_path']} is now {MOVED[data['class_path']]}")
         if isinstance(data, dict) and "max_unit_bytes" in (data.get("init_args") or {}):
             problems.append(f"{path}: {gone}")
+    if (checkpoint := named_checkpoint(argv)) is not None and checkpoint_is_flat(checkpoint):
+        problems.append(f"{checkpoint} was written before the grouped layout and cannot resume with this version "
+                        "(its run's export_dir, or a snapshot, holds its model: start from it with --model.init_from)")
     for key in old_keys(argv):
-        if RENAMED[key] == "model.concept_dim":
+        if renamed(key) == "model.concept_dim":
             problems.append(f"model.{key} is set from model.model.concept_dim, written once for the encoder, "
                             "decoder and core: set that instead")
         else:
-            problems.append(f"model.{key} is now model.{RENAMED[key]}")
+            problems.append(f"model.{key} is now model.{renamed(key)}")
     return problems
+
+
+def named_checkpoint(argv: list[str]) -> Path | None:
+    named = [arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else argv[i + 1] for i, arg in enumerate(argv)
+             if arg.startswith("--ckpt_path=") or (arg == "--ckpt_path" and i + 1 < len(argv))]
+    return Path(named[-1]) if named and Path(named[-1]).is_file() else None
+
+
+def checkpoint_is_flat(path: Path) -> bool:
+    """Whether a checkpoint's hyper-parameters are the flat init arguments from before the groups."""
+    import torch
+
+    try:
+        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is LightningCLI's to report
+        return False
+    return any(key in RENAMED for key in hparams)
 
 
 def config_files(argv: list[str]) -> list[Path]:
@@ -69,11 +89,19 @@ def config_files(argv: list[str]) -> list[Path]:
 def old_keys(argv: list[str]) -> list[str]:
     found = []
     for arg in argv:
-        if match := re.fullmatch(r"--model\.([\w.]+?)(=.*)?", arg):
-            found += [k for k in (match[1], match[1].removeprefix("init_args.")) if k in RENAMED]
+        if match := re.fullmatch(r"--model\.(?:init_args\.)?([\w.]+?)(=.*)?", arg):
+            found += [match[1]] if renamed(match[1]) else []
     for path in config_files(argv):
         found += yaml_old_keys(yaml.safe_load(path.read_text()))
     return list(dict.fromkeys(found))
+
+
+def renamed(key: str) -> str | None:
+    """An old key's new place, itself or below an old group (``encoder.patching`` -> ``model.encoder.patching``)."""
+    if key in RENAMED:
+        return RENAMED[key]
+    group, _, rest = key.partition(".")
+    return f"{RENAMED[group]}.{rest}" if rest and group in RENAMED else None
 
 
 def yaml_old_keys(config) -> list[str]:
@@ -83,7 +111,10 @@ def yaml_old_keys(config) -> list[str]:
         return []
     nested = [f"{name}.{k}" for name in ("encoder", "decoder") if isinstance(args.get(name), dict) for k in args[name]]
     model = args.get("model")
-    if isinstance(model, dict):  # a saved config.yaml repeats the derived value: only a different one is an error
+    if isinstance(model, dict):
+        # A config.yaml LightningCLI saved repeats the field's default (256), not the derived value: an error only
+        # where someone set another one.
+        wanted = model.get("concept_dim", 256)
         nested += [f"model.{name}.concept_dim" for name in ("encoder", "decoder") if isinstance(model.get(name), dict)
-                   and model[name].get("concept_dim", model.get("concept_dim", 256)) != model.get("concept_dim", 256)]
+                   and model[name].get("concept_dim", wanted) not in (wanted, 256)]
     return [k for k in [*args, *nested] if k in RENAMED]

@@ -56,7 +56,6 @@ class ValidationTotals:
         return {name: s[num] / s[den] * scale for name, (num, den, scale) in ratios.items() if s[den] > 0}
 
 
-
 def decode_ids(ids: torch.Tensor) -> bytes:
     return b"<EOD>" if ids.numel() and int(ids[0]) == EOD else decode(ids)
 
