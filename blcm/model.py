@@ -114,7 +114,8 @@ class ByteLCMConfig:
             raise ValueError(f"ByteLCMConfig has no field(s) {unknown}")
         encoder, decoder = d.get("encoder", {}), d.get("decoder", {})
         kind = (d.get("codec") or {}).get("kind", "byte")
-        before = {"byte": encoder.get("concept_dim", 256), "sonar": SONAR_DIM}.get(kind, decoder.get("concept_dim"))
+        dims = {"byte": encoder.get("concept_dim", 256), "sonar": SONAR_DIM}
+        before = dims.get(kind, decoder.get("concept_dim", 256))
         return cls(concept_dim=d.get("concept_dim", before), segmenter=dict(d.get("segmenter", DEFAULT_SEGMENTER)),
                    codec=d.get("codec"), encoder=ByteConceptEncoderConfig(**encoder),
                    decoder=ByteConceptDecoderConfig(**decoder), core=d.get("core"))

@@ -193,6 +193,7 @@ def test_an_export_from_before_concept_dim_takes_its_codecs_dimension():
     assert ByteLCMConfig.from_dict(old_minilm).concept_dim == 384
     assert ByteLCMConfig.from_dict({"codec": {"kind": "sonar"}, "decoder": {"concept_dim": 256}}).concept_dim == 1024
     assert ByteLCMConfig.from_dict({"encoder": {"concept_dim": 64}, "decoder": {"concept_dim": 64}}).concept_dim == 64
+    assert ByteLCMConfig.from_dict({"codec": {"kind": "sentence_transformer"}}).concept_dim == 256  # all defaults
 
 
 def test_old_nested_flags_and_an_old_checkpoint_name_their_new_place(tmp_path):
