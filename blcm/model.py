@@ -30,7 +30,7 @@ from bridges.codec import CODECS, CodecConfig, build_codec, codec_config
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
 from bridges.sonar_codec import SONAR_DIM
-from concept_core.config import VARIANTS, CoreConfig, build_model, core_config
+from concept_core.config import DEFAULT_VARIANT, VARIANTS, CoreConfig, build_model, core_config
 from concept_core.generate import StopRule, iter_steps
 from concept_core.interface import Sampling
 from concept_core.quant import QuantizedLCM
@@ -41,10 +41,11 @@ DEFAULT_SEGMENTER = {"kind": "sentence", "max_bytes": 256}
 QUANTIZER_BATCHES = 4  # joint batches whose concepts fit a Quant core's codebooks
 
 
-def yaml_scalars(fields: dict, classes: dict[str, type], key: str) -> dict:
+def yaml_scalars(fields: dict, classes: dict[str, type], key: str, default: str | None = None) -> dict:
     """A config dict with the string values a command-line flag leaves (``n_layers: "3"``) read as YAML, as
-    jsonargparse reads a typed field, wherever the config class (named by ``key``) does not want a string."""
-    cls = classes.get(fields.get(key, "two_tower" if key == "variant" else None))
+    jsonargparse reads a typed field, wherever the config class (named by ``key``, else ``default``) does not
+    want a string."""
+    cls = classes.get(fields.get(key, default))
     hints = typing.get_type_hints(cls) if cls is not None else {}
     return {k: yaml.safe_load(v) if isinstance(v, str) and hints.get(k, str) is not str else v
             for k, v in fields.items()}
@@ -92,7 +93,8 @@ class ByteLCMConfig:
         codec, core = self.codec, self.core
         try:
             codec = codec_config(yaml_scalars(codec, CODECS, "kind")) if isinstance(codec, dict) else codec
-            core = core_config(yaml_scalars(core, VARIANTS, "variant")) if isinstance(core, dict) else core
+            if isinstance(core, dict):
+                core = core_config(yaml_scalars(core, VARIANTS, "variant", DEFAULT_VARIANT))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         derived = {"codec": codec, "encoder": replace(self.encoder, concept_dim=self.concept_dim),

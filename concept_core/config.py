@@ -25,13 +25,14 @@ CoreConfig = TwoTowerLCMConfig | OneTowerLCMConfig | BaseLCMConfig | QuantizedLC
 MODELS = {TwoTowerLCMConfig: TwoTowerLCM, OneTowerLCMConfig: OneTowerLCM, BaseLCMConfig: BaseLCM,
           QuantizedLCMConfig: QuantizedLCM}
 VARIANTS = {config.variant: config for config in MODELS}  # "two_tower" -> TwoTowerLCMConfig, ...
+DEFAULT_VARIANT = "two_tower"
 
 
 def core_config(fields: dict) -> CoreConfig:
-    """``{"variant": ..., **fields}`` (variant default two_tower) -> that variant's config; unknown variants or
+    """``{"variant": ..., **fields}`` (variant default DEFAULT_VARIANT) -> that variant's config; unknown variants or
     fields are clear errors."""
     fields = dict(fields)
-    variant = fields.pop("variant", "two_tower")
+    variant = fields.pop("variant", DEFAULT_VARIANT)
     if variant not in VARIANTS:
         raise ValueError(f"unknown LCM variant {variant!r}; choose one of {sorted(VARIANTS)}")
     config_cls = VARIANTS[variant]

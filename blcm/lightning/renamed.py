@@ -43,8 +43,8 @@ def old_settings(argv: list[str]) -> list[str]:
     gone = ("data.max_unit_bytes is gone: the default corpus is prepared with the model's segmenter "
             "(model.model.segmenter; data.segmenter for another)")
     problems = [gone] if any(arg.startswith("--data.max_unit_bytes") for arg in argv) else []
-    for path in config_files(argv):
-        config = yaml.safe_load(path.read_text())
+    configs = {path: yaml.safe_load(path.read_text()) for path in config_files(argv)}
+    for path, config in configs.items():
         data = config.get("data") if isinstance(config, dict) else None
         if isinstance(data, dict) and data.get("class_path") in MOVED:
             problems.append(f"{path}: data class_path {data['class_path']} is now {MOVED[data['class_path']]}")
@@ -53,7 +53,7 @@ def old_settings(argv: list[str]) -> list[str]:
     if (checkpoint := named_checkpoint(argv)) is not None and checkpoint_is_flat(checkpoint):
         problems.append(f"{checkpoint} was written before the grouped layout and cannot resume with this version "
                         "(its run's export_dir, or a snapshot, holds its model: start from it with --model.init_from)")
-    for key in old_keys(argv):
+    for key in old_keys(argv, list(configs.values())):
         if renamed(key) == "model.concept_dim":
             problems.append(f"model.{key} is set from model.model.concept_dim, written once for the encoder, "
                             "decoder and core: set that instead")
@@ -73,7 +73,8 @@ def checkpoint_is_flat(path: Path) -> bool:
     import torch
 
     try:
-        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+        # memory-mapped: the weights are not read, only the hyper-parameters
+        hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters") or {}
     except Exception:  # noqa: BLE001 - an unreadable checkpoint is LightningCLI's to report
         return False
     return any(key in RENAMED for key in hparams)
@@ -86,13 +87,14 @@ def config_files(argv: list[str]) -> list[Path]:
     return [Path(name) for name in named if Path(name).is_file()]
 
 
-def old_keys(argv: list[str]) -> list[str]:
+def old_keys(argv: list[str], configs: list) -> list[str]:
+    """The old model keys among the flags and the parsed ``--config`` files."""
     found = []
     for arg in argv:
         if match := re.fullmatch(r"--model\.(?:init_args\.)?([\w.]+?)(=.*)?", arg):
             found += [match[1]] if renamed(match[1]) else []
-    for path in config_files(argv):
-        found += yaml_old_keys(yaml.safe_load(path.read_text()))
+    for config in configs:
+        found += yaml_old_keys(config)
     return list(dict.fromkeys(found))
 
 
