@@ -24,10 +24,13 @@ from blcm.batch import UnitBatch
 from blcm.errors import ConfigError
 from blcm.objective import LossConfig, Stage
 from blt.export import Exportable
+from blt.pretrained import SHIPPED_NAME
 from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
+from bridges.chunk_codec import ChunkCodecConfig
 from bridges.codec import CODECS, CodecConfig, build_codec, codec_config
 from bridges.modality import sniff
+from bridges.pretrained import load_codec
 from bridges.segment import build_segmenter
 from bridges.sonar_codec import SONAR_DIM
 from concept_core.config import DEFAULT_VARIANT, VARIANTS, CoreConfig, build_model, core_config
@@ -107,6 +110,11 @@ class ByteLCMConfig:
     def codec_kind(self) -> str:
         return "byte" if self.codec is None else self.codec.kind
 
+    @property
+    def own_encoder(self) -> bool:
+        """The codec's encoder is a part of this model (trained here), not a frozen package's."""
+        return self.codec_kind in ("byte", "chunk")
+
     @classmethod
     def from_dict(cls, d: dict) -> ByteLCMConfig:
         """The inverse of ``asdict``. An export from before ``concept_dim`` has it in its encoder's config, or
@@ -129,13 +137,17 @@ class ByteLCM(Exportable, nn.Module):
     def __init__(self, config: ByteLCMConfig):
         super().__init__()
         self.config = config
-        self.codec = build_codec(config.codec, config.encoder, config.decoder)
+        self.codec = build_codec(config.codec, config.encoder, config.decoder, config.concept_dim)
         if self.codec.dim != config.concept_dim:
             raise ValueError(f"the {config.codec_kind!r} codec's concepts have {self.codec.dim} dimensions: set "
                              f"concept_dim to {self.codec.dim}, not {config.concept_dim}")
         self.core = build_model(config.core or default_core(config.concept_dim))
         # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
         self.segmenter = build_segmenter(config.segmenter)
+        capacity = getattr(config.codec, "max_bytes", None)  # the chunk codec's fixed width
+        if capacity is not None and self.segmenter.max_bytes > capacity:
+            raise ValueError(f"the segmenter cuts units of up to {self.segmenter.max_bytes} bytes, but the "
+                             f"{config.codec_kind!r} codec holds {capacity}: set segmenter.max_bytes <= {capacity}")
         self.codec.max_unit_bytes = self.segmenter.max_bytes  # decoding never runs past the cap
         self._quantizer_pool: list[torch.Tensor] = []
 
@@ -145,7 +157,7 @@ class ByteLCM(Exportable, nn.Module):
 
     def num_params(self) -> dict[str, int]:
         """Trained parameters per part (a frozen encoder's are not ours: 0)."""
-        encoder = self.codec.encoder if self.config.codec_kind == "byte" else None
+        encoder = self.codec.encoder if self.config.own_encoder else None
         parts = {"encoder": encoder, "decoder": self.codec.decoder, "core": self.core}
         return {name: sum(p.numel() for p in m.parameters()) if m is not None else 0 for name, m in parts.items()}
 
@@ -251,6 +263,29 @@ class ByteLCM(Exportable, nn.Module):
     def generate(self, prompt: bytes, **kwargs) -> bytes:
         """The continuation of ``prompt`` (its bytes only); see ``iter_generate`` for the knobs."""
         return b"".join(self.iter_generate(prompt, **kwargs))
+
+    @classmethod
+    def with_codec(cls, source: str = SHIPPED_NAME) -> ByteLCM:
+        """A ByteLCM around a trained chunk codec (``"shipped"`` or a tools/ship_codec.py export) whose
+        segmenter cuts sentences of at most the codec's width; its core is untrained (encode, decode and
+        reconstruct need none)."""
+        codec = load_codec(source)
+        segmenter = {**DEFAULT_SEGMENTER, "max_bytes": codec.config.max_bytes}
+        model = cls(ByteLCMConfig(concept_dim=codec.dim, segmenter=segmenter, codec=codec.config))
+        model.load_codec(codec)
+        return model.eval()
+
+    def load_codec(self, codec: nn.Module) -> None:
+        """Take a trained chunk codec's weights (``bridges.pretrained.load_codec``): its config must be this
+        model's codec config but for the training-only knobs."""
+        mine, theirs = self.config.codec, getattr(codec, "config", None)
+        if not isinstance(mine, ChunkCodecConfig) or not isinstance(theirs, ChunkCodecConfig):
+            raise ValueError(f"only a chunk codec loads a trained chunk codec, not {self.config.codec_kind!r}")
+        loose = {"input_mask": 0.0, "batch_size": 0}
+        if replace(mine, **loose) != replace(theirs, **loose) or codec.dim != self.config.concept_dim:
+            raise ValueError(f"the trained codec is {theirs} with concept_dim {codec.dim}; this model's is {mine} "
+                             f"with concept_dim {self.config.concept_dim}: make the model's codec config match")
+        self.codec.load_state_dict(codec.state_dict())
 
     @classmethod
     def from_config(cls, config: dict) -> ByteLCM:

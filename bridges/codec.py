@@ -13,6 +13,7 @@ import torch
 
 from bridges.byte_codec import ByteCodecConfig, ByteConceptCodec, ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
+from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
 from bridges.sonar_codec import SonarCodec, SonarCodecConfig
 from bridges.st_codec import SentenceTransformerCodec, SentenceTransformerCodecConfig
 
@@ -49,8 +50,9 @@ class ConceptCodec(Protocol):
         returns the buffers it set, for a distributed run to share rank 0's."""
 
 
-CodecConfig = ByteCodecConfig | SentenceTransformerCodecConfig | SonarCodecConfig
-CODECS = {config.kind: config for config in (ByteCodecConfig, SentenceTransformerCodecConfig, SonarCodecConfig)}
+CodecConfig = ChunkCodecConfig | ByteCodecConfig | SentenceTransformerCodecConfig | SonarCodecConfig
+CODECS = {config.kind: config for config in (ChunkCodecConfig, ByteCodecConfig, SentenceTransformerCodecConfig,
+                                             SonarCodecConfig)}
 
 
 def codec_config(fields: dict) -> CodecConfig:
@@ -64,11 +66,13 @@ def codec_config(fields: dict) -> CodecConfig:
 
 
 def build_codec(config: CodecConfig | dict | None, encoder: ByteConceptEncoderConfig | None,
-                decoder: ByteConceptDecoderConfig | None) -> torch.nn.Module:
-    """The codec a ByteLCM config names (None: the byte codec): the jointly trained byte codec, built from the
-    ``encoder`` and ``decoder`` configs; frozen sentence-transformers concepts with a trained byte ``decoder``;
-    or SONAR's frozen encoder and decoder."""
+                decoder: ByteConceptDecoderConfig | None, concept_dim: int) -> torch.nn.Module:
+    """The codec a ByteLCM config names (None: the byte codec): the chunk codec of ``concept_dim``-d concepts;
+    the autoregressive byte codec, built from the ``encoder`` and ``decoder`` configs; frozen
+    sentence-transformers concepts with a trained byte ``decoder``; or SONAR's frozen encoder and decoder."""
     config = codec_config(config) if isinstance(config, dict) else config or ByteCodecConfig()
+    if isinstance(config, ChunkCodecConfig):
+        return ChunkConceptCodec(config, concept_dim)
     if isinstance(config, ByteCodecConfig):
         return ByteConceptCodec(encoder, decoder)
     if isinstance(config, SentenceTransformerCodecConfig):

@@ -7,14 +7,22 @@ from pathlib import Path
 from blcm.errors import CLIError
 
 
-def load_model(directory: str, byte_lm: bool = False):
+def load_model(directory: str | None, byte_lm: bool = False):
     """The ByteLCM exported to ``directory``; with ``byte_lm``, an exported EntropyModel (a byte LM such as
-    the ByteGPT baseline) is accepted too."""
+    the ByteGPT baseline) is accepted too. None: the shipped chunk codec in a ByteLCM whose core is untrained
+    (what encode, decode and reconstruct need)."""
     from safetensors import SafetensorError
 
     from blcm.model import ByteLCM
     from blt.entropy import EXPORT_KIND, EntropyModel
     from blt.export import export_type
+    from blt.pretrained import PretrainedError
+
+    if directory is None:
+        try:
+            return ByteLCM.with_codec()
+        except PretrainedError as e:
+            raise CLIError(str(e)) from None
 
     # Anything but an EntropyModel export is tried as a ByteLCM: from_pretrained says what is wrong with it.
     cls = EntropyModel if byte_lm and export_type(directory) == EXPORT_KIND else ByteLCM

@@ -26,6 +26,7 @@ from blt.ids import pad_batch
 from blt.patching import ENTROPY_MODES
 from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model
 from bridges.frozen_codec import FrozenConceptCodec
+from bridges.pretrained import load_codec
 from concept_core.metrics import teacher_forced_predictions
 
 
@@ -47,8 +48,10 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it
             (its entropy model and threshold are kept: no entropy stage; set stages.autoencoder_steps to 0 to go
             on jointly). With loss.entropy_weight > 0 the entropy model keeps learning but the threshold stays.
-        freeze_codec: with init_from, keep its codec fixed (no gradient, running batch-norm statistics) and train
-            the core alone, as on a frozen concept space (e.g. a codec-tiny export: configs/codec-tiny.yaml).
+        init_codec_from: a trained chunk codec to start from: "shipped" (the codec inside the package,
+            bridges.pretrained) or a tools/ship_codec.py export; the model's codec config must match its shape.
+        freeze_codec: with init_from or init_codec_from, keep the codec fixed (no gradient, running batch-norm
+            statistics) and train the core alone, as on a frozen concept space (the shipped configs do).
         export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
         normalizer_units: training units a frozen codec's concept normaliser is fitted on (at fit start).
     """
@@ -57,20 +60,22 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
                  stages: StageConfig = StageConfig(), optim: OptimConfig = OptimConfig(),
                  validation: ValidationConfig = ValidationConfig(), alignment: AlignmentConfig = AlignmentConfig(),
                  init_entropy_from: str | None = SHIPPED_NAME, init_from: str | None = None,
-                 freeze_codec: bool = False, export_dir: str | None = None, normalizer_units: int = 2048):
+                 init_codec_from: str | None = None, freeze_codec: bool = False, export_dir: str | None = None,
+                 normalizer_units: int = 2048):
         super().__init__()
         try:
-            self.model = build_model(model, init_entropy_from, init_from)
+            self.model = build_model(model, init_entropy_from, init_from, init_codec_from)
             if freeze_codec:
-                if init_from is None or model.codec_kind != "byte":
-                    raise ValueError("freeze_codec keeps a trained byte codec fixed: it needs init_from, an export")
+                if (init_from is None and init_codec_from is None) or not model.own_encoder:
+                    raise ValueError("freeze_codec keeps a trained byte or chunk codec fixed: it needs init_from (an "
+                                     "export) or init_codec_from (a trained chunk codec)")
                 if loss.entropy_weight > 0 or alignment.weight > 0:
                     raise ValueError("freeze_codec leaves nothing for loss.entropy_weight or alignment.weight to "
                                      "train: set them to 0")
                 self.model.codec.requires_grad_(False)
             if normalizer_units < 2:
                 raise ValueError(f"normalizer_units must be >= 2, got {normalizer_units}")
-            if alignment.weight > 0 and model.codec_kind != "byte":
+            if alignment.weight > 0 and not model.own_encoder:
                 raise ValueError("the alignment loss trains the encoder: a frozen codec has none to train")
         # CodecUnavailable is a RuntimeError
         except (ValueError, TypeError, FileNotFoundError, RuntimeError, PretrainedError) as e:
@@ -231,9 +236,12 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
                                threshold=float(encoder.entropy_thresholds[modality]), mode=encoder.config.patching)
 
 
-def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None) -> ByteLCM:
+def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None,
+                init_codec_from: str | None = None) -> ByteLCM:
     """The ByteLCM to train: from ``init_from``'s weights, or with ``init_entropy_from``'s entropy model (the
-    encoder's entropy model then takes that model's shape)."""
+    encoder's entropy model then takes that model's shape), and ``init_codec_from``'s chunk codec."""
+    if init_codec_from is not None and init_from is not None:
+        raise ValueError("init_from brings its own codec: leave init_codec_from unset")
     uses_entropy = config.codec_kind == "byte" and config.encoder.patching in ENTROPY_MODES
     if init_entropy_from is not None and init_entropy_from != SHIPPED_NAME and not uses_entropy:
         raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no entropy model")
@@ -247,6 +255,8 @@ def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from:
     model = ByteLCM(config)
     if init_from is not None:
         model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
+    if init_codec_from is not None:
+        model.load_codec(load_codec(init_codec_from))
     if pretrained is not None:
         entropy_model, thresholds = pretrained
         model.codec.entropy_model.load_state_dict(entropy_model.state_dict())

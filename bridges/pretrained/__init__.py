@@ -1,0 +1,48 @@
+"""The chunk codec that ships with byte-lcm: concepts that decode, with no training.
+
+``chunk-codec/`` (package data) is an exported ChunkConceptCodec: config.json (its ChunkCodecConfig and
+concept_dim) + model.safetensors (the weights in the dtype tools/ship_codec.py chose by measurement). That
+tool trains and writes it and pins each file's size and SHA-256 in ``PINNED`` below; loading refuses a
+file that does not match, in one line naming it, so a damaged install never encodes with corrupt weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from blt.export import load_export, save_export
+from blt.pretrained import SHIPPED_NAME, PretrainedError, verify
+from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
+
+SHIPPED_CODEC = Path(__file__).resolve().parent / "chunk-codec"
+EXPORT_KIND = "ChunkCodec"
+# name -> (bytes, SHA-256); written by tools/ship_codec.py package.
+PINNED = {
+}
+
+
+def save_codec(codec: ChunkConceptCodec, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+    """Export a chunk codec alone (config.json + model.safetensors in ``dtype``), atomically."""
+    config = {"concept_dim": codec.dim, "codec": asdict(codec.config)}
+    return save_export(directory, EXPORT_KIND, config, {k: v.to(dtype) for k, v in codec.state_dict().items()})
+
+
+def load_codec(source: str | os.PathLike = SHIPPED_NAME, map_location: str = "cpu") -> ChunkConceptCodec:
+    """``"shipped"`` (the package's codec, files verified first) or a ``save_codec`` directory -> the codec in
+    float32, eval mode."""
+    directory = SHIPPED_CODEC if str(source) == SHIPPED_NAME else Path(source)
+    if directory == SHIPPED_CODEC:
+        if not PINNED:
+            raise PretrainedError("this byte-lcm has no shipped chunk codec: train one with tools/ship_codec.py")
+        verify(directory, PINNED)
+    try:
+        config, state = load_export(directory, EXPORT_KIND, map_location)
+        codec = ChunkConceptCodec(ChunkCodecConfig(**config["codec"]), int(config["concept_dim"]))
+        codec.load_state_dict({k: v.float() for k, v in state.items()})
+    except (FileNotFoundError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise PretrainedError(f"{directory}: not a chunk codec export ({e})") from None
+    return codec.eval()
