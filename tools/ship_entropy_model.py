@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -155,14 +154,12 @@ def calibration_sets() -> dict[str, list[bytes]]:
 
 
 def cmd_package(args) -> int:
-    import hashlib
-
     import torch
 
     from blcm.data.prepare import make_segmenter
     from blt.entropy import EntropyModel
     from blt.export import save_export
-    from blt.pretrained import SHIPPED, THRESHOLDS_FILE, ModalityThresholds
+    from blt.pretrained import SHIPPED, THRESHOLDS_FILE, ModalityThresholds, pin_files, write_pins
 
     torch.manual_seed(0)
     model = EntropyModel.from_pretrained(args.export)
@@ -211,12 +208,9 @@ def cmd_package(args) -> int:
     state = {k: v.to(dtype) for k, v in shipped.state_dict().items()}
     save_export(SHIPPED, "EntropyModel", {**vars(shipped.config)}, state)
     ModalityThresholds(targets, file_thr, unit_thr, UNIT_BYTES).save(SHIPPED)
-    pins = {name: ((SHIPPED / name).stat().st_size, hashlib.sha256((SHIPPED / name).read_bytes()).hexdigest())
-            for name in ("config.json", "model.safetensors", THRESHOLDS_FILE)}
+    pins = pin_files(SHIPPED, ["config.json", "model.safetensors", THRESHOLDS_FILE])
     module = REPO / "blt" / "pretrained" / "__init__.py"
-    body = "".join(f'    "{n}": ({size}, "{sha}"),\n' for n, (size, sha) in pins.items())
-    text = re.sub(r"PINNED = \{\n.*?\n\}", "PINNED = {\n" + body + "}", module.read_text(), flags=re.S)
-    module.write_text(text)
+    write_pins(module, pins)
     report["pinned"] = pins
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,6 +93,22 @@ def verify(directory: Path, pinned: dict[str, tuple[int, str]]) -> None:
         if digest != sha256:
             raise PretrainedError(f"{path} has SHA-256 {digest[:16]}..., not the pinned {sha256[:16]}... "
                                   f"(the file was changed): reinstall byte-lcm")
+
+
+def pin_files(directory: Path, names: list[str]) -> dict[str, tuple[int, str]]:
+    """name -> (bytes, SHA-256) of files in ``directory``: what ``verify`` checks them against."""
+    return {n: ((directory / n).stat().st_size, hashlib.sha256((directory / n).read_bytes()).hexdigest())
+            for n in names}
+
+
+def write_pins(module: Path, pins: dict[str, tuple[int, str]]) -> None:
+    """Rewrite the ``PINNED = {...}`` literal of a Python module (the tools that ship weights call this)."""
+    body = "".join(f'    "{n}": ({size}, "{sha}"),\n' for n, (size, sha) in pins.items())
+    text, count = re.subn(r"PINNED = \{\n.*?\}\n", lambda _: "PINNED = {\n" + body + "}\n", module.read_text(),
+                          count=1, flags=re.S)
+    if count != 1:
+        raise ValueError(f"{module} has no PINNED = {{...}} literal to rewrite")
+    module.write_text(text)
 
 
 def load_shipped_entropy_model(map_location: str = "cpu") -> tuple[EntropyModel, ModalityThresholds]:
