@@ -4,8 +4,8 @@ Reads the snapshots a run wrote (``blcm.callbacks.Snapshots``: an export every f
 ``<run>/snapshots/``) and scores each on one fixed sample of held-out units (blcm.codec_metrics): greedy
 exact match clean and under concept noise σ, teacher-forced byte accuracy, the decoder's bits per byte
 given the concept next to the encoder's entropy model (an unconditional byte LM) on the same units,
-concept dispersion, and the unit bytes per second the run trained on. Several runs side by side: one
-table, one JSON, one PNG.
+concept dispersion, the unit bytes per second the run trained on, and (last snapshot) units encoded and
+decoded per second. Several runs side by side: one table, one JSON, one PNG.
 
     blcm fit --config configs/codec-tiny.yaml --data.data_dir runs/prepared/en-128
     python benchmarks/codec_curve.py runs/codec-tiny/version_0 --data runs/prepared/en-128 \\
@@ -33,7 +33,7 @@ COLUMNS = [("minutes", "min", "{:.1f}"), ("step", "step", "{:d}"), ("bytes_per_s
            ("exact", "exact", "{:.3f}"), *((f"exact_sigma_{s:g}", f"σ={s:g}", "{:.3f}") for s in SIGMAS),
            ("byte_accuracy", "byte acc", "{:.3f}"), ("bpb", "bpb given c", "{:.3f}"), ("lm_bpb", "LM bpb", "{:.3f}"),
            ("mean_cosine", "mean cos", "{:.3f}"), ("min_dim_variance", "min var", "{:.3f}"),
-           ("mflops_per_byte", "train MFLOP/B", "{:.2f}")]
+           ("mflops_per_byte", "train MFLOP/B", "{:.2f}"), ("units_per_s", "round trips/s", "{:.0f}")]
 
 
 def snapshots(run: Path) -> list[Path]:
@@ -64,7 +64,21 @@ def measure(run: Path, units: list[bytes], byte_lm: EntropyModel | None) -> list
               file=sys.stderr)
     if rows:  # the architecture's cost: the same for every snapshot of a run
         rows[-1]["mflops_per_byte"] = training_flops_per_byte(model.codec, units[:64]) / 1e6
+        rows[-1]["units_per_s"] = round_trips_per_second(model.codec, units)
     return rows
+
+
+@torch.inference_mode()
+def round_trips_per_second(codec, units: list[bytes], repeats: int = 3) -> float:
+    """Units encoded and greedily decoded per second (the fastest of ``repeats`` passes over the sample)."""
+    import time
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        codec.decode(codec.encode(units))
+        times.append(time.perf_counter() - start)
+    return len(units) / min(times)
 
 
 def per_second(record: dict) -> float:

@@ -109,9 +109,9 @@ def test_minilm_codec_refuses_a_wrong_dimension_a_bad_model_and_changed_weights(
     with pytest.raises(CodecUnavailable, match="not a sentence-transformers model directory"):
         SentenceTransformerCodec(SentenceTransformerCodecConfig(model=str(tmp_path)))
     with pytest.raises(ValueError, match="bad 'sentence_transformer' codec config"):
-        build_codec({"kind": "sentence_transformer", "modle": MINILM}, None, TINY_DECODER)
+        build_codec({"kind": "sentence_transformer", "modle": MINILM}, None, TINY_DECODER, 384)
     with pytest.raises(ValueError, match="'kind' one of"):
-        build_codec({"kind": "laser"}, None, TINY_DECODER)
+        build_codec({"kind": "laser"}, None, TINY_DECODER, 384)
     monkeypatch.setattr(st_codec, "MINILM_WEIGHTS_SHA256", "0" * 64)
     with pytest.raises(CodecUnavailable, match="not the pinned"):
         st_codec.model_path(MINILM)
@@ -121,14 +121,14 @@ def test_sonar_codec_is_refused_with_the_install_path_when_absent():
     if importlib.util.find_spec("sonar") is not None:
         pytest.skip("sonar-space is installed: test_sonar_codec_round_trip covers it")
     with pytest.raises(CodecUnavailable, match="separate environment|own environment"):
-        build_codec({"kind": "sonar"}, None, None)
+        build_codec({"kind": "sonar"}, None, None, 1024)
     with pytest.raises(Exception, match="SONAR"):
         tiny_module(model={"codec": {"kind": "sonar"}, "concept_dim": 1024})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sonar") is None, reason="sonar-space and its weights are not here")
 def test_sonar_codec_round_trip():
-    codec = build_codec({"kind": "sonar"}, None, None)
+    codec = build_codec({"kind": "sonar"}, None, None, 1024)
     codec.fit_normalizer(SENTENCES)
     concepts = codec.encode(SENTENCES[:2])
     assert concepts.shape == (2, 1024)
@@ -181,7 +181,7 @@ def fake_sonar(monkeypatch):
 
 
 def test_sonar_codec_normalises_and_decodes_through_sonar(fake_sonar):
-    codec = build_codec({"kind": "sonar"}, None, None)
+    codec = build_codec({"kind": "sonar"}, None, None, 1024)
     assert isinstance(codec, ConceptCodec) and codec.dim == 1024 and codec.decoder is None
     codec.fit_normalizer(SENTENCES)
     concepts = codec.encode(SENTENCES)
@@ -255,11 +255,10 @@ def test_minilm_tiny_is_tiny_with_frozen_minilm_concepts_and_multimodal_tiny_is_
         return yaml.safe_load((configs / f"{name}.yaml").read_text())["model"]["init_args"]
 
     tiny, minilm, multimodal = init_args("tiny"), init_args("minilm-tiny"), init_args("multimodal-tiny")
-    # the benchmark's premise: the same core, segmenter, decoder (but its input width) and training knobs
-    assert all(minilm["model"][k] == tiny["model"][k] for k in ("core", "segmenter", "decoder"))
-    assert minilm["model"]["concept_dim"] == 384 and tiny["model"]["concept_dim"] == 256
-    assert minilm["stages"] == tiny["stages"] and minilm["optim"] == tiny["optim"]
-    assert minilm["loss"]["concept_noise"] == tiny["loss"]["concept_noise"]
+    # the benchmark's premise: the same core, segmenter and optimiser on another concept space
+    assert all(minilm["model"][k] == tiny["model"][k] for k in ("core", "segmenter"))
+    assert minilm["model"]["concept_dim"] == 384 and tiny["model"]["concept_dim"] == 1024
+    assert minilm["optim"] == tiny["optim"]
     module = instantiate(ByteLCMModule, minilm)
     assert module.model.codec.dim == 384 and module.model.num_params()["encoder"] == 0
     mm = instantiate(ByteLCMModule, multimodal)

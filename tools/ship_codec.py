@@ -37,8 +37,8 @@ RUN = REPO / "runs" / "ship-codec"
 PREPARED = REPO / "runs" / "prepared" / "ship-codec-128"
 UNIT_BYTES = 128
 FP16_TOLERANCE = 0.002  # exact-match share fp16 weights may cost before fp32 is kept
-NOISE = (0.1, 0.2, 0.5)
-WRAPPED_PERCENT = 10  # en and multilingual documents that also appear hard-wrapped  # latent noise the report decodes under (unit-RMS latents)
+NOISE = (0.1, 0.2, 0.5)  # σ of the Gaussian noise decoded under, relative to the unit-RMS latents
+WRAPPED_PERCENT = 10  # en and multilingual documents that also appear hard-wrapped
 
 
 def wrap(text: str, width: int = 72) -> str:
@@ -117,7 +117,8 @@ def held_out_sets(max_units: int) -> dict[str, list[bytes]]:
     segment = make_segmenter("sentence", UNIT_BYTES).split
     by_source: dict[str, list[bytes]] = {}
     for record in corpus_records("valid"):
-        name = record["source"] if record["source"].startswith(("parallel/", "wrapped/")) else record["id"].split("/")[0]
+        source = record["source"]
+        name = source if source.startswith(("parallel/", "wrapped/")) else record["id"].split("/")[0]
         by_source.setdefault(f"{name}/valid", []).extend(segment(record["text"].encode()))
     rng = random.Random(0)
     sets = {name: rng.sample(units, min(max_units, len(units))) for name, units in sorted(by_source.items())}
@@ -178,7 +179,8 @@ def cmd_package(args) -> int:
     summary = {"en/valid": shipped["en/valid"]["exact"], "multilingual/valid": shipped["multilingual/valid"]["exact"],
                "parallel/valid mean over locales": sum(shipped[n]["exact"] for n in locales) / len(locales),
                "en/valid σ=0.2 / clean": shipped["en/valid"]["exact_sigma_0.2"] / shipped["en/valid"]["exact"]}
-    report = {"export": str(args.export), "dtype": dtype, "fp16_cost_exact": cost, "params": sum(p.numel() for p in codec.parameters()),
+    report = {"export": str(args.export), "dtype": dtype, "fp16_cost_exact": cost,
+              "params": sum(p.numel() for p in codec.parameters()),
               "config": {"concept_dim": codec.dim, **vars(codec.config)}, "summary": summary, "sets": shipped,
               "fp32": rows["fp32"], "pinned": pins, "machine": f"{platform.node()} {platform.platform()}",
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
