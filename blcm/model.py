@@ -1,7 +1,7 @@
 """ByteLCM: segmenter + byte concept codec + concept core, the whole model behind `blcm generate`.
 
-    document bytes -> units (segmenter) -> concepts (ByteConceptEncoder) -> next concept (core)
-    -> bytes of the next unit (ByteConceptDecoder) -> re-encoded and appended -> ... -> EOD
+    document bytes -> units (segmenter) -> concepts (the codec's encoder) -> next concept (core)
+    -> bytes of the next unit (the codec's decoder) -> re-encoded and appended -> ... -> EOD
 
 The end of a document is a unit of its own, the one-id unit [EOD], so it has a concept like any
 sentence; generation stops when the predicted concept comes within ``eod_threshold`` cosine of it.
@@ -71,9 +71,11 @@ class ByteLCMConfig:
     Args:
         concept_dim: the dimension of a concept.
         segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 256}.
-        codec: the concept space, named by its ``kind``: byte (the encoder below, trained jointly; None means
-            this), sentence_transformer (frozen; the decoder below learns its space) or sonar: a
-            bridges.codec.CodecConfig, or its dict ({kind: sonar, batch_size: 16}).
+        codec: the concept space, named by its ``kind``: chunk (bridges/chunk_codec.py, what the shipped configs
+            use, started from the shipped codec by ``init_codec_from``), byte (the autoregressive codec of the
+            encoder and decoder below; None means this, so older exports load unchanged), sentence_transformer
+            (frozen; the decoder below learns its space) or sonar: a bridges.codec.CodecConfig, or its dict
+            ({kind: sonar, batch_size: 16}).
         encoder: the byte concept encoder (bridges.byte_codec).
         decoder: the byte concept decoder (bridges.byte_decoder).
         core: one of the four concept cores' configs, named by its ``variant`` (two_tower, one_tower, base,
@@ -112,7 +114,8 @@ class ByteLCMConfig:
 
     @property
     def own_encoder(self) -> bool:
-        """The codec's encoder is a part of this model (trained here), not a frozen package's."""
+        """The codec's encoder is this model's own parameters (trainable, or frozen by ``freeze_codec``), not an
+        external package's (MiniLM, SONAR)."""
         return self.codec_kind in ("byte", "chunk")
 
     @classmethod
@@ -144,7 +147,7 @@ class ByteLCM(Exportable, nn.Module):
         self.core = build_model(config.core or default_core(config.concept_dim))
         # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
         self.segmenter = build_segmenter(config.segmenter)
-        capacity = getattr(config.codec, "max_bytes", None)  # the chunk codec's fixed width
+        capacity = config.codec.max_bytes if isinstance(config.codec, ChunkCodecConfig) else None  # fixed width
         if capacity is not None and self.segmenter.max_bytes > capacity:
             raise ValueError(f"the segmenter cuts units of up to {self.segmenter.max_bytes} bytes, but the "
                              f"{config.codec_kind!r} codec holds {capacity}: set segmenter.max_bytes <= {capacity}")

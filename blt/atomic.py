@@ -14,6 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces ``path`` when the block ends without an error (else it
@@ -23,6 +32,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~UMASK)  # mkstemp makes it private; what it becomes is readable like any new file
     try:
         yield tmp
         os.replace(tmp, path)
@@ -38,6 +48,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~UMASK)  # mkdtemp makes it private; what it becomes is shared like any new directory
     try:
         yield tmp
         if path.exists():  # a directory cannot be renamed over a non-empty one: move the old one aside first

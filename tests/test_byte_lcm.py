@@ -18,7 +18,7 @@ from blcm.data.units import UnitDataModule
 from blcm.errors import ConfigError
 from blcm.lightning import ByteLCMModule, EntropyLMModule
 from blcm.lightning.config import instantiate
-from blcm.model import QUANTIZER_BATCHES, ByteLCM
+from blcm.model import QUANTIZER_BATCHES, ByteLCM, ByteLCMConfig
 from concept_core.interface import Sampling
 
 
@@ -201,6 +201,20 @@ def test_the_next_byte_baseline_matches_tiny_in_parameters():
         tiny = sum(instantiate(ByteLCMModule, init_args("tiny")).model.num_params().values())
         baseline = instantiate(EntropyLMModule, init_args("bytegpt-tiny")).model.num_params()
     assert abs(baseline - tiny) / tiny < 0.01, (baseline, tiny)
+
+
+def test_data_cut_longer_than_a_chunk_codec_holds_is_refused_at_fit_start(prepared):
+    from blcm.errors import ConfigError
+
+    model = {"concept_dim": 64, "segmenter": {"kind": "sentence", "max_bytes": 32},
+             "codec": {"kind": "chunk", "max_bytes": 32, "chunk_bytes": 8, "byte_dim": 8, "hidden": 32},
+             "core": {"variant": "base", "model_dim": 32, "n_layers": 1, "n_heads": 2}}
+    module = ByteLCMModule(ByteLCMConfig(**model), init_entropy_from=None)
+    dm = UnitDataModule(str(prepared), max_units=6, batch_size=4, val_windows=0)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    with pytest.raises(ConfigError, match="--max-unit-bytes 32"):
+        trainer.fit(module, dm)
 
 
 def test_a_segmenter_mismatch_between_data_and_model_is_a_warning(prepared):

@@ -1,6 +1,6 @@
 """The chunk codec: shapes and latent normalisation, the end class and the cap, decoding that cuts at the
 first non-byte id (hypothesis, over any bytes), a tiny codec that learns to reconstruct its units, and the
-codec inside a ByteLCM (losses, export round trip, the segmenter's cap)."""
+codec inside a ByteLCM (losses, export round trip, where its codec may come from, the segmenter's cap)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blcm.data.units import collate_units
+from blcm.errors import ConfigError
 from blcm.model import ByteLCM, ByteLCMConfig
 from blt.ids import EOD, EOS, OFFSET, VOCAB_SIZE, encode, pad_batch
 from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
@@ -102,15 +103,6 @@ def test_max_unit_bytes_caps_what_decoding_returns():
     assert codec.decode(torch.zeros(1, 64)) == [b"z" * 20]
 
 
-def test_a_cut_inside_a_utf8_character_stays_lossless():
-    text = ("é" * 40 + "。" * 30 + "🙂" * 10).encode()  # 2-, 3- and 4-byte characters, no sentence end
-    units = [text[i : i + 32] for i in range(0, len(text), 32)]  # fixed cuts, blind to characters
-    assert any(u[:1] and 0x80 <= u[0] < 0xC0 for u in units)  # some unit starts inside a character
-    codec = small_codec().eval()
-    codec.decoder.logits = lambda concepts: perfect_logits(units, 32)
-    assert b"".join(codec.decode(codec.encode(units))) == text
-
-
 def test_a_tiny_codec_learns_to_reconstruct_its_units():
     codec = small_codec(hidden=128).train()
     ids, lengths = pad_batch(UNITS)
@@ -164,6 +156,15 @@ def test_a_byte_lcm_on_the_chunk_codec_trains_exports_and_takes_a_codec(tmp_path
     assert torch.equal(model.codec.encode(UNITS), trained.encode(UNITS))
     with pytest.raises(ValueError, match="make the model's codec config match"):
         model.load_codec(small_codec(hidden=32))
+
+
+def test_a_codec_comes_from_one_place_and_frozen_needs_a_trained_one():
+    from blcm.lightning.byte_lcm import ByteLCMModule, build_model
+
+    with pytest.raises(ValueError, match="leave init_codec_from unset"):
+        build_model(chunk_lcm_config(), None, init_from="runs/x/export", init_codec_from="shipped")
+    with pytest.raises(ConfigError, match="freeze_codec keeps a trained"):
+        ByteLCMModule(chunk_lcm_config(), init_entropy_from=None, freeze_codec=True)
 
 
 def test_the_segmenter_cap_must_fit_the_codec():

@@ -74,6 +74,29 @@ def test_the_examples_round_trip_exactly(codec):
     assert decoded == units and b"".join(decoded) == SAMPLE.read_bytes()
 
 
+def test_cuts_inside_a_utf8_character_stay_lossless(codec):
+    text = ("é" * 90 + "。" * 60 + "ж" * 90).encode()
+    units = [text[i : i + 127] for i in range(0, len(text), 127)]  # odd cuts: units start and end mid-character
+    assert any(0x80 <= u[0] < 0xC0 for u in units[1:])
+    assert b"".join(codec.decode(codec.encode(units))) == text
+
+
+def test_write_pins_rewrites_an_empty_or_a_filled_pin_table(tmp_path):
+    from blt.pretrained import pin_files, write_pins
+
+    module = tmp_path / "module.py"
+    module.write_text('"""Doc."""\nPINNED = {\n}\n\n\ndef f():\n    return {}\n')
+    pins = pin_files(SHIPPED_CODEC, ["config.json"])
+    write_pins(module, pins)
+    write_pins(module, pins)  # a filled table is rewritten in place, nothing after it touched
+    namespace: dict = {}
+    exec(module.read_text(), namespace)
+    assert namespace["PINNED"] == pins == {"config.json": PINNED["config.json"]} and namespace["f"]() == {}
+    module.write_text("nothing = 1\n")
+    with pytest.raises(ValueError, match="no PINNED"):
+        write_pins(module, pins)
+
+
 def test_encode_decode_and_reconstruct_use_the_shipped_codec_without_a_model(tmp_path, capsys):
     concepts = tmp_path / "concepts.npy"
     assert main(["encode", str(SAMPLE), "--out", str(concepts)]) == 0

@@ -25,8 +25,10 @@ from blcm.plotting import log_entropy_figure
 from blt.ids import pad_batch
 from blt.patching import ENTROPY_MODES
 from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model
+from bridges.chunk_codec import ChunkConceptCodec
 from bridges.frozen_codec import FrozenConceptCodec
 from bridges.pretrained import load_codec
+from bridges.segment import build_segmenter
 from concept_core.metrics import teacher_forced_predictions
 
 
@@ -129,6 +131,10 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         if isinstance(codec, FrozenConceptCodec) and not codec.ready:  # the same seed, so every rank fits the same
             codec.fit_normalizer(train_set.sample_units(self.hparams.normalizer_units, seed=0))
         data_segmenter = read_prepared(directory)["settings"]["segmenter"]
+        capacity = self.model.codec.config.max_bytes if isinstance(self.model.codec, ChunkConceptCodec) else None
+        if capacity is not None and build_segmenter(data_segmenter).max_bytes > capacity:
+            raise ConfigError(f"{directory} holds units of up to {build_segmenter(data_segmenter).max_bytes} bytes, "
+                              f"more than the chunk codec's {capacity}: prepare it with --max-unit-bytes {capacity}")
         if data_segmenter != self.model.segmenter.to_config():
             rank_zero_warn(f"{directory} was prepared with segmenter {data_segmenter}, but the model segments "
                            f"with {self.model.segmenter.to_config()} at inference: set model.segmenter to match")
@@ -244,7 +250,9 @@ def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from:
         raise ValueError("init_from brings its own codec: leave init_codec_from unset")
     uses_entropy = config.codec_kind == "byte" and config.encoder.patching in ENTROPY_MODES
     if init_entropy_from is not None and init_entropy_from != SHIPPED_NAME and not uses_entropy:
-        raise ValueError(f"init_entropy_from is set, but {config.encoder.patching!r} patching uses no entropy model")
+        kind = config.codec_kind
+        what = f"{config.encoder.patching!r} patching" if kind == "byte" else f"the {kind} codec"
+        raise ValueError(f"init_entropy_from is set, but {what} uses no entropy model")
     # init_from brings its own entropy model and thresholds
     wanted = uses_entropy and init_entropy_from is not None and init_from is None
     pretrained = load_entropy_model(init_entropy_from) if wanted else None

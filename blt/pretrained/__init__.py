@@ -104,11 +104,11 @@ def pin_files(directory: Path, names: list[str]) -> dict[str, tuple[int, str]]:
 def write_pins(module: Path, pins: dict[str, tuple[int, str]]) -> None:
     """Rewrite the ``PINNED = {...}`` literal of a Python module (the tools that ship weights call this)."""
     body = "".join(f'    "{n}": ({size}, "{sha}"),\n' for n, (size, sha) in pins.items())
-    text, count = re.subn(r"PINNED = \{\n.*?\}\n", lambda _: "PINNED = {\n" + body + "}\n", module.read_text(),
+    text, count = re.subn(r"PINNED = \{\s*(\n.*?)?\}\n", lambda _: "PINNED = {\n" + body + "}\n", module.read_text(),
                           count=1, flags=re.S)
     if count != 1:
         raise ValueError(f"{module} has no PINNED = {{...}} literal to rewrite")
-    module.write_text(text)
+    atomic_write(module, text)
 
 
 def load_shipped_entropy_model(map_location: str = "cpu") -> tuple[EntropyModel, ModalityThresholds]:

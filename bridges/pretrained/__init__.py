@@ -47,4 +47,4 @@ def load_codec(source: str | os.PathLike = SHIPPED_NAME, map_location: str = "cp
         codec.load_state_dict({k: v.float() for k, v in state.items()})
     except (FileNotFoundError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise PretrainedError(f"{directory}: not a chunk codec export ({e})") from None
-    return codec.eval()
+    return (codec if str(map_location) == "cpu" else codec.to(map_location)).eval()  # cpu: meta stays meta
