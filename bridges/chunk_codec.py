@@ -131,11 +131,15 @@ class ChunkDecoder(nn.Module):
         self.position = nn.Parameter(torch.randn(c.chunk_bytes, c.byte_dim))
         self.head = nn.Sequential(nn.LayerNorm(c.byte_dim), nn.Linear(c.byte_dim, VOCAB_SIZE))
 
+    def chunk_logits(self, latents: torch.Tensor) -> torch.Tensor:
+        """Chunk latents (N, k) -> logits over ids at each of the chunk's byte positions (N, S, V)."""
+        x = rearrange(self.mlp(latents), "n (s e) -> n s e", s=self.config.chunk_bytes) + self.position
+        return self.head(x)
+
     def logits(self, concepts: torch.Tensor) -> torch.Tensor:
         """Concepts (U, d) -> logits over ids at every byte position (U, max_bytes, V)."""
-        latents = rearrange(concepts, "u (c k) -> u c k", k=self.latent_dim)
-        x = rearrange(self.mlp(latents), "u c (s e) -> u c s e", s=self.config.chunk_bytes) + self.position
-        return rearrange(self.head(x), "u c s v -> u (c s) v")
+        latents = rearrange(concepts, "u (c k) -> (u c) k", k=self.latent_dim)
+        return rearrange(self.chunk_logits(latents), "(u c) s v -> u (c s) v", u=len(concepts))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> DecoderScores:
         """Scores of each unit given its concept: ids (U, L), lengths (U,), concepts (U, d) -> DecoderScores.
@@ -156,10 +160,20 @@ class ChunkDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> list[bytes]:
-        """Concepts (U, d) -> U units: every position drawn at once, the unit cut at its first non-byte id."""
-        logits = self.logits(concepts)  # (U, T, V)
-        ids = sample_next(rearrange(logits, "u t v -> (u t) v"), temperature, top_k, generator)
-        ids = rearrange(ids, "(u t) -> u t", u=len(concepts))
+        """Concepts (U, d) -> U units, cut at their first non-byte id. Chunks are drawn in order, each for the
+        units that have not ended yet (every byte of a chunk at once): a unit costs the chunks it fills."""
+        c = self.config
+        latents = rearrange(concepts, "u (c k) -> u c k", k=self.latent_dim)
+        ids = torch.full((len(concepts), c.chunks, c.chunk_bytes), PAD, dtype=torch.long, device=concepts.device)
+        active = torch.arange(len(concepts), device=concepts.device)  # the units still open
+        for chunk in range(c.chunks):
+            logits = rearrange(self.chunk_logits(latents[active, chunk]), "a s v -> (a s) v")
+            drawn = rearrange(sample_next(logits, temperature, top_k, generator), "(a s) -> a s", s=c.chunk_bytes)
+            ids[active, chunk] = drawn
+            active = active[(drawn >= OFFSET).all(1)]  # a unit ends in the chunk of its first non-byte id
+            if len(active) == 0:
+                break
+        ids = rearrange(ids, "u c s -> u (c s)")
         ends = torch.where(ids < OFFSET, torch.arange(ids.shape[1], device=ids.device), ids.shape[1]).min(1).values
         return [decode(row[:end]) for row, end in zip(ids, ends.tolist(), strict=True)]
 

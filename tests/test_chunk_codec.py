@@ -35,6 +35,17 @@ def perfect_logits(units: list[bytes], width: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(ids, VOCAB_SIZE).float()
 
 
+def predicting(codec: ChunkConceptCodec, logits: torch.Tensor) -> torch.Tensor:
+    """Make the decoder predict ``logits`` (U, max_bytes, V) and return the U concepts that ask for them: every
+    chunk latent holds its unit's index and its chunk's, which the patched ``chunk_logits`` reads back."""
+    chunks, k = codec.config.chunks, codec.decoder.latent_dim
+    per_chunk = logits.view(len(logits), chunks, codec.config.chunk_bytes, -1)
+    codec.decoder.chunk_logits = lambda latents: per_chunk[latents[:, 0].long(), latents[:, 1].long()]
+    concepts = torch.zeros(len(logits), chunks, k)
+    concepts[:, :, 0], concepts[:, :, 1] = torch.arange(len(logits))[:, None], torch.arange(chunks)
+    return concepts.flatten(1)
+
+
 def test_codec_implements_the_protocol_with_layer_normed_latents():
     codec = small_codec().eval()
     assert isinstance(codec, ConceptCodec) and codec.dim == 64 and codec.ready and codec.entropy_model is None
@@ -71,8 +82,7 @@ def test_bad_configs_and_units_are_refused():
 @given(st.lists(st.binary(min_size=1, max_size=32), min_size=1, max_size=6))
 def test_decoding_and_scores_follow_the_argmax_up_to_the_first_end(units):
     codec = small_codec().eval()
-    codec.decoder.logits = lambda concepts: perfect_logits(units, 32)
-    concepts = torch.zeros(len(units), 64)
+    concepts = predicting(codec, perfect_logits(units, 32))
     assert codec.decode(concepts) == units
     ids, lengths = pad_batch(units)
     scores = codec.decoder(ids, lengths, concepts)
@@ -82,7 +92,7 @@ def test_decoding_and_scores_follow_the_argmax_up_to_the_first_end(units):
     wrong = perfect_logits(units, 32)
     position = lengths.clamp(max=31) // 2
     wrong[torch.arange(len(units)), position] = wrong[torch.arange(len(units)), position].roll(1, -1)
-    codec.decoder.logits = lambda concepts: wrong
+    predicting(codec, wrong)
     worse = codec.decoder(ids, lengths, concepts)
     assert worse.exact.tolist() == [0.0] * len(units)
     assert (worse.correct == scores.correct - 1).all() and (worse.nats > scores.nats).all()
@@ -92,15 +102,23 @@ def test_the_end_of_document_unit_decodes_to_no_bytes():
     codec = small_codec().eval()
     logits = perfect_logits([b"ignored"], 32)
     logits[0, 0] = torch.nn.functional.one_hot(torch.tensor(EOD), VOCAB_SIZE).float()
-    codec.decoder.logits = lambda concepts: logits
-    assert codec.decode(torch.zeros(1, 64)) == [b""]
+    assert codec.decode(predicting(codec, logits)) == [b""]
 
 
 def test_max_unit_bytes_caps_what_decoding_returns():
     codec = small_codec().eval()
-    codec.decoder.logits = lambda concepts: perfect_logits([b"z" * 32], 32)
+    concepts = predicting(codec, perfect_logits([b"z" * 32], 32))
     codec.max_unit_bytes = 20
-    assert codec.decode(torch.zeros(1, 64)) == [b"z" * 20]
+    assert codec.decode(concepts) == [b"z" * 20]
+
+
+def test_decoding_chunk_by_chunk_equals_cutting_the_full_argmax():
+    codec = small_codec().eval()
+    concepts = 3 * torch.randn(64, 64, generator=torch.Generator().manual_seed(0))  # far out: early and late ends
+    ids = codec.decoder.logits(concepts).argmax(-1)  # (64, 32): every position, no chunk skipped
+    ends = [next((t for t, i in enumerate(row.tolist()) if i < OFFSET), len(row)) for row in ids]
+    expected = [bytes(i - OFFSET for i in row[:end].tolist()) for row, end in zip(ids, ends, strict=True)]
+    assert codec.decode(concepts) == expected and len(set(map(len, expected))) > 1
 
 
 def test_a_tiny_codec_learns_to_reconstruct_its_units():

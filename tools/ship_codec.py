@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(run=cmd_train)
     p = commands.add_parser("package", help="measure the trained codec and ship its weights")
     p.add_argument("--export", type=Path, default=RUN / "export", help="the trained ByteLCM export")
-    p.add_argument("--units", type=int, default=2000, help="units scored per held-out set (parallel: per locale)")
+    p.add_argument("--units", type=int, default=100_000,
+                   help="at most this many units scored per held-out set, a seeded sample (default: all)")
     p.set_defaults(run=cmd_package)
     args = parser.parse_args(argv)
     return args.run(args)

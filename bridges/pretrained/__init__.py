@@ -23,7 +23,7 @@ EXPORT_KIND = "ChunkCodec"
 # name -> (bytes, SHA-256); written by tools/ship_codec.py package.
 PINNED = {
     "config.json": (287, "70bb8d5ee55aa2b9e910bd1e24693d48212c2e8b52729bd6211e22962573f033"),
-    "model.safetensors": (2402256, "baee86b0f78fbee8e4d7d6263b17965128dfe927802564a174550fff338edfd7"),
+    "model.safetensors": (2402256, "b586ddd2b277410ec9d5243e7d7a5a960cb393ee3724c76f6e0c4d58de881396"),
 }
 
 
