@@ -34,16 +34,24 @@ from bridges.pretrained import load_codec  # noqa: E402
 SHARED_VALID = REPO.parent / "shared" / "data" / "en" / "valid.jsonl.gz"
 
 
-def sample_units(n: int) -> tuple[list[bytes], str]:
-    """``n`` sentence units of at most 128 bytes, and where they came from."""
+def sample_units(n: int, source: Path | None = None) -> tuple[list[bytes], str]:
+    """``n`` sentence units of at most 128 bytes (the first ones of ``source``, repeated if it is short; by
+    default en/valid, else examples/sample.txt), and where they came from."""
     from blcm.data.documents import iter_documents
 
     segment = make_segmenter("sentence", 128).split
-    source = SHARED_VALID if SHARED_VALID.is_file() else REPO / "examples" / "sample.txt"
+    if source is None:
+        source = SHARED_VALID if SHARED_VALID.is_file() else REPO / "examples" / "sample.txt"
     units: list[bytes] = []
-    while len(units) < n:
-        units += [u for doc in iter_documents([str(source)]) for u in segment(doc)]
-    return units[:n], str(source.relative_to(REPO.parent) if source == SHARED_VALID else source.relative_to(REPO))
+    for doc in iter_documents([str(source)]):
+        units += segment(doc)
+        if len(units) >= n:
+            break
+    if not units:
+        raise SystemExit(f"{source}: no units")
+    units = (units * -(-n // len(units)))[:n]
+    return units, str(source.relative_to(REPO.parent) if source == SHARED_VALID else
+                      source.relative_to(REPO) if source.is_relative_to(REPO) else source)
 
 
 def autoregressive_codec():
@@ -112,6 +120,8 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, default=512, help="units timed (default 512)")
+    parser.add_argument("--input", type=Path, help="a text or JSONL(.gz) file whose sentences are timed (default "
+                        "../shared/data/en/valid.jsonl.gz if present, else examples/sample.txt)")
     parser.add_argument("--batch-size", type=int, default=128, help="units a batch (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -120,14 +130,17 @@ def main() -> None:
     if min(args.units, args.batch_size, args.repeats, args.threads) < 1:
         parser.error("--units, --batch-size, --repeats and --threads must be >= 1")
     torch.set_num_threads(args.threads)
-    units, source = sample_units(args.units)
+    if args.input is not None and not args.input.is_file():
+        parser.error(f"--input {args.input} is not a file")
+    units, source = sample_units(args.units, args.input)
     rows = measure(units, args.batch_size, args.repeats)
     table = markdown(rows)
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {**vars(args), "source": source, "mean_unit_bytes": sum(map(len, units)) / len(units),
-                "machine": platform.platform(), "torch": torch.__version__}
+    settings = {**vars(args), "input": args.input and str(args.input), "source": source,
+                "mean_unit_bytes": sum(map(len, units)) / len(units), "machine": platform.platform(),
+                "torch": torch.__version__}
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".md").write_text(table + "\n")
     print(f"wrote {out}.md and .json")

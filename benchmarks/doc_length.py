@@ -48,7 +48,7 @@ def measure(data: str, config_path: str, units: int, steps: int, threads: int | 
     if len(full) < steps + 1:
         raise SystemExit(f"{data} has {len(full)} windows of {units} units; {steps + 1} are needed")
     batches = [collate_units([dataset[i]]) for i in full[: steps + 1]]
-    module.model.codec.encoder.calibrate(batches[0].units, batches[0].unit_lengths)
+    # A codec that needs calibrating (an entropy threshold) is calibrated by losses() on the warm-up batch.
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     loaded = rss_mib()
     times = []

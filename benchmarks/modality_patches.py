@@ -33,13 +33,14 @@ from blt.ids import pad_batch  # noqa: E402
 from bridges.byte_codec import modality_index  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
-FOLDERS = {"wav": SHARED / "bytes" / "speech-en", "png": SHARED / "bytes" / "images"}
+FOLDERS = {"wav": Path("bytes") / "speech-en", "png": Path("bytes") / "images"}  # under --data
 
 
-def held_out_documents(modality: str) -> list[bytes]:
+def held_out_documents(modality: str, data: Path = SHARED) -> list[bytes]:
     if modality == "text":
-        return [d.text for d in iter_records([str(SHARED / "en" / "valid.jsonl.gz")])]
-    return [p.read_bytes() for p in sorted(FOLDERS[modality].glob(f"*.{modality}")) if in_valid_split(p.name, 10)]
+        return [d.text for d in iter_records([str(data / "en" / "valid.jsonl.gz")])]
+    files = sorted((data / FOLDERS[modality]).glob(f"*.{modality}"))
+    return [p.read_bytes() for p in files if in_valid_split(p.name, 10)]
 
 
 def sample_units(model: ByteLCM, docs: list[bytes], n: int, seed: int = 0) -> list[bytes]:
@@ -73,13 +74,18 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="an exported ByteLCM")
     p.add_argument("--units", type=int, default=256, help="held-out units per modality (default 256)")
-    p.add_argument("--modalities", nargs="+", default=["text", "wav", "png"])
+    p.add_argument("--modalities", nargs="+", default=["text", "wav", "png"], choices=["text", "wav", "png"],
+                   help="the modalities measured (default: all three)")
+    p.add_argument("--data", type=Path, default=SHARED, help="the folder holding en/valid.jsonl.gz, "
+                   "bytes/speech-en/*.wav and bytes/images/*.png (default ../shared/data)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "modality-patches.json")
     args = p.parse_args(argv)
-    if not SHARED.is_dir():
-        sys.exit(f"{SHARED} is missing: the held-out files come from the shared corpora")
+    if not args.data.is_dir():
+        sys.exit(f"{args.data} is missing: the held-out files come from the shared corpora (see --data)")
     torch.manual_seed(0)
-    docs = {m: held_out_documents(m) for m in args.modalities}
+    docs = {m: held_out_documents(m, args.data) for m in args.modalities}
+    if empty := [m for m, found in docs.items() if not found]:
+        sys.exit(f"{args.data}: no held-out documents of {', '.join(empty)}")
     rows = []
     for spec in args.model:
         name, _, directory = spec.partition("=")

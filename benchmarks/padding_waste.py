@@ -13,6 +13,8 @@ plus the padding of the windows' unit counts (``doc_mask``, what the concept cor
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -37,7 +39,9 @@ def main() -> None:
     parser.add_argument("--split", default="train")
     parser.add_argument("--max-units", type=int, default=16)
     parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--out", type=Path, help="also write the shares as JSON to this file (default: print only)")
     args = parser.parse_args()
+    results = []
     for d in args.dirs:
         ds = PreparedUnits(d, args.split, max_units=args.max_units)
         floor = waste(ds, [[i] for i in range(len(ds))])[0]
@@ -51,7 +55,14 @@ def main() -> None:
             for name, batches in rows.items():
                 units_pad, doc_pad = waste(ds, batches)
                 print(f"| {name} | {units_pad:.1f}% | {doc_pad:.1f}% |")
+                results.append({"dir": d, "split": args.split, "windows": len(ds), "max_units": args.max_units,
+                                "batch_size": b, "batches": name, "units_pad_percent": units_pad,
+                                "doc_mask_pad_percent": doc_pad, "floor_percent": floor})
             print(f"| floor: each window padded alone | {floor:.1f}% | 0.0% |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"settings": {**vars(args), "out": str(args.out)}, "rows": results}, indent=2))
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ the machine's speed hits both alike:
   and that as a share of the fp32 GEMM throughput measured in the same run;
 - generation: bytes/s continuing real documents (ByteLCM: concept by concept, Two-Tower sampling with
   20 steps and no guidance as `blcm eval`, each unit decoded greedily with a KV cache; ByteGPT: byte
-  by byte with a KV cache, as many bytes as ByteLCM produced, at least 64).
+  by byte with a KV cache, as many bytes as ByteLCM produced, at least 64 and at most its context - 1).
 
 ByteLCM trains on windows of its prepared units (joint stage: encoder + core + decoder); ByteGPT on
 the same documents' bytes as rows of its context. Writes benchmarks/out/paradigms.json.
@@ -109,8 +109,6 @@ def main() -> None:
         rows = byte_rows(windows, lm_rows, lm_width)
         return rows, int((rows[:, 1:] >= OFFSET).sum())
 
-    first, _ = lcm_batch()
-    lcm.model.codec.encoder.calibrate(first.units, first.unit_lengths)
     optimizers = {"ByteLCM": torch.optim.AdamW(lcm.parameters(), lr=1e-4),
                   "ByteGPT": torch.optim.AdamW(lm.parameters(), lr=1e-4)}
     losses = {"ByteLCM": lambda b: sum(lcm.losses(b, "joint").values()), "ByteGPT": lambda b: lm.model.loss(b)}
@@ -163,7 +161,8 @@ def main() -> None:
         generated["ByteLCM"][0] += len(out)
         generated["ByteLCM"][1] += time.perf_counter() - start
         start = time.perf_counter()
-        out_lm = lm_model.generate(prompt, max_new_bytes=max(len(out), 64), stop_at_end=False)
+        budget = min(max(len(out), 64), lm_model.config.context - 1)  # generate() stays within the context
+        out_lm = lm_model.generate(prompt, max_new_bytes=budget, stop_at_end=False)
         generated["ByteGPT"][0] += len(out_lm)
         generated["ByteGPT"][1] += time.perf_counter() - start
     generation = {name: {"bytes": n, "seconds": s, "bytes_per_s": n / s if s else float("nan")}

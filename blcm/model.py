@@ -1,12 +1,14 @@
 """ByteLCM: segmenter + byte concept codec + concept core, the whole model behind `blcm generate`.
 
-    document bytes -> units (segmenter) -> concepts (the codec's encoder) -> next concept (core)
-    -> bytes of the next unit (the codec's decoder) -> re-encoded and appended -> ... -> EOD
+    document bytes -> units (segmenter) -> concepts (the codec's encoder) -> next concepts (core, KV-cached)
+    -> bytes of every new unit at once (the codec's decoder)
 
 The end of a document is a unit of its own, the one-id unit [EOD], so it has a concept like any
 sentence; generation stops when the predicted concept comes within ``eod_threshold`` cosine of it.
-Each generated unit is decoded to bytes and then re-encoded, so the core's context always holds
-concepts of real byte strings (not its own unprojected samples).
+Generation plans, then decodes: the core appends its own samples to its context until EOD or the limit,
+and the whole continuation is decoded in one batched pass. ``reencode=True`` instead decodes each
+concept as it comes and re-encodes the unit into the context, so the context holds only concepts of
+real byte strings, at a decode and an encode per unit.
 """
 
 from __future__ import annotations
@@ -227,16 +229,18 @@ class ByteLCM(Exportable, nn.Module):
 
     def iter_generate(self, prompt: bytes, max_units: int = 16, sampling: Sampling | None = None,
                       seed: int | None = None, eod_threshold: float = 0.9, temperature: float = 0.0,
-                      top_k: int | None = None) -> Iterator[bytes]:
-        """The units that continue ``prompt``, one at a time, until EOD or ``max_units`` (an iterator; the
-        arguments are checked here, before the first unit is asked for)."""
+                      top_k: int | None = None, reencode: bool = False) -> Iterator[bytes]:
+        """The units that continue ``prompt``, one at a time, until EOD, an empty unit or ``max_units`` (an
+        iterator; the arguments are checked here, before the first unit is asked for). ``reencode``: decode and
+        re-encode each unit before the next concept (see the module docstring); default: plan, then decode."""
         if not prompt:
             raise ValueError("the prompt is empty: give at least one byte to continue")
         if max_units < 1:
             raise ValueError(f"max_units must be >= 1, got {max_units}")
         sampling = sampling or Sampling()
         self.check_sampling(sampling)
-        return self._generate_units(prompt, max_units, sampling, seed, eod_threshold, temperature, top_k)
+        generate = self._reencoded_units if reencode else self._planned_units
+        return generate(prompt, max_units, sampling, seed, eod_threshold, temperature, top_k)
 
     def check_sampling(self, sampling: Sampling) -> None:
         steps = getattr(self.core.config, "num_train_timesteps", None)
@@ -245,7 +249,23 @@ class ByteLCM(Exportable, nn.Module):
                              f"got {sampling.steps}")
 
     @torch.no_grad()
-    def _generate_units(self, prompt, max_units, sampling, seed, eod_threshold, temperature, top_k) -> Iterator[bytes]:
+    def _planned_units(self, prompt, max_units, sampling, seed, eod_threshold, temperature, top_k) -> Iterator[bytes]:
+        """concept_core's generation loop on the core's own samples (one KV-cache extension per concept), then
+        one decode of the whole plan; the units are handed out up to the first empty one."""
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        steps = iter_steps(self.core, self.encode(prompt)[None], max_new=max_units, sampling=sampling,
+                           generator=generator, stop=StopRule(self.codec.eod_concept(), eod_threshold, None))
+        plan = [step.concepts for step in steps if step.kept[0]]  # each (1, d)
+        if not plan:
+            return
+        for unit in self.codec.decode(torch.cat(plan), temperature, top_k, generator):
+            if not unit:
+                return
+            yield unit
+
+    @torch.no_grad()
+    def _reencoded_units(self, prompt, max_units, sampling, seed, eod_threshold, temperature,
+                         top_k) -> Iterator[bytes]:
         """concept_core's generation loop, with hooks: each concept is decoded to a unit (an empty one
         stops), and the unit's own concept, not the sample, extends the context."""
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None

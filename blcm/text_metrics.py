@@ -47,6 +47,19 @@ def byte_accuracy(predicted: bytes, true: bytes) -> float:
     return sum(a == b for a, b in zip(predicted, true, strict=False)) / longest
 
 
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def vocabulary(texts: Sequence[bytes]) -> set[str]:
+    """Every word (as ``words`` finds them) of some texts."""
+    return {w for t in texts for w in words(t.decode("utf-8", errors="replace"))}
+
+
 def as_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 

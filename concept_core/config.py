@@ -1,4 +1,4 @@
-"""Build any of the four LCMs from a small YAML/dict config; print a config's parameter count.
+"""Build any of the five LCMs from a small YAML/dict config; print a config's parameter count.
 
     {"variant": "two_tower", "dim": 256, "model_dim": 2048, ...}   # the fields of that variant's config class
 
@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 
 from concept_core.base import BaseLCM, BaseLCMConfig
+from concept_core.energy import EnergyLCM, EnergyLCMConfig
 from concept_core.interface import ConceptModel
 from concept_core.one_tower import OneTowerLCM, OneTowerLCMConfig
 from concept_core.quant import QuantizedLCM, QuantizedLCMConfig
 from concept_core.two_tower import TwoTowerLCM, TwoTowerLCMConfig
 
-CoreConfig = TwoTowerLCMConfig | OneTowerLCMConfig | BaseLCMConfig | QuantizedLCMConfig
+CoreConfig = TwoTowerLCMConfig | OneTowerLCMConfig | BaseLCMConfig | QuantizedLCMConfig | EnergyLCMConfig
 MODELS = {TwoTowerLCMConfig: TwoTowerLCM, OneTowerLCMConfig: OneTowerLCM, BaseLCMConfig: BaseLCM,
-          QuantizedLCMConfig: QuantizedLCM}
+          QuantizedLCMConfig: QuantizedLCM, EnergyLCMConfig: EnergyLCM}
 VARIANTS = {config.variant: config for config in MODELS}  # "two_tower" -> TwoTowerLCMConfig, ...
 DEFAULT_VARIANT = "two_tower"
 

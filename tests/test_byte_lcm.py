@@ -67,12 +67,13 @@ def test_each_stage_has_its_losses(prepared):
     assert abs(terms["reconstruction"].item() - math.log(260)) < 1.0  # an untrained decoder is near uniform
 
 
-@pytest.mark.parametrize("variant", ["base", "one_tower", "two_tower", "quant"])
+@pytest.mark.parametrize("variant", ["base", "one_tower", "two_tower", "quant", "energy"])
 def test_every_core_variant_trains_jointly(prepared, variant):
     core = {"variant": variant, "model_dim": 32, "n_heads": 2, "n_layers": 1, "context_layers": 1,
-            "denoiser_layers": 1, "num_codebooks": 2, "codebook_size": 4}
+            "denoiser_layers": 1, "num_codebooks": 2, "codebook_size": 4, "head_layers": 1}
     fields = {"base": ("n_layers",), "one_tower": ("n_layers",), "two_tower": ("context_layers", "denoiser_layers"),
-              "quant": ("n_layers", "num_codebooks", "codebook_size")}[variant]
+              "quant": ("n_layers", "num_codebooks", "codebook_size"),
+              "energy": ("context_layers", "head_layers")}[variant]
     core = {k: v for k, v in core.items() if k in ("variant", "model_dim", "n_heads", *fields)}
     # zero-initialised outputs: only targets carry a gradient into the encoder on step one
     module = tiny_module(model={"core": core}, loss={"detach_core_targets": False})
@@ -164,6 +165,25 @@ def test_generate_yields_at_most_max_units_and_is_seeded(fitted):
     assert list(model.iter_generate(b"The cat sat on the mat. ", seed=1, **kwargs)) == units
     with pytest.raises(ValueError, match="empty"):
         model.generate(b"")
+
+
+def test_generation_plans_then_decodes_in_one_pass(fitted, monkeypatch):
+    """Default: the core's samples extend its context and the whole plan is decoded by one call; --reencode:
+    one decode and one encode per unit."""
+    model = ByteLCM.from_pretrained(fitted[1] / "export")
+    decoded, encoded = [], []
+    decode, encode = model.codec.decode, model.codec.encode
+    monkeypatch.setattr(model.codec, "decode", lambda c, *a, **k: decoded.append(len(c)) or decode(c, *a, **k))
+    monkeypatch.setattr(model.codec, "encode", lambda u, *a, **k: encoded.append(len(u)) or encode(u, *a, **k))
+    kwargs = {"max_units": 3, "sampling": Sampling(steps=3), "eod_threshold": 1.1}  # never stops at EOD
+    prompt = b"The cat sat on the mat. "
+    planned = list(model.iter_generate(prompt, seed=1, **kwargs))
+    assert decoded == [3] and encoded == [len(model.units(prompt))]  # the prompt's units only
+    assert 1 <= len(planned) <= 3 and all(planned)
+    decoded.clear(), encoded.clear()
+    reencoded = list(model.iter_generate(prompt, seed=1, reencode=True, **kwargs))
+    assert decoded == [1] * len(decoded) and len(decoded) >= len(reencoded)
+    assert encoded[1:] == [1] * (len(encoded) - 1)  # after the prompt, one unit at a time
 
 
 def test_a_nan_loss_stops_training_naming_step_and_term(prepared):

@@ -49,7 +49,8 @@ def test_loss_targets_route_gradients(variant):
     small = {"base": {"model_dim": 32, "n_layers": 1},
              "one_tower": {"model_dim": 32, "n_layers": 1},
              "two_tower": {"model_dim": 32, "context_layers": 1, "denoiser_layers": 1},
-             "quant": {"model_dim": 32, "n_layers": 1, "num_codebooks": 2, "codebook_size": 4}}[variant]
+             "quant": {"model_dim": 32, "n_layers": 1, "num_codebooks": 2, "codebook_size": 4},
+             "energy": {"model_dim": 32, "context_layers": 1, "head_layers": 1}}[variant]
     model = build_model({"variant": variant, "dim": 8, **small}).eval()
     if variant == "quant":
         model.fit_quantizer(torch.randn(64, 8))

@@ -1,4 +1,4 @@
-"""The four cores behave alike at the edges: a batch with no next-concept pair has loss 0 (with a
+"""The five cores behave alike at the edges: a batch with no next-concept pair has loss 0 (with a
 graph), padding (NaN included) never matters, and bad inputs raise ConceptInputError."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ VARIANTS = {
     "one_tower": {"n_layers": 1},
     "two_tower": {"context_layers": 1, "denoiser_layers": 1},
     "quant": {"n_layers": 1, "codebook_size": 16},
+    "energy": {"context_layers": 1, "head_layers": 1},
 }
 SAMPLING = Sampling(steps=3, temperature=0.0)
 

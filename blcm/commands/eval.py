@@ -29,6 +29,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 part = value[key] if isinstance(value, dict) else getattr(value, key)
                 parser.add_argument(flag, type=type(part), default=part, help=help.format(default=shown(part)))
             continue
+        if isinstance(value, bool):
+            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true", **options)
+            continue
         if isinstance(value, tuple):
             options["nargs"] = "+"
         default = 0 if value is None else list(value) if isinstance(value, tuple) else value
@@ -79,6 +82,7 @@ def cmd_eval(args) -> int:
 
     from blcm.data.pairs import read_pairs
     from blcm.eval import evaluate, json_ready, log_tensorboard, read_documents, read_parallel, render_markdown
+    from blcm.text_metrics import vocabulary
     from blt.entropy import EntropyModel
 
     if args.threads:
@@ -98,15 +102,17 @@ def cmd_eval(args) -> int:
         raise CLIError(f"--byte-lm {args.byte_lm} is a ByteLCM; give an exported byte LM (EntropyModel)")
     try:
         documents = read_documents(args.data, settings.max_docs, args.text_field, args.group_by)
+        words = (vocabulary(d.text for d in read_documents(args.vocabulary, None, args.text_field))
+                 if args.vocabulary else None)
         parallel = read_parallel(args.parallel, settings.parallel_max) if args.parallel else None
         if args.pairs:
             read_pairs(args.pairs)  # a bad directory fails now, not after the other sections
         result = evaluate(model, documents, settings, byte_lm=byte_lm, parallel=parallel,
-                          progress=not args.no_progress, pairs=args.pairs)
+                          progress=not args.no_progress, pairs=args.pairs, vocabulary=words)
     except (DataError, ValueError) as e:
         raise CLIError(str(e)) from None
     result["inputs"] = {"model": args.model, "data": args.data, "byte_lm": args.byte_lm, "parallel": args.parallel,
-                        "pairs": args.pairs}
+                        "pairs": args.pairs, "vocabulary": args.vocabulary}
     report = render_markdown(result)
     try:
         atomic_write(out, json.dumps(json_ready(result), indent=2, allow_nan=False))

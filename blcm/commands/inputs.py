@@ -44,11 +44,3 @@ def read_bytes(path: str) -> bytes:
         raise CLIError(f"{path}: no such file") from None
     except OSError as e:
         raise CLIError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def is_text(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True

@@ -1,5 +1,10 @@
-"""Generation: continue documents from their first k units; ROUGE-L against the true next units, REP-4 and
-OVL-3 (word n-grams, blcm.text_metrics), and the same for the true text as a reference."""
+"""Generation: continue documents from their first k units and score the continuation against the true next units.
+
+Per continuation: ROUGE-L against its own truth and against the next document's (their difference, the
+prompt-relevance gap, is about 0 when every prompt gets the same text), REP-4 and OVL-3 (word n-grams,
+blcm.text_metrics), whether it is valid UTF-8, the share of its words found in a vocabulary (when one is
+given), and its bits per byte given the prompt under an independent byte LM; the same for the true text.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,16 @@ from collections.abc import Callable
 
 from blcm.eval.aggregate import by_source, nanmean
 from blcm.eval.inputs import EvalDocument
+from blcm.eval.likelihood import unit_log_probs
 from blcm.eval.progress import Timer
 from blcm.eval.settings import EvalSettings
-from blcm.text_metrics import overlap, repetition, rouge_l
+from blcm.text_metrics import is_utf8, overlap, repetition, rouge_l, words
+from blt.entropy import EntropyModel
 
 
 def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocument], settings: EvalSettings,
-               speed: dict, progress) -> dict:
+               speed: dict, progress, byte_lm: EntropyModel | None = None,
+               vocabulary: set[str] | None = None) -> dict:
     """Continue each document from its first k units; ``generate(prompt, true_continuation) -> bytes``."""
     k, m = settings.prompt_units, settings.continuation_units
     chosen = [d for d in docs if len(d.units) > k][: settings.generation_docs]
@@ -28,21 +36,51 @@ def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocumen
     if not rows:
         return {}
     speed["generated_bytes_per_s"] = generated_bytes / timer.seconds if timer.seconds else math.nan
-    for r, score in zip(rows, rouge_l([r["generated"] for r in rows], [r["reference"] for r in rows]), strict=True):
-        r["rouge_l"] = score
+    generated, references = [r["generated"] for r in rows], [r["reference"] for r in rows]
+    others = references[1:] + references[:1]  # another prompt's truth: the next document's
+    for r, own, other in zip(rows, rouge_l(generated, references), rouge_l(generated, others), strict=True):
+        r["rouge_l"], r["rouge_l_other"] = own, other if len(rows) > 1 else math.nan
+    if byte_lm is not None:
+        for key in ("generated", "reference"):
+            score_nats(byte_lm, rows, key, settings.mi_context)
 
     def aggregate(group: list[dict]) -> dict:
         text = [{key: r[key].decode("utf-8", errors="replace") for key in ("prompt", "reference", "generated")}
                 for r in group]
-        return {"documents": len(group), "rouge_l": nanmean(r["rouge_l"] for r in group),
-                "rep4": nanmean(repetition(t["generated"], 4) for t in text),
-                "ovl3": nanmean(overlap(t["generated"], t["prompt"], 3) for t in text),
-                "reference_rep4": nanmean(repetition(t["reference"], 4) for t in text),
-                "reference_ovl3": nanmean(overlap(t["reference"], t["prompt"], 3) for t in text),
-                "generated_bytes": sum(len(r["generated"]) for r in group),
-                "reference_bytes": sum(len(r["reference"]) for r in group)}
+        result = {"documents": len(group), "rouge_l": nanmean(r["rouge_l"] for r in group),
+                  "rouge_l_other": nanmean(r["rouge_l_other"] for r in group),
+                  "rep4": nanmean(repetition(t["generated"], 4) for t in text),
+                  "ovl3": nanmean(overlap(t["generated"], t["prompt"], 3) for t in text),
+                  "utf8": sum(is_utf8(r["generated"]) for r in group) / len(group),
+                  "reference_rep4": nanmean(repetition(t["reference"], 4) for t in text),
+                  "reference_ovl3": nanmean(overlap(t["reference"], t["prompt"], 3) for t in text),
+                  "generated_bytes": sum(len(r["generated"]) for r in group),
+                  "reference_bytes": sum(len(r["reference"]) for r in group)}
+        result["relevance_gap"] = result["rouge_l"] - result["rouge_l_other"]
+        if vocabulary is not None:
+            for key, prefix in (("generated", ""), ("reference", "reference_")):
+                tokens = [w for t in text for w in words(t[key])]
+                result[prefix + "in_vocabulary"] = (sum(w in vocabulary for w in tokens) / len(tokens) if tokens
+                                                    else math.nan)
+        if byte_lm is not None:
+            for key, prefix in (("generated", ""), ("reference", "reference_")):
+                scored = [r for r in group if r[key]]
+                nbytes = sum(len(r[key]) for r in scored)
+                result[prefix + "byte_lm_bpb"] = (sum(r[key + "_nats"] for r in scored) / nbytes / math.log(2)
+                                                  if nbytes else math.nan)
+        return result
 
     result = by_source(rows, aggregate)
     result["examples"] = [{key: r[key].decode("utf-8", errors="replace") for key in ("prompt", "generated",
-                                                                                     "reference")} for r in rows[:3]]
+                                                                                     "reference")} for r in rows[:5]]
     return result
+
+
+def score_nats(byte_lm: EntropyModel, rows: list[dict], key: str, context_bytes: int, batch_size: int = 16) -> None:
+    """Set ``row[key + "_nats"]``: -log p(row[key] | the prompt's last ``context_bytes`` bytes) under the byte LM."""
+    scored = [r for r in rows if r[key]]
+    for i in range(0, len(scored), batch_size):
+        block = scored[i : i + batch_size]
+        logp = unit_log_probs(byte_lm, [r["prompt"][-context_bytes:] for r in block], [r[key] for r in block])
+        for r, lp in zip(block, logp, strict=True):
+            r[key + "_nats"] = -lp

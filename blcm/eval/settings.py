@@ -31,6 +31,8 @@ class EvalSettings:
     continuation_units: int = setting(4, "generation: units generated and compared (default {default}; a byte LM "
                                       "generates as many bytes as the true ones)")
     generation_docs: int = setting(16, "documents continued (default {default})")
+    reencode: bool = setting(False, "generation: decode and re-encode every unit before the next concept (default: "
+                             "plan the continuation's concepts, then decode them in one pass)")
     sampling: Sampling = setting(factory=lambda: Sampling(steps=20, guidance_scale=1.0), parts={
         "steps": ("--steps", "diffusion sampling steps (default {default})"),
         "guidance_scale": ("--guidance", "classifier-free guidance scale (1 = off; default {default})")})

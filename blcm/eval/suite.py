@@ -18,16 +18,20 @@ from blcm.eval.reconstruction import reconstruction
 from blcm.eval.search import crosslingual, retrieval
 from blcm.eval.settings import EvalSettings
 from blt.entropy import EXPORT_KIND, EntropyModel
+from blt.pretrained import load_shipped_entropy_model
 from bridges.modality import sniff
 from bridges.segment import build_segmenter
 
 
 @torch.no_grad()
 def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: EntropyModel | None = None,
-             parallel: list[dict[str, str]] | None = None, progress: bool = True, pairs: str | None = None) -> dict:
+             parallel: list[dict[str, str]] | None = None, progress: bool = True, pairs: str | None = None,
+             vocabulary: set[str] | None = None) -> dict:
     """Every section that applies to ``model`` (a ByteLCM, or an EntropyModel as a next-byte baseline).
     ``byte_lm`` scores MI and a byte LM's next-unit bits per byte for a ByteLCM (default for MI: the
-    encoder's own entropy model); ``pairs`` a directory of paired files and transcripts (retrieval)."""
+    encoder's own entropy model) and the generated text (default: the shipped entropy model, the same for
+    both kinds of model); ``pairs`` a directory of paired files and transcripts (retrieval); ``vocabulary``
+    the words generated words are looked up in."""
     from blcm.model import ByteLCM
 
     bar = progress_bar if progress else no_progress_bar
@@ -68,7 +72,7 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
 
         def continue_document(prompt: bytes, reference: bytes) -> bytes:
             return model.generate(prompt, max_units=settings.continuation_units, sampling=settings.sampling,
-                                  seed=settings.seed, temperature=settings.temperature)
+                                  seed=settings.seed, temperature=settings.temperature, reencode=settings.reencode)
     else:
         result["model"] = {"type": EXPORT_KIND, "parameters": {"byte_lm": model.num_params()}}
         result["next_unit_bpb"] = timed("next_unit_bpb", byte_lm_bits_per_byte, model, docs)
@@ -78,7 +82,10 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         def continue_document(prompt: bytes, reference: bytes) -> bytes:
             budget = max(1, min(len(reference), model.config.context - 2))  # as many bytes as the true continuation
             return model.generate(prompt, max_new_bytes=budget, temperature=settings.temperature, generator=generator)
-    result["generation"] = timed("generation", generation, continue_document, docs, settings, speed, bar)
+    judge = byte_lm if byte_lm is not None else load_shipped_entropy_model()[0]
+    result["generation_byte_lm"] = "given" if byte_lm is not None else "the shipped entropy model"
+    result["generation"] = timed("generation", generation, continue_document, docs, settings, speed, bar, judge,
+                                 vocabulary)
     if parallel and isinstance(model, ByteLCM):
         result["crosslingual"] = timed("crosslingual", crosslingual, model, parallel, bar)
     if pairs is not None and isinstance(model, ByteLCM):
