@@ -1,4 +1,4 @@
-"""Concept-generation speed of the four LCM variants on this machine.
+"""Concept-generation speed of the five LCM variants on this machine.
 
 For each variant (tiny config, random weights: speed does not depend on the weights):
   * concepts/s when generating a batch of documents (Two-Tower / One-Tower with --steps DDIM steps);
@@ -28,7 +28,7 @@ from concept_core.generate import generate
 from concept_core.interface import Sampling
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "one_tower", "two_tower", "quant")
+VARIANTS = ("base", "one_tower", "two_tower", "quant", "energy")
 
 
 def tiny_config(variant: str) -> dict:
@@ -36,6 +36,8 @@ def tiny_config(variant: str) -> dict:
     tt = load_config(REPO / "configs" / "core" / "two-tower-tiny.yaml")
     common = dict(dim=tt["dim"], model_dim=tt["model_dim"], n_heads=tt["n_heads"])
     layers = tt["context_layers"] + tt["denoiser_layers"]
+    if variant == "energy":  # the same contextualizer; the head in place of the denoiser
+        return dict(variant=variant, context_layers=tt["context_layers"], head_layers=tt["denoiser_layers"], **common)
     return tt if variant == "two_tower" else dict(variant=variant, n_layers=layers, **common)
 
 
