@@ -216,7 +216,8 @@ def check_concept_spaces(r: dict) -> None:
 def check_core_generation(r: dict) -> None:
     results = has(r, "torch", "threads", "args", "results")["results"]
     variants = [e["variant"] for e in results]
-    assert len(set(variants)) == len(variants) and set(variants) >= {"base", "one_tower", "two_tower", "quant", "energy"}
+    assert len(set(variants)) == len(variants)
+    assert set(variants) >= {"base", "one_tower", "two_tower", "quant", "energy"}
     for e in results:
         has(e, "params", "concepts_per_s_best", "concepts_per_s_median", "per_context")
         assert e["params"] > 0 and e["concepts_per_s_best"] > 0

@@ -11,7 +11,7 @@ import torch
 from blcm.eval import EvalDocument, EvalSettings
 from blcm.eval.generation import generation
 from blcm.eval.likelihood import unit_log_probs
-from blcm.text_metrics import vocabulary
+from blcm.text_metrics import rouge_l, vocabulary
 from blt.entropy import EntropyModel, EntropyModelConfig
 
 DOCS = [EvalDocument("toy", [f"Prompt {i} begins here.".encode(), f" Then {word} follows {i}.".encode()])
@@ -34,6 +34,16 @@ def test_an_oracle_has_a_positive_gap_and_one_text_for_every_prompt_has_none():
     # The same continuation whatever the prompt: scored against a permutation of the same truths, gap 0.
     same = scored(lambda prompt, truth: b" Then engines follows 2.")
     assert same["rouge_l"] > 0 and same["relevance_gap"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_continuations_alike_across_prompts_say_the_prompt_is_ignored():
+    same = scored(lambda prompt, truth: b" Then engines follows 2.")
+    assert same["rouge_l_alike"] == pytest.approx(1.0)
+    oracle = scored(lambda prompt, truth: truth)
+    truths = [d.units[1] for d in DOCS]
+    expected = sum(rouge_l(truths, truths[1:] + truths[:1])) / len(truths)
+    assert oracle["rouge_l_alike"] == pytest.approx(expected) == pytest.approx(oracle["reference_rouge_l_alike"])
+    assert oracle["rouge_l_alike"] < 1.0
 
 
 def test_utf8_share_and_vocabulary_share():

@@ -260,6 +260,9 @@ def test_prediction_metrics_equal_a_direct_computation(tiny_lcm, corpus):
     assert overall["predictions"] == len(tf.pred) == sum(len(d.units) - 1 for d in docs)
     assert overall["l2"] == pytest.approx(float(l2(tf.pred, tf.target).mean()), rel=1e-5)
     assert overall["copy_l2"] == pytest.approx(float(l2(tf.previous, tf.target).mean()), rel=1e-5)
+    centre = torch.stack([concepts[sum(len(d.units) for d in docs[:b]) + k]
+                          for b, k in zip(tf.doc.tolist(), tf.position.tolist(), strict=True)]).mean(0)
+    assert overall["mean_l2"] == pytest.approx(float((tf.target - centre).norm(dim=1).mean()), rel=1e-5)
     assert overall["ca"] == pytest.approx(float(contrastive_accuracy(tf.pred, tf.target, doc_ids=tf.doc).nanmean()))
     targets = [d.units[k] for d, k in zip([docs[b] for b in tf.doc.tolist()], tf.position.tolist(), strict=True)]
     scores = tiny_lcm.codec.decoder(*pad_batch(targets), tf.pred)

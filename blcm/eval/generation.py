@@ -1,9 +1,11 @@
 """Generation: continue documents from their first k units and score the continuation against the true next units.
 
 Per continuation: ROUGE-L against its own truth and against the next document's (their difference, the
-prompt-relevance gap, is about 0 when every prompt gets the same text), REP-4 and OVL-3 (word n-grams,
-blcm.text_metrics), whether it is valid UTF-8, the share of its words found in a vocabulary (when one is
-given), and its bits per byte given the prompt under an independent byte LM; the same for the true text.
+prompt-relevance gap, is about 0 when every prompt gets the same text), ROUGE-L against the next document's
+continuation (about 1 when the core ignores its prompt; the true texts' is the reference), REP-4 and OVL-3
+(word n-grams, blcm.text_metrics), whether it is valid UTF-8, the share of its words found in a vocabulary
+(when one is given), and its bits per byte given the prompt under an independent byte LM; the same for the
+true text.
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocumen
     speed["generated_bytes_per_s"] = generated_bytes / timer.seconds if timer.seconds else math.nan
     generated, references = [r["generated"] for r in rows], [r["reference"] for r in rows]
     others = references[1:] + references[:1]  # another prompt's truth: the next document's
-    for r, own, other in zip(rows, rouge_l(generated, references), rouge_l(generated, others), strict=True):
-        r["rouge_l"], r["rouge_l_other"] = own, other if len(rows) > 1 else math.nan
+    alike, reference_alike = rouge_l(generated, generated[1:] + generated[:1]), rouge_l(references, others)
+    for r, own, other, same, reference_same in zip(rows, rouge_l(generated, references), rouge_l(generated, others),
+                                                   alike, reference_alike, strict=True):
+        several = len(rows) > 1
+        r["rouge_l"], r["rouge_l_other"] = own, other if several else math.nan
+        r["rouge_l_alike"], r["reference_rouge_l_alike"] = (same, reference_same) if several else (math.nan,) * 2
     if byte_lm is not None:
         for key in ("generated", "reference"):
             score_nats(byte_lm, rows, key, settings.mi_context)
@@ -49,6 +55,8 @@ def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocumen
                 for r in group]
         result = {"documents": len(group), "rouge_l": nanmean(r["rouge_l"] for r in group),
                   "rouge_l_other": nanmean(r["rouge_l_other"] for r in group),
+                  "rouge_l_alike": nanmean(r["rouge_l_alike"] for r in group),
+                  "reference_rouge_l_alike": nanmean(r["reference_rouge_l_alike"] for r in group),
                   "rep4": nanmean(repetition(t["generated"], 4) for t in text),
                   "ovl3": nanmean(overlap(t["generated"], t["prompt"], 3) for t in text),
                   "utf8": sum(is_utf8(r["generated"]) for r in group) / len(group),

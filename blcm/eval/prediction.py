@@ -65,7 +65,7 @@ def prediction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings
 
     def aggregate(group: list[dict]) -> dict:
         out = {name: nanmean(r[name] for r in group)
-               for name in ("l2", "round_trip_l2", "ca", "mi", "copy_l2", "copy_ca")}
+               for name in ("l2", "round_trip_l2", "ca", "mi", "copy_l2", "copy_ca", "mean_l2")}
         # PAR of the set: per-item ratios explode where the truth's best context cosine is near 0.
         par = nanmean(r["pred_cos"] for r in group) / nanmean(r["true_cos"] for r in group)
         return {"predictions": len(group), **out, "par": par,
@@ -76,12 +76,14 @@ def prediction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings
 
 
 def concept_scores(tf: TeacherForced, sequences: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per prediction (P,): l2 and CA of ĉ and of the copy-last prediction, and the best context cosine of ĉ and
-    of c (PAR's numerator and denominator) among the concepts before it."""
+    """Per prediction (P,): l2 and CA of ĉ and of the copy-last prediction, l2 of the mean target (the best
+    constant prediction: where consecutive concepts are no closer than random ones it beats copy-last), and
+    the best context cosine of ĉ and of c (PAR's numerator and denominator) among the concepts before it."""
     prefix = mask[tf.doc] & (torch.arange(mask.shape[1], device=mask.device) < tf.position[:, None])  # (P, N)
     return {"l2": l2(tf.pred, tf.target).cpu(), "copy_l2": l2(tf.previous, tf.target).cpu(),
             "ca": pooled_contrastive_accuracy(tf.pred, tf.target, tf.doc).cpu(),
             "copy_ca": pooled_contrastive_accuracy(tf.previous, tf.target, tf.doc).cpu(),
+            "mean_l2": l2(tf.target.mean(0, keepdim=True), tf.target).cpu(),
             "pred_cos": context_cosine(tf.pred, sequences[tf.doc], prefix).cpu(),
             "true_cos": context_cosine(tf.target, sequences[tf.doc], prefix).cpu()}
 
