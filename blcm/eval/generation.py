@@ -40,12 +40,13 @@ def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocumen
     speed["generated_bytes_per_s"] = generated_bytes / timer.seconds if timer.seconds else math.nan
     generated, references = [r["generated"] for r in rows], [r["reference"] for r in rows]
     others = references[1:] + references[:1]  # another prompt's truth: the next document's
-    alike, reference_alike = rouge_l(generated, generated[1:] + generated[:1]), rouge_l(references, others)
-    for r, own, other, same, reference_same in zip(rows, rouge_l(generated, references), rouge_l(generated, others),
-                                                   alike, reference_alike, strict=True):
-        several = len(rows) > 1
-        r["rouge_l"], r["rouge_l_other"] = own, other if several else math.nan
-        r["rouge_l_alike"], r["reference_rouge_l_alike"] = (same, reference_same) if several else (math.nan,) * 2
+    pairs = {"rouge_l_other": (generated, others), "rouge_l_alike": (generated, generated[1:] + generated[:1]),
+             "reference_rouge_l_alike": (references, others)}  # each against the next document's
+    for name, (texts, against) in pairs.items():  # with one prompt there is no other to compare with
+        for r, score in zip(rows, rouge_l(texts, against) if len(rows) > 1 else [math.nan] * len(rows), strict=True):
+            r[name] = score
+    for r, own in zip(rows, rouge_l(generated, references), strict=True):
+        r["rouge_l"] = own
     if byte_lm is not None:
         for key in ("generated", "reference"):
             score_nats(byte_lm, rows, key, settings.mi_context)

@@ -76,8 +76,9 @@ def prediction(model, docs: list[EvalDocument], concepts: torch.Tensor, settings
 
 
 def concept_scores(tf: TeacherForced, sequences: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per prediction (P,): l2 and CA of ĉ and of the copy-last prediction, l2 of the mean target (the best
-    constant prediction: where consecutive concepts are no closer than random ones it beats copy-last), and
+    """Per prediction (P,): l2 and CA of ĉ and of the copy-last prediction, l2 of the mean target (a constant
+    prediction that knows the evaluated set's centre: where consecutive concepts are no closer than random
+    ones it beats copy-last), and
     the best context cosine of ĉ and of c (PAR's numerator and denominator) among the concepts before it."""
     prefix = mask[tf.doc] & (torch.arange(mask.shape[1], device=mask.device) < tf.position[:, None])  # (P, N)
     return {"l2": l2(tf.pred, tf.target).cpu(), "copy_l2": l2(tf.previous, tf.target).cpu(),
