@@ -157,7 +157,7 @@ def main() -> None:
     p.add_argument("--segment", type=int, default=0, help="segment routing: query/slot k <-> bytes [kS, (k+1)S)")
     p.add_argument("--pos-std", type=float, default=1.0, help="init std of the learned positions (bytes: 1.0)")
     p.add_argument("--init-std", type=float, help="re-initialise every linear, embedding and position table "
-                   "N(0, std), as blt.transformer.init_weights does with 0.02 (default: torch's own init)")
+                   "N(0, std), as primitives.transformer.init_weights does with 0.02 (default: torch's own init)")
     p.add_argument("--batch", type=int, default=32, help="units per step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--minutes", type=float, default=12)

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from blt.atomic import atomic_file
+from primitives.atomic import atomic_file
 
 
 class CheckpointOnTrainEnd(L.Callback):

@@ -25,7 +25,6 @@ from torch import nn
 from blcm.batch import UnitBatch
 from blcm.errors import ConfigError
 from blcm.objective import LossConfig, Stage
-from blt.export import Exportable
 from blt.pretrained import SHIPPED_NAME
 from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
@@ -40,6 +39,7 @@ from concept_core.generate import StopRule, iter_steps
 from concept_core.interface import Sampling
 from concept_core.quant import QuantizedLCM
 from concept_core.two_tower import TwoTowerLCMConfig
+from primitives.export import Exportable
 
 EXPORT_KIND = "ByteLCM"
 DEFAULT_SEGMENTER = {"kind": "sentence", "max_bytes": 256}

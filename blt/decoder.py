@@ -17,10 +17,11 @@ import torch
 from einops import repeat
 from torch import nn
 
-from blt.attention import AttentionMask
 from blt.ids import BOS, EOS, PAD, VOCAB_SIZE
-from blt.sampling import sample_next
-from blt.transformer import Block, KVCache, LearnedPositions, LocalStackConfig, init_weights
+from blt.local_stack import LearnedPositions, LocalStackConfig
+from primitives.attention import AttentionMask
+from primitives.sampling import sample_next
+from primitives.transformer import Block, KVCache, init_weights
 
 
 @dataclass

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from blt.attention import AttentionMask
 from blt.hashing import HashNgramEmbedding
 from blt.ids import VOCAB_SIZE
-from blt.transformer import Attention, Block, LearnedPositions, LocalStackConfig, SwiGLU, init_weights
+from blt.local_stack import LearnedPositions, LocalStackConfig
+from primitives.attention import AttentionMask
+from primitives.transformer import Attention, Block, SwiGLU, init_weights
 
 
 @dataclass

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from blt.attention import AttentionMask
-from blt.export import Exportable
 from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE
-from blt.sampling import sample_next
-from blt.transformer import Block, KVCache, init_weights
+from primitives.attention import AttentionMask
+from primitives.export import Exportable
+from primitives.sampling import sample_next
+from primitives.transformer import Block, KVCache, init_weights
 
 MAX_ENTROPY = math.log(VOCAB_SIZE)  # nats, a uniform distribution over the 260 ids
 

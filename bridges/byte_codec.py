@@ -31,16 +31,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from blt.attention import AttentionMask
 from blt.encoder import LocalEncoder, LocalEncoderConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import BOS, EOD, EOS, PAD, decode, pad_batch
 from blt.patching import Patcher, Patches
 from blt.pretrained import ModalityThresholds
-from blt.transformer import Attention, Block, init_weights
 from bridges.byte_decoder import ByteConceptDecoder, ByteConceptDecoderConfig
 from bridges.length_chunks import by_length
 from bridges.modality import MODALITIES, sniff
+from primitives.attention import AttentionMask
+from primitives.transformer import Attention, Block, init_weights
 
 CALIBRATION_BYTES = 1024  # a modality's bytes in a calibration batch before it gets a threshold of its own
 
@@ -93,10 +93,10 @@ class ByteConceptEncoderConfig:
         ngram_sizes: the n of the hash n-gram embeddings added to each byte's ([]: none).
         hash_table_size: rows of each n-gram hash table.
         init_std: the initialisation of every layer but the entropy model's: None keeps torch's own (unit-scale
-            embeddings, kaiming-uniform linears), 0.02 is GPT-2's (blt.transformer.init_weights), which learned
+            embeddings, kaiming-uniform linears), 0.02 is GPT-2's (primitives.transformer.init_weights), which learned
             slower here.
         chunk_tokens: padded bytes per length chunk.
-        backend: the attention backend (blt.attention).
+        backend: the attention backend (primitives.attention).
     """
 
     concept_dim: int = 256

@@ -16,8 +16,8 @@ from torch import nn
 
 from blt.decoder import LocalDecoder, LocalDecoderConfig
 from blt.ids import BOS, EOS, OFFSET, PAD, decode
-from blt.transformer import init_weights
 from bridges.length_chunks import by_length
+from primitives.transformer import init_weights
 
 
 class DecoderScores(NamedTuple):
@@ -45,7 +45,7 @@ class ByteConceptDecoderConfig:
         input_mask: training only: this share of teacher-forced input bytes is hidden (word dropout).
         init_std: as the encoder's.
         chunk_tokens: padded bytes per length chunk.
-        backend: the attention backend (blt.attention).
+        backend: the attention backend (primitives.attention).
     """
 
     concept_dim: int = 256

@@ -30,8 +30,8 @@ from torch import nn
 
 from blt.hashing import HashNgramEmbedding
 from blt.ids import EOD, EOS, OFFSET, PAD, VOCAB_SIZE, decode, pad_batch
-from blt.sampling import sample_next
 from bridges.byte_decoder import DecoderScores
+from primitives.sampling import sample_next
 
 
 @dataclass(frozen=True)

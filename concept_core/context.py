@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from blt.transformer import KVCache
 from concept_core.interface import (
     ConceptInputError,
     ConceptModel,
@@ -24,6 +23,7 @@ from concept_core.interface import (
     check_left_aligned,
 )
 from concept_core.layers import CausalTransformer, sinusoidal
+from primitives.transformer import KVCache
 
 
 @dataclass

@@ -18,10 +18,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from blt.transformer import SwiGLU
 from concept_core.context import ContextConfig, ContextState, ContextualizedModel
 from concept_core.interface import Sampling
 from concept_core.pairs import next_concept_pairs
+from primitives.transformer import SwiGLU
 
 DISTANCE_EPS = 1e-8  # keeps the norm's gradient finite where two draws coincide
 

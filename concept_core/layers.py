@@ -1,7 +1,7 @@
 """Transformer pieces for the concept models: a causal transformer with a KV cache, sinusoidal
 position and timestep embeddings, and the AdaLN-modulated denoiser block of the Two-Tower LCM.
 
-Attention, SwiGLU, the pre-norm block and the KV cache come from ``blt.transformer``, one of the leaf
+Attention, SwiGLU, the pre-norm block and the KV cache come from ``primitives.transformer``, one of the leaf
 modules of blt that concept_core may import (tests/test_dependencies.py); the cores use them without RoPE (their
 positions are added to the inputs) and with dense boolean masks on the sdpa backend.
 """
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from blt.transformer import Attention, Block, KVCache, SwiGLU
+from primitives.transformer import Attention, Block, KVCache, SwiGLU
 
 BACKEND = "sdpa"  # dense boolean masks; the same kernel on CPU and GPU
 

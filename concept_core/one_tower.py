@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from blt.transformer import KVCache
 from concept_core.context import ContextConfig, ContextState, ContextualizedModel, positions_of
 from concept_core.diffusion.config import DiffusionConfig
 from concept_core.diffusion.ddim import classifier_free_guidance
 from concept_core.interface import Sampling
 from concept_core.layers import TimestepEmbedding
 from concept_core.pairs import next_concept_pairs
+from primitives.transformer import KVCache
 
 
 @dataclass

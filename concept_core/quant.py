@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from blt.sampling import sample_next
 from concept_core.context import ContextConfig, ContextState, ContextualizedModel
 from concept_core.interface import ConceptInputError, Sampling
 from concept_core.layers import SwiGLU
 from concept_core.pairs import next_concept_pairs
+from primitives.sampling import sample_next
 
 
 class NotFittedError(RuntimeError):

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-import blt.attention as attention
-from blt.attention import AttentionMask, attend, resolve_backend
+import primitives.attention as attention
+from primitives.attention import AttentionMask, attend, resolve_backend
 
 
 def reference_mask(q_len, kv_len, batch=1, q_groups=None, kv_groups=None, causal=False, window=None):

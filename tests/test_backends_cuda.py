@@ -6,7 +6,7 @@ Skipped without CUDA (CI has none); run on a GPU machine with `pytest tests/test
 import pytest
 import torch
 
-from blt.attention import AttentionMask, _xformers_available, attend
+from primitives.attention import AttentionMask, _xformers_available, attend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -42,6 +42,6 @@ def test_backends_match_sdpa_on_cuda(backend, dtype):
 
 
 def test_auto_picks_xformers_when_installed():
-    from blt.attention import resolve_backend
+    from primitives.attention import resolve_backend
 
     assert resolve_backend("auto", torch.device("cuda")) == ("xformers" if _xformers_available() else "sdpa")

@@ -7,10 +7,10 @@ import pytest
 import torch
 from core_synthetic import SyntheticConcepts
 
-from blt.sampling import sample_next
 from concept_core.interface import ConceptInputError, Sampling, left_align
 from concept_core.one_tower import OneTowerLCM, OneTowerLCMConfig, one_tower_mask
 from concept_core.quant import NotFittedError, QuantizedLCM, QuantizedLCMConfig, ResidualVQ, kmeans
+from primitives.sampling import sample_next
 
 DIM = 16
 GREEDY = Sampling(steps=10, guidance_scale=1.0, temperature=0.0)

@@ -13,7 +13,7 @@ DECODER_OPTIONS = [{"window": 3}, {"max_positions": 6}, {"window": 2, "max_posit
 
 @pytest.mark.parametrize("overrides", DECODER_OPTIONS)
 def test_decoder_options_keep_cached_forward_equal_to_full(overrides):
-    from blt.transformer import KVCache
+    from primitives.transformer import KVCache
 
     dec = decoder(**overrides)
     slots, bias = torch.randn(2, 3, 48), torch.randn(2, 32)

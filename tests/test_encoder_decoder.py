@@ -7,7 +7,7 @@ from blt.decoder import LocalDecoder, LocalDecoderConfig
 from blt.encoder import LocalEncoder, LocalEncoderConfig
 from blt.ids import BOS, EOD, EOS, PAD, VOCAB_SIZE, decode, pad_batch
 from blt.patching import Patcher
-from blt.sampling import sample_next
+from primitives.sampling import sample_next
 
 TEXTS = [b"hello world, foo", b"a bb ccc", b"The quick brown fox jumps over the lazy dog", b"x"]
 
@@ -222,7 +222,7 @@ def test_decoder_ignores_masked_slots_and_uses_real_ones():
 
 
 def test_decoder_cache_forward_matches_full():
-    from blt.transformer import KVCache
+    from primitives.transformer import KVCache
 
     dec = decoder()
     slots = torch.randn(2, 3, 48)

@@ -19,8 +19,8 @@ from blcm.data.documents import iter_records
 from blcm.data.sampler import BucketBatchSampler
 from blcm.data.units import PreparedUnits, UnitDataModule, collate_units
 from blcm.errors import DataError
-from blt.atomic import atomic_directory
 from blt.ids import EOD, OFFSET, PAD
+from primitives.atomic import atomic_directory
 from tests.conftest import shared_file
 
 TEXTS = [

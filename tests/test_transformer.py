@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from blt.attention import AttentionMask
-from blt.transformer import Attention, Block, KVCache, RotaryEmbedding, SwiGLU, init_weights
+from primitives.attention import AttentionMask
+from primitives.transformer import Attention, Block, KVCache, RotaryEmbedding, SwiGLU, init_weights
 
 
 def test_rope_rejects_odd_head_dim():

@@ -158,8 +158,8 @@ def cmd_package(args) -> int:
 
     from blcm.data.prepare import make_segmenter
     from blt.entropy import EntropyModel
-    from blt.export import save_export
     from blt.pretrained import SHIPPED, THRESHOLDS_FILE, ModalityThresholds, pin_files, write_pins
+    from primitives.export import save_export
 
     torch.manual_seed(0)
     model = EntropyModel.from_pretrained(args.export)

@@ -14,7 +14,7 @@ from pathlib import Path
 from blcm.commands.inputs import load_model
 from blcm.errors import CLIError, DataError
 from blcm.eval.settings import EvalSettings
-from blt.atomic import atomic_write
+from primitives.atomic import atomic_write
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ def cmd_export(args) -> int:
 
     from blcm.model import ByteLCM
     from blt.entropy import EntropyModel
-    from blt.export import CHECKPOINT_KEY
+    from primitives.export import CHECKPOINT_KEY
 
     exportable = {cls.export_kind: cls for cls in (ByteLCM, EntropyModel)}
 

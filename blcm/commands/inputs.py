@@ -15,8 +15,8 @@ def load_model(directory: str | None, byte_lm: bool = False):
 
     from blcm.model import ByteLCM
     from blt.entropy import EXPORT_KIND, EntropyModel
-    from blt.export import export_type
     from blt.pretrained import PretrainedError
+    from primitives.export import export_type
 
     if directory is None:
         try:

@@ -15,7 +15,7 @@ from blcm.commands.inputs import load_model, read_bytes
 from blcm.errors import CLIError
 from blcm.text_metrics import is_utf8
 from blcm.unit_text import unit_text
-from blt.atomic import atomic_file
+from primitives.atomic import atomic_file
 
 
 def cmd_generate(args) -> int:

@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from blt.atomic import atomic_directory
+from primitives.atomic import atomic_directory
 
 log = logging.getLogger("blcm")
 

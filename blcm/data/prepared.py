@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from blcm.errors import DataError
-from blt.atomic import atomic_directory, atomic_write
+from primitives.atomic import atomic_directory, atomic_write
 
 FORMAT = "byte-lcm-prepared-units"
 VERSION = 1

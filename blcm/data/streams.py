@@ -18,8 +18,8 @@ from blcm.data.corpus import fetch_corpus, home
 from blcm.data.documents import SkipReport, iter_documents
 from blcm.data.fingerprint import fingerprint
 from blcm.errors import DataError
-from blt.atomic import atomic_file
 from blt.ids import BOS, EOS, OFFSET, PAD
+from primitives.atomic import atomic_file
 
 log = logging.getLogger("blcm")
 

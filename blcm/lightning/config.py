@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 import lightning as L
 
 from blcm.errors import ConfigError
-from blt.export import CHECKPOINT_KEY
 from concept_core.interface import Sampling
+from primitives.export import CHECKPOINT_KEY
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def instantiate(cls: type[L.LightningModule], init_args: dict) -> L.LightningMod
 
 
 class ExportsItsModel:
-    """For a LightningModule whose ``model`` is a blt.export.Exportable: every checkpoint names the model (its
+    """For a LightningModule whose ``model`` is a primitives.export.Exportable: every checkpoint names the model (its
     export type and config, what `blcm export` reads), and the end of fit exports it to ``export_dir``."""
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

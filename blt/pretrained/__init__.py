@@ -17,8 +17,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from blt.atomic import atomic_write
 from blt.entropy import EntropyModel
+from primitives.atomic import atomic_write
 
 SHIPPED = Path(__file__).resolve().parent / "entropy-bytes"
 SHIPPED_NAME = "shipped"  # what configs and `--model` flags write for it

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from blt.export import load_export, save_export
 from blt.pretrained import SHIPPED_NAME, PretrainedError, verify
 from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
+from primitives.export import load_export, save_export
 
 SHIPPED_CODEC = Path(__file__).resolve().parent / "chunk-codec"
 EXPORT_KIND = "ChunkCodec"

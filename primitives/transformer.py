@@ -5,9 +5,6 @@ Self-attention takes positions for RoPE (so packed sequences can restart at 0 pe
 built with ``rope=False`` for models that add absolute positions to their inputs (the concept
 cores), and an optional ``KVCache`` for incremental decoding; cross-attention attends to a context
 (patch bytes, latent slots, contextualizer states) without positions.
-
-A leaf module: it imports only torch, einops and blt.attention (itself a leaf), so concept_core
-may import it without depending on anything byte-specific.
 """
 
 from __future__ import annotations
@@ -19,20 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from blt.attention import AttentionMask, attend
-
-
-@dataclass
-class LocalStackConfig:
-    """The fields the local byte encoder and decoder share; each may give them its own defaults."""
-
-    dim: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    window: int | None = None  # causal self-attention sees at most the last `window` bytes (itself included)
-    max_positions: int | None = None  # learned absolute byte positions for this many bytes (None: RoPE only)
-    init_std: float | None = 0.02  # init_weights (None: torch's own initialisation)
-    backend: str = "auto"
+from primitives.attention import AttentionMask, attend
 
 
 class RotaryEmbedding(nn.Module):
@@ -51,17 +35,6 @@ class RotaryEmbedding(nn.Module):
         x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # interleaved pairs
         rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
         return rotated.flatten(-2).type_as(x)
-
-
-class LearnedPositions(nn.Embedding):
-    """Learned absolute position embeddings for ``max_positions`` positions; past the table the last one
-    repeats (a generated unit may run longer than the training units)."""
-
-    def __init__(self, max_positions: int, dim: int):
-        super().__init__(max_positions, dim)
-
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return super().forward(positions.clamp(max=self.num_embeddings - 1))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Drawing one token per row from logits: greedy, or temperature + top-k.
 
-A leaf module (it imports only torch): the byte decoders and the Quant-LCM's codebook head share it.
+The byte decoders and the Quant-LCM's codebook head share it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import torch
 
-from blt.atomic import atomic_directory
+from primitives.atomic import atomic_directory
 
 CHECKPOINT_KEY = "export"  # a training checkpoint's {"type": kind, "config": ...}: the model it holds
 
