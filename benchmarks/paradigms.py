@@ -100,7 +100,7 @@ def main() -> None:
 
     def lcm_batch() -> tuple[UnitBatch, int]:
         batch = collate_units([dataset[i] for i in next(sampler)])
-        return batch, int(batch.unit_lengths[batch.text].sum())
+        return batch, int(batch.unit_lengths[batch.has_bytes].sum())
 
     rng = np.random.default_rng(0)
 

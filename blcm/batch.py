@@ -29,8 +29,9 @@ class UnitBatch:
     unit_modalities: torch.Tensor
 
     @property
-    def text(self) -> torch.Tensor:
-        """(U,) bool: False for the end-of-document units, which exist for the core only."""
+    def has_bytes(self) -> torch.Tensor:
+        """(U,) bool: the units that hold bytes; False for the end-of-document units, which exist for the core
+        only (no bytes to encode or reconstruct)."""
         return self.units[:, 0] != EOD
 
     def sequences(self, concepts: torch.Tensor) -> torch.Tensor:

@@ -261,13 +261,11 @@ def run_lightning(argv: list[str]) -> int:
     from lightning.pytorch.cli import LightningCLI
 
     from blcm.errors import ConfigError, DataError
-    from blcm.lightning.renamed import check_renamed
 
     if not any(a.startswith("--weights_only") for a in argv):
         # resuming never unpickles arbitrary objects (next to the subcommand, where a --model.help still parses)
         argv = [argv[0], "--weights_only", "true", *argv[1:]]
     try:
-        check_renamed(argv)
         # A model that cannot be built raises (not exits), so it reads as one line, not a dump of the namespace.
         LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                      args=argv, save_config_kwargs={"overwrite": True},

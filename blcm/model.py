@@ -23,8 +23,10 @@ import yaml
 from torch import nn
 
 from blcm.batch import UnitBatch
+from blcm.data.pairs import group_means
 from blcm.errors import ConfigError
-from blcm.objective import LossConfig, Stage
+from blcm.objective import LossConfig, Losses, Stage, info_nce
+from blt.ids import pad_batch
 from blt.pretrained import SHIPPED_NAME
 from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
@@ -33,8 +35,7 @@ from bridges.codec import CODECS, CodecConfig, build_codec, codec_config
 from bridges.modality import sniff
 from bridges.pretrained import load_codec
 from bridges.segment import build_segmenter
-from bridges.sonar_codec import SONAR_DIM
-from concept_core.config import DEFAULT_VARIANT, VARIANTS, CoreConfig, build_model, core_config
+from concept_core.config import DEFAULT_VARIANT, VARIANTS, CoreConfig, build_core, core_config
 from concept_core.generate import StopRule, iter_steps
 from concept_core.interface import Sampling
 from concept_core.quant import QuantizedLCM
@@ -61,21 +62,22 @@ def on_one_rank(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def default_core(dim: int) -> TwoTowerLCMConfig:
-    return TwoTowerLCMConfig(dim=dim, model_dim=256, context_layers=2, denoiser_layers=2, n_heads=4)
+def default_core() -> TwoTowerLCMConfig:
+    """The core of configs/tiny.yaml."""
+    return TwoTowerLCMConfig(model_dim=256, context_layers=2, denoiser_layers=2, n_heads=4)
 
 
 @dataclass(frozen=True)
 class ByteLCMConfig:
-    """The whole model. ``concept_dim`` is written once: the encoder's, decoder's and core's are set from it
-    (a frozen codec's concepts must have this many dimensions).
+    """The whole model and its objective. ``concept_dim`` is written here only: the codec and the core are built
+    for it (a frozen codec's concepts must have this many dimensions).
 
     Args:
         concept_dim: the dimension of a concept.
         segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 256}.
         codec: the concept space, named by its ``kind``: chunk (bridges/chunk_codec.py, what the shipped configs
             use, started from the shipped codec by ``init_codec_from``), byte (the autoregressive codec of the
-            encoder and decoder below; None means this, so older exports load unchanged), sentence_transformer
+            encoder and decoder below; None means this), sentence_transformer
             (frozen; the decoder below learns its space) or sonar: a bridges.codec.CodecConfig, or its dict
             ({kind: sonar, batch_size: 16}).
         encoder: the byte concept encoder (bridges.byte_codec).
@@ -83,6 +85,7 @@ class ByteLCMConfig:
         core: one of the four concept cores' configs, named by its ``variant`` (two_tower, one_tower, base,
             quant): a concept_core.config.CoreConfig, or its dict ({variant: quant, n_layers: 3}); None: a
             256-wide Two-Tower.
+        loss: the loss weights and what the terms see (blcm.objective.LossConfig).
 
     ``codec`` and ``core`` are read as dicts first (then made typed here), so a command-line flag such as
     ``--model.model.core.n_layers 3`` changes that field of the YAML's core and keeps its variant; parsed as a
@@ -95,6 +98,7 @@ class ByteLCMConfig:
     encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)
     decoder: ByteConceptDecoderConfig = field(default_factory=ByteConceptDecoderConfig)
     core: dict | CoreConfig | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self):
         codec, core = self.codec, self.core
@@ -104,11 +108,8 @@ class ByteLCMConfig:
                 core = core_config(yaml_scalars(core, VARIANTS, "variant", DEFAULT_VARIANT))
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        derived = {"codec": codec, "encoder": replace(self.encoder, concept_dim=self.concept_dim),
-                   "decoder": replace(self.decoder, concept_dim=self.concept_dim),
-                   "core": None if core is None else replace(core, dim=self.concept_dim)}
-        for name, value in derived.items():  # frozen: set once, here
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "codec", codec)  # frozen: the dicts are made typed once, here
+        object.__setattr__(self, "core", core)
 
     @property
     def codec_kind(self) -> str:
@@ -122,18 +123,13 @@ class ByteLCMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ByteLCMConfig:
-        """The inverse of ``asdict``. An export from before ``concept_dim`` has it in its encoder's config, or
-        for a frozen codec in its decoder's (SONAR's: 1024)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        if unknown := sorted(set(d) - known):
-            raise ValueError(f"ByteLCMConfig has no field(s) {unknown}")
-        encoder, decoder = d.get("encoder", {}), d.get("decoder", {})
-        kind = (d.get("codec") or {}).get("kind", "byte")
-        dims = {"byte": encoder.get("concept_dim", 256), "sonar": SONAR_DIM}
-        before = dims.get(kind, decoder.get("concept_dim", 256))
-        return cls(concept_dim=d.get("concept_dim", before), segmenter=dict(d.get("segmenter", DEFAULT_SEGMENTER)),
-                   codec=d.get("codec"), encoder=ByteConceptEncoderConfig(**encoder),
-                   decoder=ByteConceptDecoderConfig(**decoder), core=d.get("core"))
+        """The inverse of ``asdict``."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if set(d) != fields:
+            raise ValueError(f"a ByteLCMConfig has the fields {sorted(fields)}, got {sorted(d)}")
+        return cls(concept_dim=d["concept_dim"], segmenter=dict(d["segmenter"]), codec=d["codec"],
+                   encoder=ByteConceptEncoderConfig(**d["encoder"]), decoder=ByteConceptDecoderConfig(**d["decoder"]),
+                   core=d["core"], loss=LossConfig(**d["loss"]))
 
 
 class ByteLCM(Exportable, nn.Module):
@@ -143,10 +139,10 @@ class ByteLCM(Exportable, nn.Module):
         super().__init__()
         self.config = config
         self.codec = build_codec(config.codec, config.encoder, config.decoder, config.concept_dim)
-        if self.codec.dim != config.concept_dim:
-            raise ValueError(f"the {config.codec_kind!r} codec's concepts have {self.codec.dim} dimensions: set "
-                             f"concept_dim to {self.codec.dim}, not {config.concept_dim}")
-        self.core = build_model(config.core or default_core(config.concept_dim))
+        if (dim := self.codec.concept_dim) != config.concept_dim:
+            raise ValueError(f"the {config.codec_kind!r} codec's concepts have {dim} dimensions: set concept_dim to "
+                             f"{dim}, not {config.concept_dim}")
+        self.core = build_core(config.core or default_core(), config.concept_dim)
         # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
         self.segmenter = build_segmenter(config.segmenter)
         capacity = config.codec.max_bytes if isinstance(config.codec, ChunkCodecConfig) else None  # fixed width
@@ -171,60 +167,78 @@ class ByteLCM(Exportable, nn.Module):
 
     # -- training -------------------------------------------------------------------------------
 
-    def losses(self, batch: UnitBatch, stage: Stage, loss: LossConfig, *, train_codec: bool = True,
-               broadcast: Callable[[torch.Tensor], torch.Tensor] = on_one_rank) -> dict[str, torch.Tensor]:
-        """The loss terms of ``stage`` on a batch (blcm.objective); none when there is nothing to learn from.
-
-        The first batches after a stage change also ready what that stage needs, each fitted on rank 0's
-        values where ``broadcast`` hands them to every rank: the entropy threshold (when the entropy stage
-        ends) or a frozen codec's normaliser, and a Quant core's codebooks (when joint training starts).
-        ``train_codec`` False: a frozen codec, no reconstruction term.
-        """
-        units, lengths, codec = batch.units, batch.unit_lengths, self.codec  # (U, L), (U,)
+    def prepare(self, batch: UnitBatch, stage: Stage,
+                broadcast: Callable[[torch.Tensor], torch.Tensor] = on_one_rank) -> None:
+        """Fit, once, what ``stage``'s loss needs and training does not learn, on rank 0's batch where
+        ``broadcast`` hands the values to every rank: after the entropy stage, the codec's calibration (entropy
+        thresholds, or a frozen codec's normaliser); in the joint stage, a Quant core's codebooks, on the concepts
+        of its first QUANTIZER_BATCHES batches (they stay fixed while the encoder goes on learning)."""
         if stage == "entropy":
-            return {"entropy": codec.encoder.entropy_loss(units, lengths)}
+            return
+        codec = self.codec
         if not codec.ready:
-            for buffer in codec.calibrate(units, lengths, batch.unit_modalities):
+            for buffer in codec.calibrate(batch.units, batch.unit_lengths, batch.unit_modalities):
                 buffer.copy_(broadcast(buffer))
+        if stage == "joint" and not self.core_ready:
+            with torch.no_grad():
+                concepts = codec.concepts(batch.units, batch.unit_lengths, batch.unit_modalities)
+            self._quantizer_pool.append(concepts[batch.has_bytes])
+            if len(self._quantizer_pool) == QUANTIZER_BATCHES:
+                pool = torch.cat(self._quantizer_pool)
+                self.core.fit_quantizer(pool, generator=torch.Generator(pool.device).manual_seed(0))
+                self.core.quantizer.codebooks.copy_(broadcast(self.core.quantizer.codebooks))
+                self._quantizer_pool = []
+
+    def losses(self, batch: UnitBatch, stage: Stage,
+               pairs: tuple[list[list[bytes]], list[list[bytes]]] | None = None) -> Losses:
+        """The weighted loss of ``stage`` on a batch and its terms (blcm.objective); the total is None when there
+        is nothing to learn from. ``pairs``: groups of units of paired files and of their transcripts, for the
+        alignment term. Call ``prepare`` on the batch first."""
+        units, lengths, codec, loss = batch.units, batch.unit_lengths, self.codec, self.config.loss  # (U, L), (U,)
         terms = {}
+        if stage == "entropy":
+            terms["entropy"] = codec.encoder.entropy_loss(units, lengths)
+            return Losses.weighted(terms, stage, loss)
         concepts = codec.concepts(units, lengths, batch.unit_modalities)  # (U, d)
-        text = batch.text
-        if text.any() and codec.decoder is not None and train_codec:
-            scores = codec.decoder(units[text], lengths[text], loss.decoder_inputs(concepts[text], self.training))
-            terms["reconstruction"] = scores.nats.sum() / (lengths[text] + 1).sum()
-        if stage == "joint" and (self.core_ready or self._fit_quantizer(concepts.detach()[text], broadcast)):
+        real = batch.has_bytes
+        if real.any() and codec.decoder is not None and self.codec_trains:
+            scores = codec.decoder(units[real], lengths[real], loss.decoder_inputs(concepts[real], self.training))
+            terms["reconstruction"] = scores.nats.sum() / (lengths[real] + 1).sum()
+        if stage == "joint" and self.core_ready:
             sequences = batch.sequences(concepts)  # (B, N, d)
             inputs = sequences.detach() if loss.detach_core_inputs else sequences
             targets = sequences.detach() if loss.detach_core_targets else None
             terms["core"] = self.core.loss(inputs, batch.doc_mask, targets=targets)
         if loss.entropy_weight > 0 and codec.entropy_model is not None:
             terms["entropy"] = codec.encoder.entropy_loss(units, lengths)
-        return terms
+        if pairs is not None and loss.alignment_weight > 0:
+            files, transcripts = pairs
+            terms["alignment"] = info_nce(self.pooled_concepts(files), self.pooled_concepts(transcripts),
+                                          loss.alignment_temperature)
+        return Losses.weighted(terms, stage, loss)
+
+    @property
+    def codec_trains(self) -> bool:
+        """The codec has parameters that learn (not frozen by ``freeze_codec``, not an external package's)."""
+        return any(p.requires_grad for p in self.codec.parameters())
 
     @property
     def core_ready(self) -> bool:
-        """False only for a Quant core whose codebooks are not fitted yet (that happens when joint training starts)."""
+        """False only for a Quant core whose codebooks are not fitted yet (``prepare`` fits them)."""
         return not isinstance(self.core, QuantizedLCM) or bool(self.core.quantizer.fitted)
 
-    def _fit_quantizer(self, concepts: torch.Tensor, broadcast: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-        """Pool the concepts of the first QUANTIZER_BATCHES joint batches, then fit a Quant core's RVQ codebooks
-        (every rank counts the same batches); True once fitted. They stay fixed afterwards while the encoder keeps
-        learning. The pooling batches train everything but the core."""
-        self._quantizer_pool.append(concepts)
-        if len(self._quantizer_pool) < QUANTIZER_BATCHES:
-            return False
-        pool = torch.cat(self._quantizer_pool)
-        self.core.fit_quantizer(pool, generator=torch.Generator(pool.device).manual_seed(0))
-        self.core.quantizer.codebooks.copy_(broadcast(self.core.quantizer.codebooks))
-        self._quantizer_pool = []
-        return True
+    def pooled_concepts(self, groups: list[list[bytes]]) -> torch.Tensor:
+        """Groups of units -> the mean concept of each group (G, d), with the encoder's gradient."""
+        ids, lengths = pad_batch([u for g in groups for u in g])
+        concepts = self.codec.concepts(ids.to(self.device), lengths.to(self.device))  # (U, d)
+        return group_means(concepts, [len(g) for g in groups])
 
     @torch.no_grad()
     def encode(self, document: bytes) -> torch.Tensor:
         """A document -> its concepts (n, d), one per unit (no EOD)."""
         units = self.units(document)
         if not units:
-            return torch.zeros(0, self.codec.dim, device=self.device)
+            return torch.zeros(0, self.codec.concept_dim, device=self.device)
         return self.codec.encode(units, sniff(document))
 
     def iter_generate(self, prompt: bytes, max_units: int = 16, sampling: Sampling | None = None,
@@ -294,7 +308,7 @@ class ByteLCM(Exportable, nn.Module):
         reconstruct need none)."""
         codec = load_codec(source)
         segmenter = {**DEFAULT_SEGMENTER, "max_bytes": codec.config.max_bytes}
-        model = cls(ByteLCMConfig(concept_dim=codec.dim, segmenter=segmenter, codec=codec.config))
+        model = cls(ByteLCMConfig(concept_dim=codec.concept_dim, segmenter=segmenter, codec=codec.config))
         model.load_codec(codec)
         return model.eval()
 
@@ -305,9 +319,10 @@ class ByteLCM(Exportable, nn.Module):
         if not isinstance(mine, ChunkCodecConfig) or not isinstance(theirs, ChunkCodecConfig):
             raise ValueError(f"only a chunk codec loads a trained chunk codec, not {self.config.codec_kind!r}")
         loose = {"input_mask": 0.0, "batch_size": 0}
-        if replace(mine, **loose) != replace(theirs, **loose) or codec.dim != self.config.concept_dim:
-            raise ValueError(f"the trained codec is {theirs} with concept_dim {codec.dim}; this model's is {mine} "
-                             f"with concept_dim {self.config.concept_dim}: make the model's codec config match")
+        dim = codec.concept_dim
+        if replace(mine, **loose) != replace(theirs, **loose) or dim != self.config.concept_dim:
+            raise ValueError(f"the trained codec is {theirs} with concept_dim {dim}; this model's is {mine} with "
+                             f"concept_dim {self.config.concept_dim}: make the model's codec config match")
         self.codec.load_state_dict(codec.state_dict())
 
     @classmethod

@@ -58,19 +58,11 @@ def unit_modalities(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
                         device=ids.device)
 
 
-def _one_threshold_for_all(state_dict, prefix, *args) -> None:
-    """Exports from before per-modality thresholds hold one scalar ``entropy_threshold``: it serves every modality."""
-    old = state_dict.pop(prefix + "entropy_threshold", None)
-    if old is not None:
-        state_dict[prefix + "entropy_thresholds"] = old.expand(len(MODALITIES)).clone()
-
-
 @dataclass
 class ByteConceptEncoderConfig:
     """A unit's bytes -> its concept.
 
     Args:
-        concept_dim: the concept's size (a ByteLCM sets it from its own concept_dim).
         dim: the local byte transformer's width.
         n_layers: its layers.
         n_heads: its attention heads.
@@ -99,7 +91,6 @@ class ByteConceptEncoderConfig:
         backend: the attention backend (primitives.attention).
     """
 
-    concept_dim: int = 256
     # bytes -> patch vectors (blt.encoder.LocalEncoder)
     dim: int = 128
     n_layers: int = 1
@@ -131,7 +122,7 @@ class ByteConceptEncoderConfig:
 
 
 class ByteConceptEncoder(nn.Module):
-    def __init__(self, config: ByteConceptEncoderConfig):
+    def __init__(self, config: ByteConceptEncoderConfig, concept_dim: int):
         super().__init__()
         self.config = c = config
         self.patcher = Patcher(c.patching, patch_size=c.patch_size, max_patch_length=c.max_patch_length)
@@ -143,7 +134,6 @@ class ByteConceptEncoder(nn.Module):
         # until calibrated on real units (ByteLCMModule does it when the entropy stage ends) or set from a
         # pretrained entropy model's thresholds (set_thresholds).
         self.register_buffer("entropy_thresholds", torch.full((len(MODALITIES),), float("nan")))
-        self._register_load_state_dict_pre_hook(_one_threshold_for_all)
         self.local = LocalEncoder(LocalEncoderConfig(
             c.dim, c.n_layers, c.n_heads, out_dim=c.pooler_dim, queries_per_patch=c.queries_per_patch,
             ngram_sizes=tuple(c.ngram_sizes), hash_table_size=c.hash_table_size, max_positions=c.max_positions,
@@ -154,8 +144,8 @@ class ByteConceptEncoder(nn.Module):
         self.pool = Attention(c.pooler_dim, c.n_heads, c.backend, context_dim=c.pooler_dim)
         self.pool_query = nn.Parameter(torch.zeros(c.pool_queries, c.pooler_dim))
         self.out_norm = nn.RMSNorm(c.pooler_dim)  # raw concepts well above the batch norm's eps
-        self.out = nn.Linear(c.pool_queries * c.pooler_dim, c.concept_dim, bias=False)
-        self.concept_norm = nn.BatchNorm1d(c.concept_dim, affine=False)
+        self.out = nn.Linear(c.pool_queries * c.pooler_dim, concept_dim, bias=False)
+        self.concept_norm = nn.BatchNorm1d(concept_dim, affine=False)
         for m in (self.pooler, self.pool, self.out):
             init_weights(m, c.init_std)
         nn.init.normal_(self.pool_query, std=0.02)
@@ -205,7 +195,7 @@ class ByteConceptEncoder(nn.Module):
         ones) unless ``running_stats``; inference (``ByteConceptCodec.encode``) always uses the running ones.
         """
         if ids.shape[0] == 0:
-            return ids.new_zeros(0, self.config.concept_dim, dtype=self.out.weight.dtype)
+            return ids.new_zeros(0, self.out.out_features, dtype=self.out.weight.dtype)
         if bool((lengths < 1).any()):
             raise ValueError("every unit needs at least one byte")
         if self.entropy_model is not None and modalities is None:
@@ -268,18 +258,17 @@ class ByteCodecConfig:
 class ByteConceptCodec(nn.Module):
     """The ConceptCodec over bytes: ``encode(units) -> (n, d)``, ``decode(concepts) -> units``."""
 
-    def __init__(self, encoder: ByteConceptEncoderConfig, decoder: ByteConceptDecoderConfig,
+    def __init__(self, encoder: ByteConceptEncoderConfig, decoder: ByteConceptDecoderConfig, concept_dim: int,
                  max_unit_bytes: int = 256):
         super().__init__()
-        if encoder.concept_dim != decoder.concept_dim:
-            raise ValueError(f"encoder concept_dim {encoder.concept_dim} != decoder concept_dim {decoder.concept_dim}")
         if encoder.segment_bytes != decoder.segment_bytes or (
                 encoder.segment_bytes and encoder.pool_queries != decoder.slots):
             raise ValueError("segment routing needs the same segment_bytes in encoder and decoder and as many "
                              f"encoder pool_queries as decoder slots, got segment_bytes {encoder.segment_bytes} / "
                              f"{decoder.segment_bytes}, pool_queries {encoder.pool_queries}, slots {decoder.slots}")
-        self.encoder, self.decoder = ByteConceptEncoder(encoder), ByteConceptDecoder(decoder)
-        self.dim, self.max_unit_bytes = encoder.concept_dim, max_unit_bytes
+        self.encoder = ByteConceptEncoder(encoder, concept_dim)
+        self.decoder = ByteConceptDecoder(decoder, concept_dim)
+        self.concept_dim, self.max_unit_bytes = concept_dim, max_unit_bytes
 
     @property
     def device(self) -> torch.device:

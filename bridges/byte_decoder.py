@@ -33,7 +33,6 @@ class ByteConceptDecoderConfig:
     """A concept -> the bytes of its unit.
 
     Args:
-        concept_dim: the concept's size (a ByteLCM sets it from its own concept_dim).
         slots: K latent slots per concept, cross-attended in every layer.
         concept_to_inputs: also add a projection of the concept to every byte embedding (Optimus).
         segment_bytes: byte t also reads slot t // segment_bytes (set as the encoder's).
@@ -48,7 +47,6 @@ class ByteConceptDecoderConfig:
         backend: the attention backend (primitives.attention).
     """
 
-    concept_dim: int = 256
     # how the decoder reads the concept
     slots: int = 8
     concept_to_inputs: bool = False
@@ -67,14 +65,14 @@ class ByteConceptDecoderConfig:
 
 
 class ByteConceptDecoder(nn.Module):
-    def __init__(self, config: ByteConceptDecoderConfig):
+    def __init__(self, config: ByteConceptDecoderConfig, concept_dim: int):
         super().__init__()
         self.config = c = config
         if not 0.0 <= c.input_mask < 1.0:
             raise ValueError(f"input_mask must be in [0, 1), got {c.input_mask}")
-        self.to_slots = nn.Linear(c.concept_dim, c.slots * c.dim, bias=False)
+        self.to_slots = nn.Linear(concept_dim, c.slots * c.dim, bias=False)
         self.slot_norm = nn.RMSNorm(c.dim)
-        self.to_inputs = nn.Linear(c.concept_dim, c.dim, bias=False) if c.concept_to_inputs else None
+        self.to_inputs = nn.Linear(concept_dim, c.dim, bias=False) if c.concept_to_inputs else None
         self.local = LocalDecoder(LocalDecoderConfig(c.dim, c.n_layers, c.n_heads, slot_dim=c.dim, window=c.window,
                                                      max_positions=c.max_positions, segment_bytes=c.segment_bytes,
                                                      init_std=c.init_std, backend=c.backend))

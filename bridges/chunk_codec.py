@@ -187,7 +187,7 @@ class ChunkConceptCodec(nn.Module):
         super().__init__()
         self.config = config
         self.encoder, self.decoder = ChunkEncoder(config, concept_dim), ChunkDecoder(config, concept_dim)
-        self.dim, self.max_unit_bytes = concept_dim, max_unit_bytes or config.max_bytes
+        self.concept_dim, self.max_unit_bytes = concept_dim, max_unit_bytes or config.max_bytes
 
     @property
     def device(self) -> torch.device:
@@ -217,7 +217,7 @@ class ChunkConceptCodec(nn.Module):
                              "cut documents with a segmenter whose max_bytes is at most that")
         out = [self.encoder(pad_batch(list(units[i : i + self.config.batch_size]))[0].to(self.device))
                for i in range(0, len(units), self.config.batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, self.dim, device=self.device)
+        return torch.cat(out) if out else torch.zeros(0, self.concept_dim, device=self.device)
 
     @torch.no_grad()
     def eod_concept(self) -> torch.Tensor:

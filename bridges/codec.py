@@ -20,7 +20,7 @@ from bridges.st_codec import SentenceTransformerCodec, SentenceTransformerCodecC
 
 @runtime_checkable
 class ConceptCodec(Protocol):
-    dim: int  # d, the size of one concept
+    concept_dim: int  # d, the size of one concept
     max_unit_bytes: int  # the cap on a decoded unit
     entropy_model: torch.nn.Module | None  # the byte LM that patches (byte codec only)
     decoder: torch.nn.Module | None  # a trainable ByteConceptDecoder, None where the space brings its own
@@ -74,7 +74,7 @@ def build_codec(config: CodecConfig | dict | None, encoder: ByteConceptEncoderCo
     if isinstance(config, ChunkCodecConfig):
         return ChunkConceptCodec(config, concept_dim)
     if isinstance(config, ByteCodecConfig):
-        return ByteConceptCodec(encoder, decoder)
+        return ByteConceptCodec(encoder, decoder, concept_dim)
     if isinstance(config, SentenceTransformerCodecConfig):
         return SentenceTransformerCodec(config, decoder=decoder)
     return SonarCodec(config)

@@ -47,7 +47,7 @@ class FrozenConceptCodec(nn.Module):
         super().__init__()
         if not eod_text:
             raise ValueError("eod_text must be a non-empty sentence")
-        self.dim, self.eod_text, self.max_unit_bytes = dim, eod_text, max_unit_bytes
+        self.concept_dim, self.eod_text, self.max_unit_bytes = dim, eod_text, max_unit_bytes
         self.decoder: ByteConceptDecoder | None = None  # a subclass that learns to decode its space sets one
         self.normalizer = ConceptNormalizer(dim, normalizer)
         self.register_buffer("fitted", torch.tensor(False))  # saved with the model: an export is ready to encode
@@ -78,7 +78,7 @@ class FrozenConceptCodec(nn.Module):
         if any(len(u) == 0 for u in units):
             raise ValueError("cannot encode an empty unit")
         if not units:
-            return torch.zeros(0, self.dim, device=self.device)
+            return torch.zeros(0, self.concept_dim, device=self.device)
         return self.normalizer.normalize(self.embed(units))
 
     @torch.no_grad()
@@ -91,7 +91,7 @@ class FrozenConceptCodec(nn.Module):
                  modalities: torch.Tensor | None = None) -> torch.Tensor:
         """Training batches: unit rows (U, L) with lengths (U,), the EOD unit ``[EOD]`` among them -> (U, d)."""
         eod = ids[:, 0] == EOD
-        out = torch.empty(len(ids), self.dim, device=self.device)
+        out = torch.empty(len(ids), self.concept_dim, device=self.device)
         if eod.any():
             out[eod] = self.eod_concept()
         if units := text_units(ids, lengths):

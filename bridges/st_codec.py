@@ -93,7 +93,7 @@ class SentenceTransformerCodec(FrozenConceptCodec):
 
     Args:
         config: which encoder, and how it is run.
-        decoder: the ByteConceptDecoderConfig; its concept_dim must be the encoder's dimension (384 for MiniLM).
+        decoder: the ByteConceptDecoderConfig of the decoder trained on the encoder's vectors.
         max_unit_bytes: the cap on a decoded unit.
     """
 
@@ -103,14 +103,10 @@ class SentenceTransformerCodec(FrozenConceptCodec):
         encoder = load_sentence_transformer(model)
         # sentence-transformers 5.x renamed the method; 3.x and 4.x have only the old name.
         dim = getattr(encoder, "get_embedding_dimension", encoder.get_sentence_embedding_dimension)()
-        decoder = decoder or ByteConceptDecoderConfig(concept_dim=dim)
-        if decoder.concept_dim != dim:
-            raise ValueError(f"the decoder's concept_dim is {decoder.concept_dim}, but {model} gives {dim}-dim "
-                             f"vectors: set concept_dim to {dim}")
         super().__init__(dim, config.normalizer, config.eod_text, max_unit_bytes)
         self.model_name, self.batch_size = model, config.batch_size
         object.__setattr__(self, "encoder", encoder)  # not a submodule: its weights are the package's, not ours
-        self.decoder = ByteConceptDecoder(decoder)
+        self.decoder = ByteConceptDecoder(decoder or ByteConceptDecoderConfig(), dim)
 
     @torch.no_grad()
     def embed(self, units: Sequence[bytes]) -> torch.Tensor:

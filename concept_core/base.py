@@ -26,11 +26,11 @@ class BaseLCMConfig(ContextConfig):
 class BaseLCM(ContextualizedModel):
     """Deterministic next-concept regression: the prediction at position i is compared with concept i+1."""
 
-    def __init__(self, config: BaseLCMConfig):
+    def __init__(self, config: BaseLCMConfig, concept_dim: int):
         super().__init__()
-        self.config, self.dim = config, config.dim
-        self.contextualizer = config.contextualizer(config.n_layers)
-        self.postnet = nn.Linear(config.model_dim, config.dim)
+        self.config, self.concept_dim = config, concept_dim
+        self.contextualizer = config.contextualizer(concept_dim, config.n_layers)
+        self.postnet = nn.Linear(config.model_dim, concept_dim)
 
     def forward(self, concepts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, d) -> (B, N, d): at each position, the predicted next concept."""
@@ -38,7 +38,7 @@ class BaseLCM(ContextualizedModel):
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
              targets: torch.Tensor | None = None) -> torch.Tensor:
-        pairs = next_concept_pairs(concepts, mask, targets, self.dim)
+        pairs = next_concept_pairs(concepts, mask, targets, self.concept_dim)
         pred = self(pairs.concepts, pairs.mask)[:, :-1]  # (B, N-1, d) predictions of concepts 1..N-1
         return pairs.mean((pred - pairs.targets).pow(2).mean(-1))
 

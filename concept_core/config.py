@@ -1,6 +1,8 @@
-"""Build any of the five LCMs from a small YAML/dict config; print a config's parameter count.
+"""Build any of the five LCMs from a small YAML/dict config and a concept dimension; print a config's size.
 
-    {"variant": "two_tower", "dim": 256, "model_dim": 2048, ...}   # the fields of that variant's config class
+    build_core({"variant": "two_tower", "model_dim": 2048, ...}, concept_dim=1024)  # that variant's config fields
+
+A config file for the command below names the concept space's ``concept_dim`` beside the variant's fields.
 
     python -m concept_core.config configs/core/two-tower-1.6b.yaml    # builds on the meta device, prints the size
 """
@@ -43,22 +45,26 @@ def core_config(fields: dict) -> CoreConfig:
     return config_cls(**fields)
 
 
-def build_model(config: CoreConfig | dict, device: str | torch.device | None = None) -> ConceptModel:
-    """The LCM of a variant config (or of its dict, see ``core_config``)."""
+def build_core(config: CoreConfig | dict, concept_dim: int, device: str | torch.device | None = None) -> ConceptModel:
+    """The LCM of a variant config (or of its dict, see ``core_config``) on concepts of ``concept_dim``."""
+    if concept_dim < 1:
+        raise ValueError(f"concept_dim must be >= 1, got {concept_dim}")
     if isinstance(config, dict):
         config = core_config(config)
     # No device: the caller's default (so that an enclosing `with torch.device("meta")` still applies).
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return MODELS[type(config)](config)
+        return MODELS[type(config)](config, concept_dim)
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path) -> tuple[dict, int]:
+    """A core config file -> (the variant's fields, its concept_dim)."""
     import yaml
 
     config = yaml.safe_load(Path(path).read_text())
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a mapping of config fields")
-    return config
+    if not isinstance(config, dict) or not isinstance(config.get("concept_dim"), int):
+        raise ValueError(f"{path}: expected a mapping of config fields with an integer concept_dim")
+    concept_dim = config.pop("concept_dim")
+    return config, concept_dim
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", nargs="+", help="YAML files under configs/core/")
     args = parser.parse_args(argv)
     for path in args.config:
-        config = load_config(path)
-        model = build_model(config, device="meta")
+        config, concept_dim = load_config(path)
+        model = build_core(config, concept_dim, device="meta")
         params = sum(p.numel() for p in model.parameters())
         print(f"{path}: {config.get('variant', 'two_tower')} LCM, {params:,} parameters ({params / 1e9:.2f}B)")
     return 0

@@ -45,10 +45,10 @@ def positions_of(mask: torch.Tensor) -> torch.Tensor:
 class Contextualizer(nn.Module):
     """Concepts (B, N, d) -> causal hidden states (B, N, model_dim): h_i reads concepts 0..i."""
 
-    def __init__(self, dim: int, model_dim: int, n_layers: int, n_heads: int, max_positions: int):
+    def __init__(self, concept_dim: int, model_dim: int, n_layers: int, n_heads: int, max_positions: int):
         super().__init__()
-        self.dim, self.model_dim, self.max_positions = dim, model_dim, max_positions
-        self.prenet = nn.Linear(dim, model_dim)
+        self.concept_dim, self.model_dim, self.max_positions = concept_dim, model_dim, max_positions
+        self.prenet = nn.Linear(concept_dim, model_dim)
         self.transformer = CausalTransformer(model_dim, n_layers, n_heads)
 
     def embed(self, concepts: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,7 @@ class Contextualizer(nn.Module):
 
     def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> ContextState:
         """Read left-aligned (B, N, d) concepts into fresh KV caches."""
-        mask = check_concepts(concepts, mask, self.dim)
+        mask = check_concepts(concepts, mask, self.concept_dim)
         check_left_aligned(mask)
         caches = self.transformer.new_caches()
         hidden = self(concepts, mask, caches)  # (B, N, D)
@@ -74,7 +74,7 @@ class Contextualizer(nn.Module):
 
     def extend(self, state: ContextState, concept: torch.Tensor) -> ContextState:
         """Append one concept (B, d) to every row: only the new position goes through the transformer."""
-        check_extension(concept, len(state.next_position), self.dim)
+        check_extension(concept, len(state.next_position), self.concept_dim)
         x = self.embed(concept[:, None], state.next_position[:, None])  # (B, 1, D)
         caches, key_valid, h = self.transformer.extended(state.caches, state.key_valid, x)  # h (B, 1, D)
         return ContextState(caches, key_valid, state.next_position + 1, torch.cat([state.hidden, h], dim=1))
@@ -82,16 +82,16 @@ class Contextualizer(nn.Module):
 
 @dataclass
 class ContextConfig:
-    """The part of every core's config its Contextualizer reads: concepts of ``dim`` through a causal transformer
-    ``model_dim`` wide with ``n_heads`` heads, over documents of up to ``max_positions`` concepts."""
+    """The part of every core's config its Contextualizer reads: concepts through a causal transformer ``model_dim``
+    wide with ``n_heads`` heads, over documents of up to ``max_positions`` concepts. The concepts' dimension is not
+    a field: the model is built for the concept space it is given (``build_core(config, concept_dim)``)."""
 
-    dim: int = 256  # concept dimension (a ByteLCM sets it to its codec's)
     model_dim: int = 128
     n_heads: int = 4
     max_positions: int = 4096
 
-    def contextualizer(self, n_layers: int) -> Contextualizer:
-        return Contextualizer(self.dim, self.model_dim, n_layers, self.n_heads, self.max_positions)
+    def contextualizer(self, concept_dim: int, n_layers: int) -> Contextualizer:
+        return Contextualizer(concept_dim, self.model_dim, n_layers, self.n_heads, self.max_positions)
 
 
 class ContextualizedModel(ConceptModel):

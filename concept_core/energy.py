@@ -87,19 +87,19 @@ class EnergyHead(nn.Module):
 class EnergyLCM(ContextualizedModel):
     """Contextualizer + energy head; ``loss`` scores ``samples`` draws per position, ``sample`` makes one."""
 
-    def __init__(self, config: EnergyLCMConfig):
+    def __init__(self, config: EnergyLCMConfig, concept_dim: int):
         super().__init__()
-        self.config, self.dim = config, config.dim
-        self.contextualizer = config.contextualizer(config.context_layers)
-        self.head = EnergyHead(config.dim, config.model_dim, config.noise_dim, config.head_layers)
+        self.config, self.concept_dim = config, concept_dim
+        self.contextualizer = config.contextualizer(concept_dim, config.context_layers)
+        self.head = EnergyHead(concept_dim, config.model_dim, config.noise_dim, config.head_layers)
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
              targets: torch.Tensor | None = None) -> torch.Tensor:
-        pairs = next_concept_pairs(concepts, mask, targets, self.dim)
+        pairs = next_concept_pairs(concepts, mask, targets, self.concept_dim)
         hidden = self.contextualizer(pairs.concepts, pairs.mask)[:, :-1]  # (B, N-1, D): h_i reads concepts 0..i
         draws = self.head(hidden, self.config.samples)  # (B, N-1, n, d) draws of concepts 1..N-1
         # Scored per concept dimension, so the loss reads the same at any concept_dim.
-        return pairs.mean(energy_score(draws, pairs.targets)) / self.dim**0.5
+        return pairs.mean(energy_score(draws, pairs.targets)) / self.concept_dim**0.5
 
     @torch.no_grad()
     def sample(self, state: ContextState, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -68,8 +68,8 @@ def iter_steps(model: ConceptModel, prompt: torch.Tensor, prompt_mask: torch.Ten
     that stopped ride along: any finite concept will do for them). The context is extended only when
     another step is asked for, and never after the last one.
     """
-    prompt_mask = check_concepts(prompt, prompt_mask, model.dim)
-    stop.check(model.dim)
+    prompt_mask = check_concepts(prompt, prompt_mask, model.concept_dim)
+    stop.check(model.concept_dim)
     if max_new < 1:
         raise ValueError(f"max_new must be at least 1, got {max_new}")
     sampling = sampling or Sampling()

@@ -85,7 +85,7 @@ class Sampling:
 
 
 class ConceptModel(nn.Module, ABC):
-    dim: int
+    concept_dim: int  # the dimension of the concepts it reads and predicts
 
     @abstractmethod
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
@@ -112,5 +112,5 @@ class ConceptModel(nn.Module, ABC):
     @torch.no_grad()
     def predict_next(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
                      sampling: Sampling | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        mask = check_concepts(concepts, mask, self.dim)
+        mask = check_concepts(concepts, mask, self.concept_dim)
         return self.sample(self.start(*left_align(concepts, mask)), sampling or Sampling(), generator)

@@ -60,14 +60,14 @@ def one_tower_mask(clean_valid: torch.Tensor, keep_context: torch.Tensor) -> tor
 
 
 class OneTowerLCM(ContextualizedModel):
-    def __init__(self, config: OneTowerLCMConfig):
+    def __init__(self, config: OneTowerLCMConfig, concept_dim: int):
         super().__init__()
-        self.config, self.dim = config, config.dim
+        self.config, self.concept_dim = config, concept_dim
         self.scheduler = config.scheduler()
         # clean and noisy concepts share the PreNet and the transformer; the timestep embedding tells them apart
-        self.contextualizer = config.contextualizer(config.n_layers)
+        self.contextualizer = config.contextualizer(concept_dim, config.n_layers)
         self.time_emb = TimestepEmbedding(config.model_dim)
-        self.out_proj = nn.Linear(config.model_dim, config.dim)
+        self.out_proj = nn.Linear(config.model_dim, concept_dim)
         # a zero output layer starts every prediction at 0 (for x0, the mean of normalised concepts) instead of
         # a random vector, which makes the synthetic rule learnable in fewer steps
         nn.init.zeros_(self.out_proj.weight)
@@ -89,7 +89,7 @@ class OneTowerLCM(ContextualizedModel):
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
              targets: torch.Tensor | None = None) -> torch.Tensor:
-        pairs = next_concept_pairs(concepts, mask, targets, self.dim)
+        pairs = next_concept_pairs(concepts, mask, targets, self.concept_dim)
         target, shape = pairs.targets, pairs.valid.shape  # (B, P, d), (B, P): concept i predicts concept i+1
         t = torch.randint(0, self.config.num_train_timesteps, shape, device=target.device)  # (B, P)
         noise = torch.randn_like(target)
@@ -118,7 +118,7 @@ class OneTowerLCM(ContextualizedModel):
         with context (cond) and the one from the noisy query alone (uncond)."""
         self.scheduler.set_timesteps(sampling.steps)
         ref = self.out_proj.weight
-        x = self.scheduler.init_noise((len(state.next_position), self.dim), generator,
+        x = self.scheduler.init_noise((len(state.next_position), self.concept_dim), generator,
                                       scale=sampling.initial_noise_scale, device=ref.device, dtype=ref.dtype)
         for t in self.scheduler.timesteps.tolist():
             out = self.denoise(state, x, t)  # (B, d)

@@ -144,20 +144,20 @@ class QuantizedLCMConfig(ContextConfig):
 
 
 class QuantizedLCM(ContextualizedModel):
-    def __init__(self, config: QuantizedLCMConfig):
+    def __init__(self, config: QuantizedLCMConfig, concept_dim: int):
         super().__init__()
-        self.config, self.dim = config, config.dim
+        self.config, self.concept_dim = config, concept_dim
         D, K = config.model_dim, config.num_codebooks
-        self.quantizer = ResidualVQ(config.dim, K, config.codebook_size)
-        self.contextualizer = config.contextualizer(config.n_layers)
+        self.quantizer = ResidualVQ(concept_dim, K, config.codebook_size)
+        self.contextualizer = config.contextualizer(concept_dim, config.n_layers)
         # the context state of a prediction without context: replaces the contextualizer's output when
         # training drops the context (CFG) and is the unconditional branch of guided sampling
         self.null_context = nn.Parameter(torch.zeros(D))
         self.codebook_emb = nn.Embedding(K, D)
-        self.sum_proj = nn.Linear(config.dim, D)
+        self.sum_proj = nn.Linear(concept_dim, D)
         self.head_norm, self.out_norm = nn.RMSNorm(D), nn.RMSNorm(D)
         self.head_ffn = SwiGLU(D)
-        out = config.codebook_size if config.head == "d" else config.dim
+        out = config.codebook_size if config.head == "d" else concept_dim
         # one output layer per codebook, zero at init: uniform logits, or a zero residual, to start from
         self.out_weight = nn.Parameter(torch.zeros(K, D, out))
         self.out_bias = nn.Parameter(torch.zeros(K, out))
@@ -180,7 +180,7 @@ class QuantizedLCM(ContextualizedModel):
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
              targets: torch.Tensor | None = None) -> torch.Tensor:
-        pairs = next_concept_pairs(concepts, mask, targets, self.dim)
+        pairs = next_concept_pairs(concepts, mask, targets, self.concept_dim)
         self.quantizer.check_fitted()
         hidden = self.contextualizer(pairs.concepts, pairs.mask)[:, :-1]  # (B, P, D): concept i predicts i+1
         if self.training:  # classifier-free guidance: learn the context-free prediction too
@@ -209,7 +209,7 @@ class QuantizedLCM(ContextualizedModel):
         batch = len(context)
         if scale != 1.0:  # conditional rows, then the same rows without context: one pass for both branches
             context = torch.cat([context, self.null_context.expand_as(context)])  # (2B, D)
-        total = context.new_zeros(batch, self.dim)  # (B, d) sum of the chosen centroids
+        total = context.new_zeros(batch, self.concept_dim)  # (B, d) sum of the chosen centroids
         for k, codebook in enumerate(self.quantizer.codebooks):  # (C, d)
             prev = total.repeat(2, 1) if scale != 1.0 else total
             out = self._head(context[:, None], prev[:, None], slice(k, k + 1))[:, 0]  # (B or 2B, C or d)

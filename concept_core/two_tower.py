@@ -69,11 +69,11 @@ class Denoiser(nn.Module):
 class TwoTowerLCM(ContextualizedModel):
     """Contextualizer + denoiser + DDIM scheduler; ``forward`` is the training pass, ``sample`` the inference one."""
 
-    def __init__(self, config: TwoTowerLCMConfig):
+    def __init__(self, config: TwoTowerLCMConfig, concept_dim: int):
         super().__init__()
-        self.config, self.dim = config, config.dim
-        self.contextualizer = config.contextualizer(config.context_layers)
-        self.denoiser = Denoiser(config.dim, config.model_dim, config.denoiser_layers, config.n_heads)
+        self.config, self.concept_dim = config, concept_dim
+        self.contextualizer = config.contextualizer(concept_dim, config.context_layers)
+        self.denoiser = Denoiser(concept_dim, config.model_dim, config.denoiser_layers, config.n_heads)
         self.scheduler = config.scheduler()
 
     def forward(self, concepts: torch.Tensor, mask: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor,
@@ -95,7 +95,7 @@ class TwoTowerLCM(ContextualizedModel):
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,
              targets: torch.Tensor | None = None) -> torch.Tensor:
-        pairs = next_concept_pairs(concepts, mask, targets, self.dim)
+        pairs = next_concept_pairs(concepts, mask, targets, self.concept_dim)
         x0 = pairs.targets  # (B, N-1, d) the concepts that have a context
         t = torch.randint(0, self.scheduler.num_train_timesteps, x0.shape[:2], device=x0.device)  # (B, N-1)
         noise = torch.randn_like(x0)
@@ -122,7 +122,7 @@ class TwoTowerLCM(ContextualizedModel):
             context_kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in context_kv]  # (2B, H, T+1, Dh)
 
         self.scheduler.set_timesteps(sampling.steps)
-        x = self.scheduler.init_noise((b, 1, self.dim), generator=generator, scale=sampling.initial_noise_scale,
+        x = self.scheduler.init_noise((b, 1, self.concept_dim), generator=generator, scale=sampling.initial_noise_scale,
                                       device=hidden.device, dtype=hidden.dtype)  # (B, 1, d)
         for t in self.scheduler.timesteps.tolist():
             x_in = torch.cat([x, x]) if guided else x

@@ -3,6 +3,9 @@
 The directory is assembled under a temporary name next to its destination and renamed into place,
 so a crash mid-write leaves either the old export or the new one, never a mix. Loading reads
 safetensors only: nothing is unpickled.
+
+Every export's config.json, and every training checkpoint's model entry, carries the ``format`` it was
+written in; one of another format is refused in one line naming both (``check_format``), never half-read.
 """
 
 from __future__ import annotations
@@ -17,15 +20,29 @@ import torch
 
 from primitives.atomic import atomic_directory
 
-CHECKPOINT_KEY = "export"  # a training checkpoint's {"type": kind, "config": ...}: the model it holds
+CHECKPOINT_KEY = "export"  # a training checkpoint's {"type": kind, "format": ..., "config": ...}: its model
+FORMAT = 1  # the layout of the configs this byte-lcm writes and reads; raise it when a config's fields change
+
+
+class ExportFormatError(ValueError):
+    """An export or checkpoint written in a format this byte-lcm does not read."""
+
+
+def check_format(found: object, where: str) -> None:
+    """Refuse ``where`` (an export directory or a checkpoint) unless it was written in FORMAT."""
+    if found != FORMAT:
+        written = "no format (written before formats were numbered)" if found is None else f"format {found!r}"
+        raise ExportFormatError(f"{where} has {written}; this byte-lcm reads format {FORMAT} only: export it again "
+                                "with this version, or load it with the version that wrote it")
 
 
 def save_export(directory: str | os.PathLike, kind: str, config: dict, state_dict: dict[str, torch.Tensor]) -> Path:
-    """Write ``{"type": kind, **config}`` and the tensors to ``directory``, replacing what is there."""
+    """Write ``{"type": kind, "format": FORMAT, **config}`` and the tensors to ``directory``, replacing what is
+    there."""
     from safetensors.torch import save_file
 
     with atomic_directory(directory) as tmp:
-        (tmp / "config.json").write_text(json.dumps({"type": kind, **config}, indent=2))
+        (tmp / "config.json").write_text(json.dumps({"type": kind, "format": FORMAT, **config}, indent=2))
         save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, tmp / "model.safetensors")
     return Path(directory)
 
@@ -41,7 +58,8 @@ def export_type(directory: str | os.PathLike) -> str | None:
 
 def load_export(directory: str | os.PathLike, kind: str,
                 map_location: str = "cpu") -> tuple[dict, dict[str, torch.Tensor]]:
-    """-> (config without "type", state dict); a clear error when ``directory`` is not a ``kind`` export."""
+    """-> (config without "type" and "format", state dict); a clear error when ``directory`` is not a ``kind``
+    export of this FORMAT."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -54,6 +72,7 @@ def load_export(directory: str | os.PathLike, kind: str,
         raise ValueError(f"{config_path} is not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.pop("type", None) != kind:
         raise ValueError(f"{config_path} does not describe a {kind}")
+    check_format(config.pop("format", None), str(directory))
     return config, load_file(weights_path, device=map_location)
 
 

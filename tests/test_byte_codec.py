@@ -38,7 +38,7 @@ def test_length_chunks_cover_every_row_once_within_budget(lengths, budget):
 
 def test_codec_implements_the_protocol():
     codec = tiny_codec()
-    assert isinstance(codec, ConceptCodec) and codec.dim == 32
+    assert isinstance(codec, ConceptCodec) and codec.concept_dim == 32
 
 
 @pytest.mark.parametrize("patching", ["static", "space", "entropy"])

@@ -48,7 +48,7 @@ def predicting(codec: ChunkConceptCodec, logits: torch.Tensor) -> torch.Tensor:
 
 def test_codec_implements_the_protocol_with_layer_normed_latents():
     codec = small_codec().eval()
-    assert isinstance(codec, ConceptCodec) and codec.dim == 64 and codec.ready and codec.entropy_model is None
+    assert isinstance(codec, ConceptCodec) and codec.concept_dim == 64 and codec.ready and codec.entropy_model is None
     concepts = codec.encode(UNITS)  # (5, 64): 4 chunks of 16
     assert concepts.shape == (5, 64) and codec.eod_concept().shape == (64,)
     latents = concepts.view(5, 4, 16)
@@ -149,7 +149,7 @@ def test_save_and_load_a_codec(tmp_path):
     codec = small_codec().eval()
     save_codec(codec, tmp_path / "codec", torch.float16)
     loaded = load_codec(tmp_path / "codec")
-    assert loaded.config == codec.config and loaded.dim == 64
+    assert loaded.config == codec.config and loaded.concept_dim == 64
     assert torch.allclose(loaded.encode(UNITS), codec.encode(UNITS), atol=0.05)  # fp16 weights
 
 

@@ -32,7 +32,7 @@ def test_paper_two_tower_builds_at_1_6b(capsys):
 
 def test_tiny_config_builds():
     model = build_model(load_config(CONFIGS / "two-tower-tiny.yaml"))
-    assert model.dim == 256
+    assert model.concept_dim == 256
 
 
 def test_bad_configs_are_clear():

@@ -73,7 +73,7 @@ def minilm() -> SentenceTransformerCodec:
 
 
 def test_minilm_codec_is_a_concept_codec_with_meaningful_frozen_vectors(minilm):
-    assert isinstance(minilm, ConceptCodec) and minilm.dim == 384
+    assert isinstance(minilm, ConceptCodec) and minilm.concept_dim == 384
     raw = minilm.embed([b"The cat sat on the mat.", b"A cat was sitting on the mat.", b"Stock markets fell today."])
     assert raw.shape == (3, 384) and torch.allclose(raw.norm(dim=1), torch.ones(3), atol=1e-4)
     cos = raw @ raw.T
@@ -182,7 +182,7 @@ def fake_sonar(monkeypatch):
 
 def test_sonar_codec_normalises_and_decodes_through_sonar(fake_sonar):
     codec = build_codec({"kind": "sonar"}, None, None, 1024)
-    assert isinstance(codec, ConceptCodec) and codec.dim == 1024 and codec.decoder is None
+    assert isinstance(codec, ConceptCodec) and codec.concept_dim == 1024 and codec.decoder is None
     codec.fit_normalizer(SENTENCES)
     concepts = codec.encode(SENTENCES)
     assert concepts.shape == (6, 1024)
@@ -242,7 +242,7 @@ def test_a_frozen_codec_skips_no_stage_it_needs():
     module = tiny_module(**MINILM_MODEL)
     # no entropy model: straight to the decoder's own stage, then joint
     assert [module.stage(s) for s in (0, 2, 3, 100)] == ["autoencoder"] * 2 + ["joint"] * 2
-    assert ByteLCM(ByteLCMConfig(concept_dim=384, codec=SentenceTransformerCodecConfig())).codec.dim == 384
+    assert ByteLCM(ByteLCMConfig(concept_dim=384, codec=SentenceTransformerCodecConfig())).codec.concept_dim == 384
     with pytest.raises(ValueError, match="set concept_dim to 384"):
         ByteLCM(ByteLCMConfig(codec=SentenceTransformerCodecConfig()))
 
@@ -261,7 +261,7 @@ def test_minilm_tiny_is_tiny_with_frozen_minilm_concepts_and_multimodal_tiny_is_
     assert minilm["model"]["concept_dim"] == 384 and tiny["model"]["concept_dim"] == 1024
     assert minilm["optim"] == tiny["optim"]
     module = instantiate(ByteLCMModule, minilm)
-    assert module.model.codec.dim == 384 and module.model.num_params()["encoder"] == 0
+    assert module.model.codec.concept_dim == 384 and module.model.num_params()["encoder"] == 0
     mm = instantiate(ByteLCMModule, multimodal)
     assert mm.model.segmenter.to_config()["kind"] == "modality" and mm.alignment.weight == 0.0
     assert sum(mm.model.num_params().values()) == sum(instantiate(ByteLCMModule, tiny).model.num_params().values())

@@ -45,7 +45,7 @@ def exact_share(codec: ChunkConceptCodec, units: list[bytes]) -> float:
 
 def test_the_shipped_codec_is_pinned_and_loads_as_1024_d_concepts(codec):
     assert set(PINNED) == {"config.json", "model.safetensors"}
-    assert codec.dim == 1024 and codec.config.max_bytes == 128 and not codec.training
+    assert codec.concept_dim == 1024 and codec.config.max_bytes == 128 and not codec.training
     assert all(p.dtype == torch.float32 for p in codec.parameters())  # fp16 on disk, float32 to compute
 
 

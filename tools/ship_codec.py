@@ -181,7 +181,7 @@ def cmd_package(args) -> int:
                "en/valid σ=0.2 / clean": shipped["en/valid"]["exact_sigma_0.2"] / shipped["en/valid"]["exact"]}
     report = {"export": str(args.export), "dtype": dtype, "fp16_cost_exact": cost,
               "params": sum(p.numel() for p in codec.parameters()),
-              "config": {"concept_dim": codec.dim, **vars(codec.config)}, "summary": summary, "sets": shipped,
+              "config": {"concept_dim": codec.concept_dim, **vars(codec.config)}, "summary": summary, "sets": shipped,
               "fp32": rows["fp32"], "pinned": pins, "machine": f"{platform.node()} {platform.platform()}",
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     out = REPO / "benchmarks" / "results" / "shipped-codec"

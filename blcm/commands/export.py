@@ -13,7 +13,7 @@ def cmd_export(args) -> int:
 
     from blcm.model import ByteLCM
     from blt.entropy import EntropyModel
-    from primitives.export import CHECKPOINT_KEY
+    from primitives.export import CHECKPOINT_KEY, ExportFormatError, check_format
 
     exportable = {cls.export_kind: cls for cls in (ByteLCM, EntropyModel)}
 
@@ -29,8 +29,11 @@ def cmd_export(args) -> int:
         raise CLIError(f"{args.ckpt} has no state dict: not a byte-lcm checkpoint")
     if not isinstance(export, dict) or export.get("type") not in exportable:
         raise CLIError(f"{args.ckpt} names no model to export (a ByteLCMModule or EntropyLMModule checkpoint "
-                       f"written by this version keeps one under {CHECKPOINT_KEY!r}; one from before the grouped "
-                       "settings has its model in its run's export_dir or snapshots)")
+                       f"keeps one under {CHECKPOINT_KEY!r})")
+    try:
+        check_format(export.get("format"), str(args.ckpt))
+    except ExportFormatError as e:
+        raise CLIError(str(e)) from None
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     try:
         model = exportable[export["type"]].from_config(export["config"])

@@ -101,9 +101,9 @@ def cmd_decode(args) -> int:
         raise CLIError(f"{args.concepts} is not a .npy array of concepts (an archive of {len(concepts.files)})")
     if concepts.ndim == 1:
         concepts = concepts[None]
-    if concepts.ndim != 2 or concepts.shape[1] != model.codec.dim:
+    if concepts.ndim != 2 or concepts.shape[1] != model.codec.concept_dim:
         raise CLIError(f"{args.concepts} holds an array of shape {concepts.shape}; this model decodes "
-                       f"(n, {model.codec.dim}) concepts")
+                       f"(n, {model.codec.concept_dim}) concepts")
     if not np.issubdtype(concepts.dtype, np.floating) or not np.isfinite(concepts).all():
         raise CLIError(f"{args.concepts} must hold finite floating-point concepts")
     units = model.codec.decode(torch.from_numpy(concepts.astype(np.float32)))

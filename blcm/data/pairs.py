@@ -67,14 +67,6 @@ def group_means(vectors: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     return sums / torch.bincount(group, minlength=len(sizes)).clamp(min=1)[:, None]
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of paired vectors a (P, d), b (P, d): row i of a should be
-    nearest (cosine) to row i of b among all rows of b, and back; the other rows are the negatives."""
-    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature  # (P, P)
-    labels = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-
-
 def retrieval_accuracy(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     """Retrieval between paired vectors a (P, d) and b (P, d) by cosine, both ways: top-1 accuracy (chance 1/P)
     and the mean rank of the true partner among the P candidates (1 = first; chance (P + 1) / 2).

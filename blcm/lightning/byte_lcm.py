@@ -1,7 +1,8 @@
 """ByteLCMModule: trains a ByteLCM end to end (byte encoder, concept core and byte decoder together).
 
-The model owns its objective (``ByteLCM.losses``, blcm.objective); this module keeps the stage schedule,
-the loss weights, the alignment loss's draws, logging, the optimiser and the broadcasts between ranks.
+The model owns its objective (``ByteLCM.prepare`` and ``ByteLCM.losses``; its loss config is part of the model's
+config, blcm.objective); this module keeps the stage schedule, the alignment pairs' draws, logging, the optimiser
+and the broadcasts between ranks.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.batch import UnitBatch
-from blcm.data.pairs import group_means, info_nce, read_pairs
+from blcm.data.pairs import read_pairs
 from blcm.data.prepared import read_prepared
 from blcm.errors import ConfigError, DataError
 from blcm.lightning.config import AlignmentConfig, ExportsItsModel, StageConfig, ValidationConfig, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
 from blcm.lightning.validation import ValidationTotals, sample_tables
 from blcm.model import ByteLCM, ByteLCMConfig
-from blcm.objective import STAGES, LossConfig, Stage
+from blcm.objective import STAGES, Stage
 from blcm.plotting import log_entropy_figure
-from blt.ids import pad_batch
 from blt.patching import ENTROPY_MODES
 from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model
 from bridges.chunk_codec import ChunkConceptCodec
@@ -36,13 +36,12 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
     """Trains a ByteLCM; see configs/tiny.yaml.
 
     Args:
-        model: the ByteLCMConfig (codec {kind: sentence_transformer} trains the core and decoder on frozen
-            MiniLM concepts, see configs/minilm-tiny.yaml; the encoder config is then unused).
-        loss: the loss weights and what the terms see (blcm.objective.LossConfig).
+        model: the ByteLCMConfig, its loss included (codec {kind: sentence_transformer} trains the core and decoder
+            on frozen MiniLM concepts, see configs/minilm-tiny.yaml; the encoder config is then unused).
         stages: how many steps the entropy and autoencoder stages take before joint training.
         optim: AdamW with warm-up + cosine.
         validation: what each validation samples and logs.
-        alignment: the optional cross-modal alignment loss.
+        alignment: the pairs the alignment term (model.loss.alignment_weight > 0) draws from.
         init_entropy_from: the EntropyModel entropy patching uses: "shipped" (default: the model inside the
             package, blt.pretrained, with its per-modality thresholds), an export directory (its thresholds.json
             if it has one, else thresholds calibrated per modality on the first batch), or null to train one
@@ -58,39 +57,42 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         normalizer_units: training units a frozen codec's concept normaliser is fitted on (at fit start).
     """
 
-    def __init__(self, model: ByteLCMConfig = ByteLCMConfig(), loss: LossConfig = LossConfig(),
-                 stages: StageConfig = StageConfig(), optim: OptimConfig = OptimConfig(),
-                 validation: ValidationConfig = ValidationConfig(), alignment: AlignmentConfig = AlignmentConfig(),
+    def __init__(self, model: ByteLCMConfig = ByteLCMConfig(), stages: StageConfig = StageConfig(),
+                 optim: OptimConfig = OptimConfig(), validation: ValidationConfig = ValidationConfig(),
+                 alignment: AlignmentConfig = AlignmentConfig(),
                  init_entropy_from: str | None = SHIPPED_NAME, init_from: str | None = None,
                  init_codec_from: str | None = None, freeze_codec: bool = False, export_dir: str | None = None,
                  normalizer_units: int = 2048):
         super().__init__()
         try:
-            self.model = build_model(model, init_entropy_from, init_from, init_codec_from)
+            self.model = model_to_train(model, init_entropy_from, init_from, init_codec_from)
             if freeze_codec:
                 if (init_from is None and init_codec_from is None) or not model.own_encoder:
                     raise ValueError("freeze_codec keeps a trained byte or chunk codec fixed: it needs init_from (an "
                                      "export) or init_codec_from (a trained chunk codec)")
-                if loss.entropy_weight > 0 or alignment.weight > 0:
-                    raise ValueError("freeze_codec leaves nothing for loss.entropy_weight or alignment.weight to "
-                                     "train: set them to 0")
+                if model.loss.entropy_weight > 0 or model.loss.alignment_weight > 0:
+                    raise ValueError("freeze_codec leaves nothing for model.loss.entropy_weight or "
+                                     "model.loss.alignment_weight to train: set them to 0")
                 self.model.codec.requires_grad_(False)
             if normalizer_units < 2:
                 raise ValueError(f"normalizer_units must be >= 2, got {normalizer_units}")
-            if alignment.weight > 0 and not model.own_encoder:
+            if model.loss.alignment_weight > 0 and not model.own_encoder:
                 raise ValueError("the alignment loss trains the encoder: a frozen codec has none to train")
+            if model.loss.alignment_weight > 0 and alignment.pairs is None:
+                raise ValueError("model.loss.alignment_weight > 0 needs alignment.pairs, a directory with "
+                                 "transcripts.json")
         # CodecUnavailable is a RuntimeError
         except (ValueError, TypeError, FileNotFoundError, RuntimeError, PretrainedError) as e:
             raise ConfigError(f"cannot build the ByteLCM: {e}") from None
-        save_grouped_hparams(self, model=model, loss=loss, stages=stages, optim=optim, validation=validation,
+        save_grouped_hparams(self, model=model, stages=stages, optim=optim, validation=validation,
                              alignment=alignment)
-        self.loss, self.stages, self.optim = loss, stages, optim
+        self.stages, self.optim = stages, optim
         self.validation, self.alignment = validation, alignment
         self._val = ValidationTotals()
         self._pair_units: list[tuple[list[bytes], list[bytes]]] = []
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.alignment.weight > 0:
+        if stage == "fit" and self.model.config.loss.alignment_weight > 0:
             try:
                 pairs = read_pairs(self.alignment.pairs, "train")
             except DataError as e:
@@ -141,30 +143,16 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
 
     # -- training -------------------------------------------------------------------------------
 
-    def losses(self, batch: UnitBatch, stage: Stage) -> dict[str, torch.Tensor]:
-        """The model's loss terms of ``stage``, and the alignment term when it is on."""
-        terms = self.model.losses(batch, stage, self.loss, train_codec=not self.hparams.freeze_codec,
-                                  broadcast=self._from_rank_zero)
-        if self._pair_units and stage != "entropy":
-            terms["alignment"] = self.alignment_loss()
-        return terms
-
-    def alignment_loss(self) -> torch.Tensor:
-        """InfoNCE between the pooled concepts of ``alignment.batch`` paired files (their first ``alignment.units``
-        units, as `blcm eval --pairs` pools them) and of their transcripts, the other pairs of the batch as
-        negatives. The draw depends on the step and rank only, so a resumed run draws what it would have."""
+    def alignment_pairs(self) -> tuple[list[list[bytes]], list[list[bytes]]] | None:
+        """``alignment.batch`` paired files' first ``alignment.units`` units (as `blcm eval --pairs` pools them) and
+        their transcripts', for the alignment term; None when it is off. The draw depends on the step and rank
+        only, so a resumed run draws what it would have."""
+        if not self._pair_units:
+            return None
         config, n = self.alignment, self.alignment.units
         generator = torch.Generator().manual_seed(self.global_step * 1009 + self.global_rank)
         chosen = torch.randperm(len(self._pair_units), generator=generator)[: config.batch].tolist()
-        data_groups = [self._pair_units[i][0][:n] for i in chosen]
-        text_groups = [self._pair_units[i][1][:n] for i in chosen]
-        return info_nce(self._pooled(data_groups), self._pooled(text_groups), config.temperature)
-
-    def _pooled(self, groups: list[list[bytes]]) -> torch.Tensor:
-        """Groups of units -> the mean concept of each group (G, d), with the encoder's gradient."""
-        ids, lengths = pad_batch([u for g in groups for u in g])
-        concepts = self.model.codec.concepts(ids.to(self.device), lengths.to(self.device))  # (U, d)
-        return group_means(concepts, [len(g) for g in groups])
+        return [self._pair_units[i][0][:n] for i in chosen], [self._pair_units[i][1][:n] for i in chosen]
 
     def _from_rank_zero(self, tensor: torch.Tensor) -> torch.Tensor:
         if self._trainer is None or self.trainer.world_size == 1:
@@ -173,15 +161,12 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
 
     def training_step(self, batch: UnitBatch, batch_idx: int) -> torch.Tensor | None:
         stage = self.stage()
-        terms = self.losses(batch, stage)
-        if not terms:  # nothing to learn from (a batch of end-of-document units only): skip the step
-            return None
+        total, terms = self.model.losses(batch, stage, pairs=self.alignment_pairs())
         for name, value in terms.items():
             check_finite(value, self.global_step, name)
             self.log(f"train/{name}", value, prog_bar=name != "entropy" or stage == "entropy")
         self.log("train/stage", float(STAGES.index(stage)))
-        return sum((self.alignment.weight if name == "alignment" else self.loss.weight(name, stage)) * value
-                   for name, value in terms.items())
+        return total  # None (skip the step): nothing to learn from, e.g. a batch of end-of-document units only
 
     def configure_optimizers(self):
         return adamw_warmup_cosine(self, self.model, self.optim)
@@ -189,11 +174,12 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
     def on_train_batch_start(self, batch: UnitBatch, batch_idx: int) -> None:
         if self.hparams.freeze_codec:  # a frozen codec normalises with its running statistics, always
             self.model.codec.eval()
+        self.model.prepare(batch, self.stage(), broadcast=self._from_rank_zero)
 
     # -- validation -----------------------------------------------------------------------------
 
     def validation_step(self, batch: UnitBatch, batch_idx: int) -> None:
-        units, lengths, text = batch.units, batch.unit_lengths, batch.text
+        units, lengths, text = batch.units, batch.unit_lengths, batch.has_bytes
         codec, totals = self.model.codec, self._val
         if codec.entropy_model is not None and text.any():
             targets = (lengths[text] + 1).sum()  # bytes and the closing EOS; bits per *byte* below, as for the decoder
@@ -242,7 +228,7 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
                                threshold=float(encoder.entropy_thresholds[modality]), mode=encoder.config.patching)
 
 
-def build_model(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None,
+def model_to_train(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None,
                 init_codec_from: str | None = None) -> ByteLCM:
     """The ByteLCM to train: from ``init_from``'s weights, or with ``init_entropy_from``'s entropy model (the
     encoder's entropy model then takes that model's shape), and ``init_codec_from``'s chunk codec."""

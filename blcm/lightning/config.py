@@ -9,7 +9,7 @@ import lightning as L
 
 from blcm.errors import ConfigError
 from concept_core.interface import Sampling
-from primitives.export import CHECKPOINT_KEY
+from primitives.export import CHECKPOINT_KEY, FORMAT, ExportFormatError, check_format
 
 
 @dataclass(frozen=True)
@@ -48,31 +48,24 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class AlignmentConfig:
-    """The optional alignment loss: InfoNCE between the mean concept of a paired file (a WAV) and its
-    transcript's, the batch's other pairs as negatives, each step after the entropy stage.
+    """The pairs the alignment term draws, each step after the entropy stage, when model.loss.alignment_weight > 0:
+    InfoNCE between the mean concept of a paired file (a WAV) and its transcript's, the batch's other pairs as
+    negatives (blcm.objective).
 
     Args:
         pairs: a directory of files and transcripts.json (blcm.data.pairs); its train pairs are drawn.
-        weight: the loss weight (0: off).
         batch: pairs per step.
         units: the first this many units of a file (and of its transcript) are pooled.
-        temperature: InfoNCE's.
     """
 
     pairs: str | None = None
-    weight: float = 0.0
     batch: int = 8
     units: int = 32
-    temperature: float = 0.1
 
     def __post_init__(self):
-        if self.weight <= 0:
-            return
-        if self.pairs is None:
-            raise ConfigError("alignment.weight > 0 needs alignment.pairs, a directory with transcripts.json")
-        if self.batch < 2 or self.units < 1 or not self.temperature > 0:
-            raise ConfigError(f"need alignment.batch >= 2 (in-batch negatives), alignment.units >= 1 and "
-                             f"alignment.temperature > 0, got {self.batch}, {self.units}, {self.temperature}")
+        if self.batch < 2 or self.units < 1:
+            raise ConfigError(f"need alignment.batch >= 2 (in-batch negatives) and alignment.units >= 1, got "
+                              f"{self.batch}, {self.units}")
 
 
 def instantiate(cls: type[L.LightningModule], init_args: dict) -> L.LightningModule:
@@ -91,10 +84,19 @@ def instantiate(cls: type[L.LightningModule], init_args: dict) -> L.LightningMod
 
 class ExportsItsModel:
     """For a LightningModule whose ``model`` is a primitives.export.Exportable: every checkpoint names the model (its
-    export type and config, what `blcm export` reads), and the end of fit exports it to ``export_dir``."""
+    export type, format and config, what `blcm export` reads), a checkpoint of another format is refused before
+    it is resumed, and the end of fit exports the model to ``export_dir``."""
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"type": self.model.export_kind, "config": asdict(self.model.config)}
+        checkpoint[CHECKPOINT_KEY] = {"type": self.model.export_kind, "format": FORMAT,
+                                      "config": asdict(self.model.config)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        entry = checkpoint.get(CHECKPOINT_KEY)
+        try:
+            check_format(entry.get("format") if isinstance(entry, dict) else None, "the checkpoint")
+        except ExportFormatError as e:
+            raise ConfigError(str(e)) from None
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:

@@ -25,7 +25,7 @@ SHIPPED_NAME = "shipped"  # what configs and `--model` flags write for it
 THRESHOLDS_FILE = "thresholds.json"
 # name -> (bytes, SHA-256); written by tools/ship_entropy_model.py package.
 PINNED = {
-    "config.json": (132, "2cfb390e8251bb468150be84e135b5f8483ddec7b6662626e525ef9bbdcf073a"),
+    "config.json": (147, "f22a78dd76766a8572f89fadff4182cd25e4a5c8d8984b6a41f6f68259e8305e"),
     "model.safetensors": (1743888, "0716ebf03fe38f14e798968fd07d5db310742d42e77563ac55ae42c6d6cc8bd3"),
     "thresholds.json": (426, "31408586352ac0aafc3ecddd93a684187e90fea65e37c906bfe8b3bf84b08af3"),
 }

@@ -22,14 +22,14 @@ SHIPPED_CODEC = Path(__file__).resolve().parent / "chunk-codec"
 EXPORT_KIND = "ChunkCodec"
 # name -> (bytes, SHA-256); written by tools/ship_codec.py package.
 PINNED = {
-    "config.json": (287, "70bb8d5ee55aa2b9e910bd1e24693d48212c2e8b52729bd6211e22962573f033"),
+    "config.json": (302, "70a72fa2c191de748463a44405f1f08bc36eba1199e89374b74a0b5e7672e5d8"),
     "model.safetensors": (2402256, "b586ddd2b277410ec9d5243e7d7a5a960cb393ee3724c76f6e0c4d58de881396"),
 }
 
 
 def save_codec(codec: ChunkConceptCodec, directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
     """Export a chunk codec alone (config.json + model.safetensors in ``dtype``), atomically."""
-    config = {"concept_dim": codec.dim, "codec": asdict(codec.config)}
+    config = {"concept_dim": codec.concept_dim, "codec": asdict(codec.config)}
     return save_export(directory, EXPORT_KIND, config, {k: v.to(dtype) for k, v in codec.state_dict().items()})
 
 
