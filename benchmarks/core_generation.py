@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from concept_core.config import build_model, load_config
+from concept_core.config import build_core, load_config
 from concept_core.generate import generate
 from concept_core.interface import Sampling
 
@@ -31,10 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("base", "one_tower", "two_tower", "quant", "energy")
 
 
-def tiny_config(variant: str) -> dict:
-    """The two-tower tiny config's sizes, mapped onto each variant's fields."""
-    tt = load_config(REPO / "configs" / "core" / "two-tower-tiny.yaml")
-    common = dict(dim=tt["dim"], model_dim=tt["model_dim"], n_heads=tt["n_heads"])
+def tiny_config(variant: str) -> tuple[dict, int]:
+    """The two-tower tiny config's sizes, mapped onto each variant's fields, and its concept_dim."""
+    tt, concept_dim = load_config(REPO / "configs" / "core" / "two-tower-tiny.yaml")
+    return tiny_variant(tt, variant), concept_dim
+
+
+def tiny_variant(tt: dict, variant: str) -> dict:
+    common = dict(model_dim=tt["model_dim"], n_heads=tt["n_heads"])
     layers = tt["context_layers"] + tt["denoiser_layers"]
     if variant == "energy":  # the same contextualizer; the head in place of the denoiser
         return dict(variant=variant, context_layers=tt["context_layers"], head_layers=tt["denoiser_layers"], **common)
@@ -89,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     sampling = Sampling(steps=args.steps)
     rows, results = [], []
     for variant in args.variants:
-        config = tiny_config(variant)
-        dim = config["dim"]
-        model = prepare(build_model(config), variant, dim, g)
+        config, dim = tiny_config(variant)
+        model = prepare(build_core(config, dim), variant, dim, g)
         params = sum(p.numel() for p in model.parameters())
         prompt = torch.nn.functional.normalize(torch.randn(args.batch, 4, dim, generator=g), dim=-1)
         with torch.inference_mode():

@@ -48,13 +48,14 @@ def measure(data: str, config_path: str, units: int, steps: int, threads: int | 
     if len(full) < steps + 1:
         raise SystemExit(f"{data} has {len(full)} windows of {units} units; {steps + 1} are needed")
     batches = [collate_units([dataset[i]]) for i in full[: steps + 1]]
-    # A codec that needs calibrating (an entropy threshold) is calibrated by losses() on the warm-up batch.
+    # A codec that needs calibrating (an entropy threshold) is calibrated by prepare() on the warm-up batch.
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     loaded = rss_mib()
     times = []
     for batch in batches:  # the first is a warm-up
         start = time.perf_counter()
-        loss = sum(module.losses(batch, "joint").values())
+        module.model.prepare(batch, "joint")
+        loss = module.model.losses(batch, "joint").total
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

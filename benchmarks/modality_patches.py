@@ -30,7 +30,7 @@ from blcm.data.corpus import in_valid_split  # noqa: E402
 from blcm.data.documents import iter_records  # noqa: E402
 from blcm.model import ByteLCM  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
-from bridges.byte_codec import modality_index  # noqa: E402
+from bridges.modality import modality_index  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 FOLDERS = {"wav": Path("bytes") / "speech-en", "png": Path("bytes") / "images"}  # under --data

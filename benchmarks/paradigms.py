@@ -111,7 +111,11 @@ def main() -> None:
 
     optimizers = {"ByteLCM": torch.optim.AdamW(lcm.parameters(), lr=1e-4),
                   "ByteGPT": torch.optim.AdamW(lm.parameters(), lr=1e-4)}
-    losses = {"ByteLCM": lambda b: sum(lcm.losses(b, "joint").values()), "ByteGPT": lambda b: lm.model.loss(b)}
+    def lcm_loss(batch: UnitBatch) -> torch.Tensor:
+        lcm.model.prepare(batch, "joint")
+        return lcm.model.losses(batch, "joint").total
+
+    losses = {"ByteLCM": lcm_loss, "ByteGPT": lambda b: lm.model.loss(b)}
     batches = {"ByteLCM": lcm_batch, "ByteGPT": lm_batch}
 
     def train_step(name: str, batch) -> None:

@@ -52,7 +52,8 @@ def main() -> None:
         batch = batch.to(device)
         start = time.perf_counter()
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = sum(module.losses(batch, args.stage).values())
+            module.model.prepare(batch, args.stage)
+            loss = module.model.losses(batch, args.stage).total
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

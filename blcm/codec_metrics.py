@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, PAD, pad_batch
-from bridges.byte_codec import modality_index
+from bridges.modality import modality_index
 
 
 @torch.no_grad()

@@ -33,29 +33,16 @@ from torch import nn
 
 from blt.encoder import LocalEncoder, LocalEncoderConfig
 from blt.entropy import EntropyModel, EntropyModelConfig
-from blt.ids import BOS, EOD, EOS, PAD, decode, pad_batch
+from blt.ids import BOS, EOD, EOS, PAD, pad_batch
 from blt.patching import Patcher, Patches
 from blt.pretrained import ModalityThresholds
 from bridges.byte_decoder import ByteConceptDecoder, ByteConceptDecoderConfig
 from bridges.length_chunks import by_length
-from bridges.modality import MODALITIES, sniff
+from bridges.modality import MODALITIES, modality_index, unit_modalities
 from primitives.attention import AttentionMask
 from primitives.transformer import Attention, Block, init_weights
 
 CALIBRATION_BYTES = 1024  # a modality's bytes in a calibration batch before it gets a threshold of its own
-
-
-def modality_index(modality: str) -> int:
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}: one of {', '.join(MODALITIES)}")
-    return MODALITIES.index(modality)
-
-
-def unit_modalities(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(U,) the index in MODALITIES of each unit's content, sniffed unit by unit."""
-    rows = zip(ids.tolist(), lengths.tolist(), strict=True)
-    return torch.tensor([MODALITIES.index(sniff(decode(row[:n]))) for row, n in rows], dtype=torch.long,
-                        device=ids.device)
 
 
 @dataclass

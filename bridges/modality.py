@@ -3,10 +3,14 @@
 ``sniff`` looks for the signatures of common container formats first (a WAV's ``RIFF....WAVE``
 header, PNG's 8-byte signature, ...), then calls the rest text when it is UTF-8 with few control
 characters, and ``binary`` otherwise. A truncated file keeps its signature, so a cut-off WAV is
-still ``wav``.
+still ``wav``. A model's per-modality tables are indexed by ``modality_index`` (its place in MODALITIES).
 """
 
 from __future__ import annotations
+
+import torch
+
+from blt.ids import decode
 
 SIGNATURES: tuple[tuple[str, int, bytes], ...] = (  # (modality, offset, magic bytes)
     ("png", 0, b"\x89PNG\r\n\x1a\n"),
@@ -46,3 +50,16 @@ def looks_like_text(head: bytes, complete: bool) -> bool:
             return False
     controls = sum(1 for b in head if (b < 0x20 and b not in _TEXT_CONTROLS) or b == 0x7F)
     return controls <= MAX_CONTROL_SHARE * max(len(head), 1)
+
+
+def modality_index(modality: str) -> int:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}: one of {', '.join(MODALITIES)}")
+    return MODALITIES.index(modality)
+
+
+def unit_modalities(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(U,) the index in MODALITIES of each unit's content, sniffed unit by unit."""
+    rows = zip(ids.tolist(), lengths.tolist(), strict=True)
+    return torch.tensor([MODALITIES.index(sniff(decode(row[:n]))) for row, n in rows], dtype=torch.long,
+                        device=ids.device)

@@ -49,6 +49,12 @@ def tiny_module(**overrides) -> ByteLCMModule:
     return instantiate(ByteLCMModule, tiny_args(**overrides))
 
 
+def loss_terms(model, batch, stage: str) -> dict[str, torch.Tensor]:
+    """A ByteLCM's unweighted loss terms of ``stage`` on ``batch``, prepared first, as a training step has them."""
+    model.prepare(batch, stage)
+    return model.losses(batch, stage).terms
+
+
 def write_corpus(path: Path, docs: int = 48, seed: int = 0) -> Path:
     rng = random.Random(seed)
     with path.open("w") as f:

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from byte_lcm_fixtures import TINY_ARGS, prepared_corpus, tiny_module
+from byte_lcm_fixtures import TINY_ARGS, loss_terms, prepared_corpus, tiny_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from blcm.callbacks import MetricsHistory
@@ -56,12 +56,12 @@ def test_stage_schedule():
 
 
 def test_each_stage_has_its_losses(prepared):
-    module, batch = tiny_module(loss={"entropy_weight": 0.5}), first_batch(prepared)
-    assert set(module.losses(batch, "entropy")) == {"entropy"}
+    module, batch = tiny_module(model={"loss": {"entropy_weight": 0.5}}), first_batch(prepared)
+    assert set(loss_terms(module.model, batch, "entropy")) == {"entropy"}
     assert module.model.codec.encoder.needs_calibration
-    assert set(module.losses(batch, "autoencoder")) == {"reconstruction", "entropy"}
+    assert set(loss_terms(module.model, batch, "autoencoder")) == {"reconstruction", "entropy"}
     assert not module.model.codec.encoder.needs_calibration  # calibrated when the entropy stage ended
-    terms = module.losses(batch, "joint")
+    terms = loss_terms(module.model, batch, "joint")
     assert set(terms) == {"reconstruction", "core", "entropy"}
     assert all(torch.isfinite(v) for v in terms.values())
     assert abs(terms["reconstruction"].item() - math.log(260)) < 1.0  # an untrained decoder is near uniform
@@ -76,12 +76,12 @@ def test_every_core_variant_trains_jointly(prepared, variant):
               "energy": ("context_layers", "head_layers")}[variant]
     core = {k: v for k, v in core.items() if k in ("variant", "model_dim", "n_heads", *fields)}
     # zero-initialised outputs: only targets carry a gradient into the encoder on step one
-    module = tiny_module(model={"core": core}, loss={"detach_core_targets": False})
+    module = tiny_module(model={"core": core, "loss": {"detach_core_targets": False}})
     batch = first_batch(prepared)
-    module.losses(batch, "autoencoder")  # calibrate
+    loss_terms(module.model, batch, "autoencoder")  # calibrate
     for _ in range(QUANTIZER_BATCHES - 1 if variant == "quant" else 0):  # Quant pools concepts for its codebooks
-        assert "core" not in module.losses(batch, "joint")
-    loss = module.losses(batch, "joint")["core"]
+        assert "core" not in loss_terms(module.model, batch, "joint")
+    loss = loss_terms(module.model, batch, "joint")["core"]
     loss.backward()
     assert torch.isfinite(loss)
     # Quant's zero-initialised heads pass no gradient back to their inputs on the first step.
@@ -92,10 +92,10 @@ def test_every_core_variant_trains_jointly(prepared, variant):
 def test_detached_core_sends_no_gradient_to_the_encoder(prepared):
     batch = first_batch(prepared)
     for detach, expect_grad in ((False, True), (True, False)):
-        module = tiny_module(loss={"detach_core_inputs": detach, "detach_core_targets": detach},
-                             model={"core": {"variant": "base", "model_dim": 32, "n_heads": 2, "n_layers": 1}})
-        module.losses(batch, "autoencoder")
-        module.losses(batch, "joint")["core"].backward()
+        module = tiny_module(model={"core": {"variant": "base", "model_dim": 32, "n_heads": 2, "n_layers": 1},
+                                    "loss": {"detach_core_inputs": detach, "detach_core_targets": detach}})
+        loss_terms(module.model, batch, "autoencoder")
+        loss_terms(module.model, batch, "joint")["core"].backward()
         grads = [p.grad for p in module.model.codec.encoder.local.parameters() if p.grad is not None]
         assert (sum(g.abs().sum() for g in grads) > 0 if grads else False) == expect_grad
 
@@ -126,7 +126,7 @@ def test_training_lowers_the_reconstruction_loss(prepared):
     losses = []
     for _ in range(4):
         for batch in dm.train_dataloader():
-            loss = module.losses(batch, "autoencoder")["reconstruction"]
+            loss = loss_terms(module.model, batch, "autoencoder")["reconstruction"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -280,7 +280,7 @@ def test_a_frozen_codec_stays_fixed_while_the_core_learns(fitted, prepared):
     with pytest.raises(ConfigError, match="freeze_codec"):
         tiny_module(freeze_codec=True)  # nothing trained to freeze
     with pytest.raises(ConfigError, match="entropy_weight"):
-        tiny_module(init_from=str(root / "export"), freeze_codec=True, loss={"entropy_weight": 0.1})
+        tiny_module(init_from=str(root / "export"), freeze_codec=True, model={"loss": {"entropy_weight": 0.1}})
     module = tiny_module(init_from=str(root / "export"), freeze_codec=True)
     codec_before = {k: v.clone() for k, v in module.model.codec.state_dict().items()}
     core_before = {k: v.clone() for k, v in module.model.core.state_dict().items()}
@@ -292,7 +292,7 @@ def test_a_frozen_codec_stays_fixed_while_the_core_learns(fitted, prepared):
     for k, v in module.model.codec.state_dict().items():  # weights and batch-norm statistics
         assert torch.equal(v, codec_before[k]), k
     assert any(not torch.equal(v, core_before[k]) for k, v in module.model.core.state_dict().items())
-    assert "reconstruction" not in module.losses(first_batch(prepared), "joint")
+    assert "reconstruction" not in loss_terms(module.model, first_batch(prepared), "joint")
 
 
 def test_entropy_patching_takes_the_shipped_model_and_its_thresholds_by_default():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from blcm.data.units import collate_units
 from blcm.errors import ConfigError
 from blcm.model import ByteLCM, ByteLCMConfig
+from blcm.objective import LossConfig
 from blt.ids import EOD, EOS, OFFSET, VOCAB_SIZE, encode, pad_batch
 from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
 from bridges.codec import ConceptCodec
@@ -156,7 +157,8 @@ def test_save_and_load_a_codec(tmp_path):
 def chunk_lcm_config(segmenter_bytes: int = 32, **codec) -> ByteLCMConfig:
     return ByteLCMConfig(concept_dim=64, segmenter={"kind": "sentence", "max_bytes": segmenter_bytes},
                          codec={**SMALL.__dict__, **codec},
-                         core={"variant": "base", "model_dim": 32, "n_layers": 1, "n_heads": 2})
+                         core={"variant": "base", "model_dim": 32, "n_layers": 1, "n_heads": 2},
+                         loss=LossConfig(concept_noise=0.3))
 
 
 def test_a_byte_lcm_on_the_chunk_codec_trains_exports_and_takes_a_codec(tmp_path):
@@ -164,7 +166,7 @@ def test_a_byte_lcm_on_the_chunk_codec_trains_exports_and_takes_a_codec(tmp_path
     model = ByteLCM(chunk_lcm_config())
     ids = [encode(u).numpy() for u in (b"One. ", b"Two words. ", b"Three? ")]
     batch = collate_units([[ids[0], ids[1], np.array([EOD])], [ids[2]]])
-    terms = model.losses(batch, "joint", model_loss())
+    terms = model.losses(batch, "joint").terms
     assert set(terms) == {"reconstruction", "core"} and all(torch.isfinite(v) for v in terms.values())
     model.save_pretrained(tmp_path / "export")
     again = ByteLCM.from_pretrained(tmp_path / "export")
@@ -177,10 +179,10 @@ def test_a_byte_lcm_on_the_chunk_codec_trains_exports_and_takes_a_codec(tmp_path
 
 
 def test_a_codec_comes_from_one_place_and_frozen_needs_a_trained_one():
-    from blcm.lightning.byte_lcm import ByteLCMModule, build_model
+    from blcm.lightning.byte_lcm import ByteLCMModule, model_to_train
 
     with pytest.raises(ValueError, match="leave init_codec_from unset"):
-        build_model(chunk_lcm_config(), None, init_from="runs/x/export", init_codec_from="shipped")
+        model_to_train(chunk_lcm_config(), None, init_from="runs/x/export", init_codec_from="shipped")
     with pytest.raises(ConfigError, match="freeze_codec keeps a trained"):
         ByteLCMModule(chunk_lcm_config(), init_entropy_from=None, freeze_codec=True)
 
@@ -189,8 +191,3 @@ def test_the_segmenter_cap_must_fit_the_codec():
     with pytest.raises(ValueError, match="set segmenter.max_bytes <= 32"):
         ByteLCM(chunk_lcm_config(segmenter_bytes=64))
 
-
-def model_loss():
-    from blcm.objective import LossConfig
-
-    return LossConfig(concept_noise=0.3)

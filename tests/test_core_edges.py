@@ -8,7 +8,7 @@ import torch
 from core_synthetic import SyntheticConcepts
 from torch import nn
 
-from concept_core.config import build_model
+from concept_core.config import build_core
 from concept_core.interface import ConceptInputError, ConceptModel, Sampling
 
 DIM = 16
@@ -27,7 +27,7 @@ def core(variant: str) -> ConceptModel:
     """A tiny core of ``variant`` whose every part reads its inputs (open AdaLN gates, non-zero output layers:
     zero-initialised ones would hide a leak of padding into the outputs)."""
     torch.manual_seed(0)
-    model = build_model({"variant": variant, "dim": DIM, "model_dim": 32, "max_positions": 64, **VARIANTS[variant]})
+    model = build_core({"variant": variant, "model_dim": 32, "max_positions": 64, **VARIANTS[variant]}, DIM)
     for name, p in model.named_parameters():
         if "modulation" in name or name.startswith(("out_", "null_context")):
             nn.init.normal_(p, std=0.2)

@@ -67,11 +67,11 @@ def test_energy_head_learns_both_modes_and_follows_its_context():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(DIM, generator=g), torch.randn(DIM, generator=g)
     torch.manual_seed(0)
-    energy, losses = trained(EnergyLCM(EnergyLCMConfig(DIM, model_dim=32, context_layers=1, head_layers=2,
-                                                       n_heads=2)), a, b)
+    energy, losses = trained(EnergyLCM(EnergyLCMConfig(model_dim=32, context_layers=1, head_layers=2, n_heads=2),
+                                                 DIM), a, b)
     assert sum(losses[-50:]) / 50 < 0.7 * sum(losses[:10]) / 10
     torch.manual_seed(0)
-    base, _ = trained(BaseLCM(BaseLCMConfig(DIM, model_dim=32, n_layers=1, n_heads=2)), a, b)
+    base, _ = trained(BaseLCM(BaseLCMConfig(model_dim=32, n_layers=1, n_heads=2), DIM), a, b)
 
     after_plus = (+b).expand(400, 1, DIM)
     draws = energy.predict_next(after_plus, generator=torch.Generator().manual_seed(2))  # (400, d)
@@ -87,7 +87,7 @@ def test_energy_head_learns_both_modes_and_follows_its_context():
 
 
 def test_sampling_is_seeded_and_one_draw_per_row():
-    model = EnergyLCM(EnergyLCMConfig(DIM, model_dim=16, context_layers=1, head_layers=1, n_heads=2)).eval()
+    model = EnergyLCM(EnergyLCMConfig(model_dim=16, context_layers=1, head_layers=1, n_heads=2), DIM).eval()
     context = torch.randn(3, 4, DIM)
     first = model.predict_next(context, generator=torch.Generator().manual_seed(0))
     assert first.shape == (3, DIM)
@@ -97,4 +97,4 @@ def test_sampling_is_seeded_and_one_draw_per_row():
 
 def test_one_sample_per_position_is_refused():
     with pytest.raises(ValueError, match="at least 2 samples"):
-        EnergyLCMConfig(DIM, samples=1)
+        EnergyLCMConfig(samples=1)

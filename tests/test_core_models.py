@@ -22,12 +22,12 @@ SYNTHETIC = SyntheticConcepts(DIM)
 
 def tiny_base(**kw) -> BaseLCM:
     torch.manual_seed(0)
-    return BaseLCM(BaseLCMConfig(DIM, model_dim=32, n_layers=1, **kw))
+    return BaseLCM(BaseLCMConfig(model_dim=32, n_layers=1, **kw), DIM)
 
 
 def tiny_two_tower(**kw) -> TwoTowerLCM:
     torch.manual_seed(0)
-    return TwoTowerLCM(TwoTowerLCMConfig(DIM, model_dim=32, context_layers=1, denoiser_layers=1, **kw))
+    return TwoTowerLCM(TwoTowerLCMConfig(model_dim=32, context_layers=1, denoiser_layers=1, **kw), DIM)
 
 
 def with_open_gates(model: TwoTowerLCM) -> TwoTowerLCM:
@@ -99,7 +99,7 @@ def test_two_tower_prediction_types(prediction_type):
 
 def test_two_tower_builds_on_the_meta_device():
     with torch.device("meta"):  # as concept_core.config sizes the paper configs
-        model = TwoTowerLCM(TwoTowerLCMConfig(DIM))
+        model = TwoTowerLCM(TwoTowerLCMConfig(), DIM)
     assert next(model.parameters()).is_meta
 
 
@@ -217,7 +217,7 @@ class ScriptedModel(ConceptModel):
 
     def __init__(self, script: torch.Tensor):
         super().__init__()
-        self.script, self.dim = script, script.shape[-1]
+        self.script, self.concept_dim = script, script.shape[-1]
         self.extended: list[torch.Tensor] = []
 
     def loss(self, concepts, mask=None):

@@ -17,11 +17,11 @@ GREEDY = Sampling(steps=10, guidance_scale=1.0, temperature=0.0)
 
 
 def one_tower(**kw) -> OneTowerLCM:
-    return OneTowerLCM(OneTowerLCMConfig(dim=DIM, model_dim=32, max_positions=64, **kw))
+    return OneTowerLCM(OneTowerLCMConfig(model_dim=32, max_positions=64, **kw), DIM)
 
 
 def quant(head: str = "d", fitted: bool = True, **kw) -> QuantizedLCM:
-    model = QuantizedLCM(QuantizedLCMConfig(dim=DIM, model_dim=32, max_positions=64, head=head, **kw))
+    model = QuantizedLCM(QuantizedLCMConfig(model_dim=32, max_positions=64, head=head, **kw), DIM)
     if fitted:
         sample, mask = SyntheticConcepts(DIM).batch(512, 8, torch.Generator().manual_seed(1))
         model.fit_quantizer(sample[mask], generator=torch.Generator().manual_seed(2))

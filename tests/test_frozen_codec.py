@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from byte_lcm_fixtures import prepared_corpus, tiny_module, write_fit_config
+from byte_lcm_fixtures import loss_terms, prepared_corpus, tiny_module, write_fit_config
 
 from blcm.cli import main
 from blcm.lightning import ByteLCMModule
@@ -28,7 +28,7 @@ from bridges.st_codec import MINILM, SentenceTransformerCodec, SentenceTransform
 
 SENTENCES = [b"The cat sat on the mat.", b"A dog ran past the sea!", b"The president spoke about the city.",
              b"My sister dreamed of the moon.", b"The river flew over the hill.", b"A small bird looked at a letter."]
-TINY_DECODER = ByteConceptDecoderConfig(concept_dim=384, dim=32, n_layers=1, n_heads=2, slots=4)
+TINY_DECODER = ByteConceptDecoderConfig(dim=32, n_layers=1, n_heads=2, slots=4)
 
 
 class ByteHistogramCodec(FrozenConceptCodec):
@@ -103,9 +103,7 @@ def test_minilm_decoder_learns_to_reconstruct_from_frozen_concepts(minilm):
     assert torch.equal(minilm.encode(SENTENCES), concepts)  # training the decoder never moves the concepts
 
 
-def test_minilm_codec_refuses_a_wrong_dimension_a_bad_model_and_changed_weights(monkeypatch, tmp_path):
-    with pytest.raises(ValueError, match="concept_dim to 384"):
-        SentenceTransformerCodec(decoder=ByteConceptDecoderConfig(concept_dim=256))
+def test_minilm_codec_refuses_a_bad_model_and_changed_weights(monkeypatch, tmp_path):
     with pytest.raises(CodecUnavailable, match="not a sentence-transformers model directory"):
         SentenceTransformerCodec(SentenceTransformerCodecConfig(model=str(tmp_path)))
     with pytest.raises(ValueError, match="bad 'sentence_transformer' codec config"):
@@ -201,7 +199,7 @@ def test_a_sonar_lcm_trains_only_its_core_and_generates(fake_sonar, tmp_path):
     dm = UnitDataModule(str(prepared_corpus(tmp_path)), max_units=6, batch_size=4, val_windows=8)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    terms = module.losses(batch, "joint")  # fits the normaliser on the batch (no Trainer here)
+    terms = loss_terms(module.model, batch, "joint")  # prepare fits the normaliser on the batch (no Trainer here)
     assert set(terms) == {"core"} and torch.isfinite(terms["core"])
     model = module.model.eval()
     core_params = sum(p.numel() for p in model.core.parameters())
@@ -263,5 +261,5 @@ def test_minilm_tiny_is_tiny_with_frozen_minilm_concepts_and_multimodal_tiny_is_
     module = instantiate(ByteLCMModule, minilm)
     assert module.model.codec.concept_dim == 384 and module.model.num_params()["encoder"] == 0
     mm = instantiate(ByteLCMModule, multimodal)
-    assert mm.model.segmenter.to_config()["kind"] == "modality" and mm.alignment.weight == 0.0
+    assert mm.model.segmenter.to_config()["kind"] == "modality" and mm.model.config.loss.alignment_weight == 0.0
     assert sum(mm.model.num_params().values()) == sum(instantiate(ByteLCMModule, tiny).model.num_params().values())

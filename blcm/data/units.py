@@ -31,7 +31,7 @@ from blcm.data.sampler import BucketBatchSampler
 from blcm.data.windows import longest_unit, window_index
 from blcm.errors import DataError
 from blt.ids import EOD, OFFSET, PAD
-from bridges.byte_codec import modality_index, unit_modalities
+from bridges.modality import modality_index, unit_modalities
 
 
 class PreparedUnits(Dataset):

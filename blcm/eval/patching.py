@@ -10,8 +10,7 @@ import torch
 from blcm.eval.aggregate import by_source
 from blcm.eval.inputs import EvalDocument
 from blt.ids import pad_batch
-from bridges.byte_codec import modality_index
-from bridges.modality import sniff
+from bridges.modality import modality_index, sniff
 
 
 def patching(model, docs: list[EvalDocument], batch_size: int = 64) -> dict:

@@ -65,7 +65,7 @@ def sample_tables(model: ByteLCM, batch: UnitBatch, concepts: torch.Tensor, n: i
     """Markdown tables of ``n`` reconstructions and, once the core is ready, ``n`` continuations (each document
     continued from its first half), by TensorBoard tag."""
     codec, units, lengths = model.codec, batch.units, batch.unit_lengths
-    text = batch.text.nonzero().flatten()[:n]
+    text = batch.has_bytes.nonzero().flatten()[:n]
     rebuilt = codec.decode(concepts[text])
     lines = [f"| {unit_text(decode_ids(units[i, : lengths[i]]), 160, cell=True)} | {unit_text(r, 160, cell=True)} |"
              for i, r in zip(text.tolist(), rebuilt, strict=True)]
