@@ -26,6 +26,33 @@ class CheckpointOnTrainEnd(L.Callback):
             trainer.save_checkpoint(Path(callback.dirpath) / "last.ckpt", weights_only=False)  # a full, resumable one
 
 
+class ParameterCount(L.Callback):
+    """One line when fit starts, in place of Lightning's model summary table (whose FLOPs column reads 0 for a
+    module without an example input): "ByteLCM: 6.9 M parameters (5.7 M trainable)". The name is the model's
+    export kind (ByteLCM, EntropyModel), else the LightningModule's class. `blcm fit` adds it to every run."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            print(parameter_count_line(pl_module))
+
+
+def parameter_count_line(module: torch.nn.Module) -> str:
+    params = list(module.parameters())  # shared parameters once
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    name = getattr(getattr(module, "model", None), "export_kind", None) or type(module).__name__
+    return f"{name}: {human_count(total)} parameters ({human_count(trainable)} trainable)"
+
+
+def human_count(n: int) -> str:
+    """1234 -> "1.2 K", 6_900_000 -> "6.9 M"; below a thousand the number itself."""
+    if n < 1000:
+        return str(n)
+    # the largest unit the number rounds to at least one of: 999_960 -> "1.0 M", not "1000.0 K"
+    unit, scale = next((u, s) for u, s in (("B", 10**9), ("M", 10**6), ("K", 10**3)) if round(n / s, 1) >= 1)
+    return f"{n / scale:.1f} {unit}"
+
+
 class TrainingClock(L.Callback):
     """Training minutes: counted from the first batch, paused during validation and after fit, kept in
     the checkpoint so that they survive a resume. The one clock of MetricsHistory and Snapshots."""

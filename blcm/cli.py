@@ -17,8 +17,10 @@ blcm.commands.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+import warnings
 
 from blcm.commands.data import cmd_data_fetch, cmd_prepare
 from blcm.commands.eval import add_settings_flags, cmd_eval
@@ -260,6 +262,7 @@ def run_lightning(argv: list[str]) -> int:
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
+    from blcm.callbacks import ParameterCount
     from blcm.errors import ConfigError, DataError
 
     if not any(a.startswith("--weights_only") for a in argv):
@@ -267,9 +270,13 @@ def run_lightning(argv: list[str]) -> int:
         argv = [argv[0], "--weights_only", "true", *argv[1:]]
     try:
         # A model that cannot be built raises (not exits), so it reads as one line, not a dump of the namespace.
-        LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                     args=argv, save_config_kwargs={"overwrite": True},
-                     parser_kwargs={command: {"exit_on_error": False} for command in LIGHTNING_COMMANDS})
+        # Our one-line parameter count replaces Lightning's summary table (a --trainer.enable_model_summary true
+        # brings that back too).
+        with command_line(argv), quiet_lightning():
+            LightningCLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                         save_config_kwargs={"overwrite": True},
+                         trainer_defaults={"enable_model_summary": False, "callbacks": [ParameterCount()]},
+                         parser_kwargs={command: {"exit_on_error": False} for command in LIGHTNING_COMMANDS})
     except (DataError, ConfigError) as e:
         print(f"blcm {argv[0]}: error: {e}", file=sys.stderr)
         return 2
@@ -280,6 +287,47 @@ def run_lightning(argv: list[str]) -> int:
         print(f"blcm {argv[0]}: error: {cause}", file=sys.stderr)
         return 2
     return 0
+
+
+@contextlib.contextmanager
+def command_line(argv: list[str]):
+    """``sys.argv`` is ``argv`` while LightningCLI runs. It then reads the command line from there (not from an
+    ``args`` next to a different sys.argv, which it warns about), and DDP starts its other ranks with the same
+    arguments, --weights_only included."""
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "blcm", *argv]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+class DropMessages(logging.Filter):
+    """Drops the log records whose message holds any of ``fragments``."""
+
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Drop, for the length of a `blcm fit|validate|test`, what third parties print that is no news to its user:
+    Lightning's advertisement for its litlogger, and torch's deprecation of the ``LeafSpec`` that Lightning's
+    CombinedLoader still builds. Here only, not at import: a library's user keeps every warning."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # the logger of Lightning's rank_zero_info
+    drop = DropMessages("litlogger")
+    log.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                    category=FutureWarning)
+            yield
+    finally:
+        log.removeFilter(drop)
 
 
 def causes(error: BaseException):

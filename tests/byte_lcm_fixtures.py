@@ -65,9 +65,10 @@ def write_corpus(path: Path, docs: int = 48, seed: int = 0) -> Path:
     return path
 
 
-def prepared_corpus(directory: Path) -> Path:
+def prepared_corpus(directory: Path, max_unit_bytes: int = 64) -> Path:
     corpus = write_corpus(directory / "toy.jsonl")
-    prepare([corpus], directory / "prepared", max_unit_bytes=64, valid_percent=20, shard_docs=16, progress=False)
+    prepare([corpus], directory / "prepared", max_unit_bytes=max_unit_bytes, valid_percent=20, shard_docs=16,
+            progress=False)
     return directory / "prepared"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,6 +212,33 @@ def test_two_process_ddp_on_cpu(tmp_path):
     (history,) = tmp_path.glob("runs/tiny/version_*/metrics.jsonl")
     record = json.loads(history.read_text().splitlines()[-1])
     assert record["step"] == 4 and {"val/bpb", "val/l2", "val/core_loss"} <= set(record)
+
+
+def test_the_demo_fit_prints_a_parameter_count_and_no_third_party_warnings(tmp_path):
+    """`make demo`'s `blcm fit` (configs/tiny.yaml: the shipped codec, frozen), a few steps and a validation: one
+    line counts the parameters in place of Lightning's table, and nothing else is a warning or an advertisement."""
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    data = prepared_corpus(tmp_path, max_unit_bytes=128)  # the codec's cap
+    run = subprocess.run([*BLCM, "fit", "--config", str(tiny), "--data.data_dir", str(data), "--trainer.max_steps", "2",
+                          "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1"],
+                         env=subprocess_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert "exported the ByteLCM" in out and "val/l2" in out  # it trained, validated and exported
+    from blcm.lightning import ByteLCMModule
+    from blcm.lightning.config import instantiate
+
+    init_args = yaml.safe_load(tiny.read_text())["model"]["init_args"]
+    module = instantiate(ByteLCMModule, {**init_args, "export_dir": None})
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    assert 0 < trainable < total  # the frozen codec is counted, not trained
+    count = f"ByteLCM: {total / 1e6:.1f} M parameters ({trainable / 1e6:.1f} M trainable)"
+    assert out.splitlines().count(count) == 1, out
+    for noise in ("FLOPs", "Trainable params", "litlogger", "LeafSpec", "args parameter"):
+        assert noise not in out, out
+    warnings = [line for line in out.splitlines() if re.search(r"warn|\.py:\d+: ", line, re.IGNORECASE)]
+    assert not warnings, out
 
 
 def test_fit_with_a_model_that_cannot_be_built_is_one_line(tmp_path, capsys):

@@ -7,6 +7,7 @@ import gzip
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -67,10 +68,18 @@ def test_every_section_on_a_byte_lcm(tiny_lcm, byte_lm, corpus):
     assert set(recon) == {"sigma=0", "sigma=0.5"} and recon["sigma=0"]["all"]["units"] == units
     for cell in recon["sigma=0"].values():
         assert 0 <= cell["exact"] <= 1 and 0 <= cell["byte_accuracy"] <= 1 and 0 <= cell["chrf"] <= 100
+    truth = [u for w in windows for u in w]  # σ = 0, greedy: each window's concepts decoded, by hand
+    pairs = list(zip(tiny_lcm.codec.decode(torch.cat([tiny_lcm.encode(d.text)[:6] for d in docs])), truth,
+                     strict=True))
+    same_bytes = [sum(a == b for a, b in zip(d, t, strict=False)) / max(len(d), len(t), 1) for d, t in pairs]
+    assert recon["sigma=0"]["all"]["exact"] == sum(d == t for d, t in pairs) / units
+    assert recon["sigma=0"]["all"]["byte_accuracy"] == pytest.approx(sum(same_bytes) / units)
     assert result["reconstruction"]["toy"] == recon  # one source: its group is the whole
     pred = result["prediction"]["overall"]
-    assert pred["predictions"] == units - len(docs)  # every unit but each document's first
-    assert pred["l2"] >= 0 and 0 <= pred["ca"] <= 1 and 0 <= pred["empty_decodes"] <= 1
+    predictions, l2_mean, ca_mean = teacher_forced_by_hand(tiny_lcm, [d.text for d in docs], EvalSettings(**FAST))
+    assert pred["predictions"] == predictions == units - len(docs)  # every unit but each document's first
+    assert pred["l2"] == pytest.approx(l2_mean, rel=1e-4) and pred["ca"] == pytest.approx(ca_mean, abs=1e-6)
+    assert 0 <= pred["empty_decodes"] <= 1
     assert pred["round_trip_l2"] >= 0 or pred["empty_decodes"] == 1  # NaN only when nothing decodes
     assert math.isfinite(pred["mi"])
     assert result["next_unit_bpb"]["overall"]["bytes"] == result["byte_lm_next_unit_bpb"]["overall"]["bytes"]
@@ -82,6 +91,36 @@ def test_every_section_on_a_byte_lcm(tiny_lcm, byte_lm, corpus):
     json.dumps(json_ready(result), allow_nan=False)  # strict JSON: undefined metrics are null
     report = render_markdown(result)
     assert "| metric | overall | toy |" in report and "xsim error" in report and "ROUGE-L" in report
+
+
+@torch.no_grad()
+def teacher_forced_by_hand(model: ByteLCM, texts: list[bytes], settings: EvalSettings) -> tuple[int, float, float]:
+    """(predictions, mean l2, mean CA) of the core's teacher-forced next concepts, through the model's public API
+    alone: each document's first ``window`` concepts (ByteLCM.encode), every prefix of 1 .. n-1 of them
+    predicted in one seeded batch (core.predict_next), in document then position order (as the suite batches
+    them, so that the same sampling noise falls on the same rows). l2: ‖ĉ_i - c_i‖; CA: the share of the other
+    targets c_j, bar c_i's neighbours in its document, that lie farther from ĉ_i than c_i does (one pool: the
+    predictions are under CA_POOL)."""
+    sequences = [model.encode(t)[: settings.window] for t in texts]
+    sequences = [s for s in sequences if len(s) >= 2]
+    n = max(map(len, sequences))
+    rows, prefixes, targets, where = [], [], [], []
+    for b, s in enumerate(sequences):
+        padded = torch.cat([s, s.new_zeros(n - len(s), s.shape[1])])
+        for k in range(1, len(s)):
+            rows.append(padded)
+            prefixes.append(torch.arange(n) < k)
+            targets.append(s[k])
+            where.append((b, k))
+    pred = model.core.predict_next(torch.stack(rows), torch.stack(prefixes), settings.sampling,
+                                   torch.Generator().manual_seed(settings.seed))
+    dist = [[math.dist(p.tolist(), t.tolist()) for t in targets] for p in pred]  # dist[i][j] = ‖ĉ_i - c_j‖
+    count = len(targets)
+    ca = []
+    for i, (b, k) in enumerate(where):
+        others = [j for j, (b2, k2) in enumerate(where) if j != i and not (b2 == b and abs(k2 - k) == 1)]
+        ca.append(sum(dist[i][j] > dist[i][i] for j in others) / len(others))
+    return count, sum(dist[i][i] for i in range(count)) / count, sum(ca) / count
 
 
 def test_the_byte_lm_scores_the_same_bytes_as_a_byte_lcm_with_the_same_units(tiny_lcm, byte_lm, corpus):
@@ -270,6 +309,23 @@ def test_prediction_metrics_equal_a_direct_computation(tiny_lcm, corpus):
     expected = float(scores.nats.sum()) / sum(map(len, targets)) / math.log(2)
     assert bpb["overall"]["bpb"] == pytest.approx(expected, rel=1e-5)
     assert math.isnan(overall["mi"]) and overall["mi_predictions"] == 0
+
+
+def test_a_core_that_knows_the_next_concept_scores_l2_0_ca_1_par_1(tiny_lcm):
+    """An oracle core (it returns the concept right after each prefix, which it is handed with the padding):
+    the answers are known. The units are all distinct, so every other target is strictly farther."""
+    class Oracle:
+        def predict_next(self, concepts, mask, sampling=None, generator=None):
+            return concepts[torch.arange(len(concepts)), mask.sum(1)]
+
+    docs = [EvalDocument("toy", [f" Unit {d}.{k} of the test.".encode() for k in range(n)])
+            for d, n in enumerate((4, 2, 5))]
+    concepts = encode_units(tiny_lcm, [u for d in docs for u in d.units])
+    oracle = SimpleNamespace(core=Oracle(), codec=tiny_lcm.codec, device=tiny_lcm.device)
+    metrics, _ = prediction(oracle, docs, concepts, EvalSettings(**{**FAST, "mi_predictions": 0}), None, no_bar)
+    overall = metrics["overall"]
+    assert overall["predictions"] == 3 + 1 + 4
+    assert overall["l2"] == 0 and overall["ca"] == 1 and overall["par"] == pytest.approx(1)
 
 
 def test_metrics_by_modality_for_a_folder_of_any_files(exported, corpus, tmp_path):

@@ -19,9 +19,9 @@ def build(kind: str, out: Path, source: Path = REPO) -> Path:
     """A PEP 517 sdist or wheel of ``source`` (the setuptools this venv has: no download, no isolation)."""
     code = (f"import sys; from setuptools import build_meta as b; "
             f"print(b.build_{kind}({str(out)!r}))")
-    name = subprocess.run([sys.executable, "-c", code], cwd=source, check=True, capture_output=True,
-                          text=True).stdout.strip().splitlines()[-1]
-    return out / name
+    run = subprocess.run([sys.executable, "-c", code], cwd=source, check=True, capture_output=True, text=True)
+    assert "SetuptoolsDeprecationWarning" not in run.stderr, run.stderr  # e.g. project.license as a TOML table
+    return out / run.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

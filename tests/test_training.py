@@ -130,4 +130,19 @@ def test_fit_prints_lightnings_messages_once(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     out = run.stdout + run.stderr
-    assert out.count("Trainable params") == 1 and out.count("GPU available") == 1
+    assert out.count("EntropyModel: ") == 1 and out.count("GPU available") == 1  # blcm.callbacks.ParameterCount's
+
+
+def test_the_parameter_count_line():
+    from blcm.callbacks import human_count, parameter_count_line
+
+    assert [human_count(n) for n in (0, 999, 1000, 1234, 999_960, 6_900_000, 2 * 10**9)] == \
+        ["0", "999", "1.0 K", "1.2 K", "1.0 M", "6.9 M", "2.0 B"]
+    module = L.LightningModule()
+    module.frozen, module.trained = torch.nn.Linear(100, 10), torch.nn.Linear(1000, 2)  # 1010 and 2002 parameters
+    module.frozen.requires_grad_(False)
+    assert parameter_count_line(module) == "LightningModule: 3.0 K parameters (2.0 K trainable)"
+    module.model = EntropyModel(EntropyModelConfig(dim=8, n_layers=1, n_heads=2))  # named by its export kind
+    model_params = sum(p.numel() for p in module.model.parameters())
+    assert parameter_count_line(module) == (f"EntropyModel: {human_count(3012 + model_params)} parameters "
+                                            f"({human_count(2002 + model_params)} trainable)")
