@@ -14,7 +14,7 @@ from torch import nn
 
 from concept_core.context import ContextConfig, ContextState, ContextualizedModel
 from concept_core.interface import Sampling
-from concept_core.pairs import next_concept_pairs
+from concept_core.next_concept import next_concept_pairs
 
 
 @dataclass

@@ -31,7 +31,7 @@ from concept_core.diffusion.config import DiffusionConfig
 from concept_core.diffusion.ddim import classifier_free_guidance
 from concept_core.interface import Sampling
 from concept_core.layers import TimestepEmbedding
-from concept_core.pairs import next_concept_pairs
+from concept_core.next_concept import next_concept_pairs
 from primitives.transformer import KVCache
 
 

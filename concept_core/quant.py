@@ -28,7 +28,7 @@ from torch import nn
 from concept_core.context import ContextConfig, ContextState, ContextualizedModel
 from concept_core.interface import ConceptInputError, Sampling
 from concept_core.layers import SwiGLU
-from concept_core.pairs import next_concept_pairs
+from concept_core.next_concept import next_concept_pairs
 from primitives.sampling import sample_next
 
 

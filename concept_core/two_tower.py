@@ -28,7 +28,7 @@ from concept_core.diffusion.config import DiffusionConfig
 from concept_core.diffusion.ddim import classifier_free_guidance
 from concept_core.interface import Sampling
 from concept_core.layers import AdaLNDenoiserBlock, TimestepEmbedding, causal_mask
-from concept_core.pairs import next_concept_pairs
+from concept_core.next_concept import next_concept_pairs
 
 
 @dataclass

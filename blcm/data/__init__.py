@@ -5,7 +5,7 @@
     fingerprint.py  one digest of the input files, for what is computed from them once and kept
     streams.py      a byte stream of documents for byte language models, cached; ByteStreamDataModule
     prepare.py      `blcm prepare`: documents -> units once, resumable, into a prepared directory
-    prepared.py     a prepared directory's layout: its manifest and numpy shards, written and read
+    shards.py     a prepared directory's layout: its manifest and numpy shards, written and read
     windows.py      the windows a prepared split is cut into, from its documents' unit counts
     units.py        PreparedUnits (a split's windows), collate_units, UnitDataModule (the concept model)
     sampler.py      BucketBatchSampler: batches of windows of similar length

@@ -1,6 +1,6 @@
 """`blcm prepare`: segment every document once into units and store them as numpy shards.
 
-The directory's layout is in blcm.data.prepared.
+The directory's layout is in blcm.data.shards.
 
 Why plain ``.npy`` files and not litdata (or webdataset, or Arrow): no extra dependency; what length
 bucketing needs is random access by unit and by document index, which a memory-mapped array gives
@@ -29,7 +29,7 @@ import numpy as np
 from blcm.data.corpus import in_valid_split
 from blcm.data.documents import SkipReport, iter_records
 from blcm.data.fingerprint import fingerprint
-from blcm.data.prepared import (
+from blcm.data.shards import (
     MANIFEST,
     SPLITS,
     read_manifest,

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from blcm.batch import UnitBatch
 from blcm.data.corpus import fetch_corpus, home
-from blcm.data.prepared import SPLITS, read_prepared
 from blcm.data.sampler import BucketBatchSampler
+from blcm.data.shards import SPLITS, read_prepared
 from blcm.data.windows import longest_unit, window_index
 from blcm.errors import DataError
 from blt.ids import EOD, OFFSET, PAD

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from blcm.batch import UnitBatch
 from blcm.data.pairs import read_pairs
-from blcm.data.prepared import read_prepared
+from blcm.data.shards import read_prepared
 from blcm.errors import ConfigError, DataError
 from blcm.lightning.config import AlignmentConfig, ExportsItsModel, StageConfig, ValidationConfig, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite

@@ -28,9 +28,9 @@ class NextConceptPairs:
 
 
 def next_concept_pairs(concepts: torch.Tensor, mask: torch.Tensor | None, targets: torch.Tensor | None,
-                       dim: int) -> NextConceptPairs:
+                       concept_dim: int) -> NextConceptPairs:
     """Validate (B, N, d) concepts and their mask and pair them up; ``targets`` default to the concepts."""
-    mask = check_concepts(concepts, mask, dim)
+    mask = check_concepts(concepts, mask, concept_dim)
     padding = ~mask[..., None]
     concepts = concepts.masked_fill(padding, 0.0)
     targets = concepts if targets is None else targets.masked_fill(padding, 0.0)
