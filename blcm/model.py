@@ -39,11 +39,14 @@ from concept_core.config import DEFAULT_VARIANT, VARIANTS, CoreConfig, build_cor
 from concept_core.generate import StopRule, iter_steps
 from concept_core.interface import Sampling
 from concept_core.quant import QuantizedLCM
-from concept_core.two_tower import TwoTowerLCMConfig
 from primitives.export import Exportable
 
 EXPORT_KIND = "ByteLCM"
-DEFAULT_SEGMENTER = {"kind": "sentence", "max_bytes": 256}
+# The defaults are configs/tiny.yaml's model: the shipped chunk codec's shape, sentences up to its width, a small
+# Two-Tower core.
+DEFAULT_SEGMENTER = {"kind": "sentence", "max_bytes": 128}
+DEFAULT_CODEC = {"kind": "chunk"}
+DEFAULT_CORE = {"variant": "two_tower", "model_dim": 256, "context_layers": 2, "denoiser_layers": 2, "n_heads": 4}
 QUANTIZER_BATCHES = 4  # joint batches whose concepts fit a Quant core's codebooks
 
 
@@ -62,29 +65,22 @@ def on_one_rank(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def default_core() -> TwoTowerLCMConfig:
-    """The core of configs/tiny.yaml."""
-    return TwoTowerLCMConfig(model_dim=256, context_layers=2, denoiser_layers=2, n_heads=4)
-
-
 @dataclass(frozen=True)
 class ByteLCMConfig:
     """The whole model and its objective. ``concept_dim`` is written here only: the codec and the core are built
     for it (a frozen codec's concepts must have this many dimensions).
 
     Args:
-        concept_dim: the dimension of a concept.
-        segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 256}.
-        codec: the concept space, named by its ``kind``: chunk (bridges/chunk_codec.py, what the shipped configs
-            use, started from the shipped codec by ``init_codec_from``), byte (the autoregressive codec of the
-            encoder and decoder below; None means this), sentence_transformer
-            (frozen; the decoder below learns its space) or sonar: a bridges.codec.CodecConfig, or its dict
-            ({kind: sonar, batch_size: 16}).
-        encoder: the byte concept encoder (bridges.byte_codec).
-        decoder: the byte concept decoder (bridges.byte_decoder).
-        core: one of the four concept cores' configs, named by its ``variant`` (two_tower, one_tower, base,
-            quant): a concept_core.config.CoreConfig, or its dict ({variant: quant, n_layers: 3}); None: a
-            256-wide Two-Tower.
+        concept_dim: the dimension of a concept (the shipped chunk codec's: 8 chunks x 128 floats).
+        segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 128}.
+        codec: the concept space, named by its ``kind``: chunk (bridges/chunk_codec.py, the default, started from
+            the shipped codec by ``init_codec_from``), byte (the autoregressive codec of the encoder and decoder
+            below), sentence_transformer (frozen; the decoder below learns its space) or sonar: a
+            bridges.codec.CodecConfig, or its dict ({kind: sonar, batch_size: 16}).
+        encoder: the byte concept encoder (bridges.byte_codec), for the byte codec.
+        decoder: the byte concept decoder (bridges.byte_decoder), for the byte and sentence_transformer codecs.
+        core: one of the five concept cores' configs, named by its ``variant`` (two_tower, one_tower, base,
+            quant, energy): a concept_core.config.CoreConfig, or its dict ({variant: quant, n_layers: 3}).
         loss: the loss weights and what the terms see (blcm.objective.LossConfig).
 
     ``codec`` and ``core`` are read as dicts first (then made typed here), so a command-line flag such as
@@ -92,12 +88,12 @@ class ByteLCMConfig:
     union of dataclasses, jsonargparse would pick the first variant that has the field.
     """
 
-    concept_dim: int = 256
+    concept_dim: int = 1024
     segmenter: dict = field(default_factory=lambda: dict(DEFAULT_SEGMENTER))
-    codec: dict | CodecConfig | None = None
+    codec: dict | CodecConfig = field(default_factory=lambda: dict(DEFAULT_CODEC))
     encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)
     decoder: ByteConceptDecoderConfig = field(default_factory=ByteConceptDecoderConfig)
-    core: dict | CoreConfig | None = None
+    core: dict | CoreConfig = field(default_factory=lambda: dict(DEFAULT_CORE))
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self):
@@ -113,7 +109,7 @@ class ByteLCMConfig:
 
     @property
     def codec_kind(self) -> str:
-        return "byte" if self.codec is None else self.codec.kind
+        return self.codec.kind
 
     @property
     def own_encoder(self) -> bool:
@@ -142,7 +138,7 @@ class ByteLCM(Exportable, nn.Module):
         if (dim := self.codec.concept_dim) != config.concept_dim:
             raise ValueError(f"the {config.codec_kind!r} codec's concepts have {dim} dimensions: set concept_dim to "
                              f"{dim}, not {config.concept_dim}")
-        self.core = build_core(config.core or default_core(), config.concept_dim)
+        self.core = build_core(config.core, config.concept_dim)
         # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
         self.segmenter = build_segmenter(config.segmenter)
         capacity = config.codec.max_bytes if isinstance(config.codec, ChunkCodecConfig) else None  # fixed width

@@ -1,1 +1,2 @@
-"""bridges: where bytes meet concepts (segmenters, concept codecs), and where other concept spaces plug in."""
+"""bridges: where bytes meet concepts (segmenters, concept codecs), and where other concept spaces plug in.
+The layout map is README.md's *The layout*."""

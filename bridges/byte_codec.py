@@ -23,7 +23,7 @@ almost no compute goes to padding; the batch norm sees the whole batch, never a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -78,21 +78,21 @@ class ByteConceptEncoderConfig:
         backend: the attention backend (primitives.attention).
     """
 
-    # bytes -> patch vectors (blt.encoder.LocalEncoder)
+    # bytes -> patch vectors (blt.encoder.LocalEncoder); the defaults are configs/codec-tiny.yaml's
     dim: int = 128
-    n_layers: int = 1
+    n_layers: int = 2
     n_heads: int = 4
     queries_per_patch: int = 2
-    max_positions: int | None = None
+    max_positions: int | None = 128
     # patch vectors -> the concept
     pooler_dim: int = 128
-    pooler_layers: int = 1
-    pool_queries: int = 1
-    segment_bytes: int | None = None
+    pooler_layers: int = 0
+    pool_queries: int = 9
+    segment_bytes: int | None = 16
     # where patches end
-    patching: str = "entropy"
+    patching: str = "static"
     target_patch_size: float = 4.5
-    patch_size: int = 4
+    patch_size: int = 1
     max_patch_length: int = 16
     # the entropy model of the entropy modes
     entropy_dim: int = 64
@@ -100,7 +100,7 @@ class ByteConceptEncoderConfig:
     entropy_heads: int = 4
     entropy_context: int = 256
     # hash n-gram embeddings
-    ngram_sizes: tuple[int, ...] = field(default_factory=lambda: (3, 4, 5, 6, 7, 8))
+    ngram_sizes: tuple[int, ...] = ()
     hash_table_size: int = 2**14
     # how it is built and run
     init_std: float | None = None

@@ -47,16 +47,16 @@ class ByteConceptDecoderConfig:
         backend: the attention backend (primitives.attention).
     """
 
-    # how the decoder reads the concept
-    slots: int = 8
-    concept_to_inputs: bool = False
-    segment_bytes: int | None = None
+    # how the decoder reads the concept; the defaults are configs/codec-tiny.yaml's
+    slots: int = 9
+    concept_to_inputs: bool = True
+    segment_bytes: int | None = 16
     # the causal byte transformer (blt.decoder.LocalDecoder)
     dim: int = 128
     n_layers: int = 2
     n_heads: int = 4
     window: int | None = None
-    max_positions: int | None = None
+    max_positions: int | None = 129
     # training and running it
     input_mask: float = 0.0
     init_std: float | None = None

@@ -65,12 +65,12 @@ def codec_config(fields: dict) -> CodecConfig:
         raise ValueError(f"bad {fields['kind']!r} codec config {fields!r}: {e}") from None
 
 
-def build_codec(config: CodecConfig | dict | None, encoder: ByteConceptEncoderConfig | None,
+def build_codec(config: CodecConfig | dict, encoder: ByteConceptEncoderConfig | None,
                 decoder: ByteConceptDecoderConfig | None, concept_dim: int) -> torch.nn.Module:
-    """The codec a ByteLCM config names (None: the byte codec): the chunk codec of ``concept_dim``-d concepts;
+    """The codec a ByteLCM config names: the chunk codec of ``concept_dim``-d concepts;
     the autoregressive byte codec, built from the ``encoder`` and ``decoder`` configs; frozen
     sentence-transformers concepts with a trained byte ``decoder``; or SONAR's frozen encoder and decoder."""
-    config = codec_config(config) if isinstance(config, dict) else config or ByteCodecConfig()
+    config = codec_config(config) if isinstance(config, dict) else config
     if isinstance(config, ChunkCodecConfig):
         return ChunkConceptCodec(config, concept_dim)
     if isinstance(config, ByteCodecConfig):

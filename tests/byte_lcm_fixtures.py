@@ -23,9 +23,13 @@ TINY_ARGS = {  # ByteLCMModule init_args, as a YAML's
     "model": {
         "concept_dim": 32,
         "segmenter": {"kind": "sentence", "max_bytes": 64},
-        "encoder": {"dim": 32, "n_heads": 2, "pooler_dim": 32, "entropy_dim": 32, "entropy_layers": 1,
-                    "entropy_heads": 2, "hash_table_size": 256, "target_patch_size": 3.0},
-        "decoder": {"dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4},
+        "codec": {"kind": "byte"},  # the autoregressive codec, with entropy patching: every stage has work
+        "encoder": {"dim": 32, "n_layers": 1, "n_heads": 2, "max_positions": None, "pooler_dim": 32,
+                    "pooler_layers": 1, "pool_queries": 1, "segment_bytes": None, "patching": "entropy",
+                    "target_patch_size": 3.0, "entropy_dim": 32, "entropy_layers": 1, "entropy_heads": 2,
+                    "ngram_sizes": [3, 4, 5, 6, 7, 8], "hash_table_size": 256},
+        "decoder": {"dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4, "concept_to_inputs": False,
+                    "segment_bytes": None, "max_positions": None},
         "core": {"variant": "two_tower", "model_dim": 32, "context_layers": 1, "denoiser_layers": 1, "n_heads": 2},
     },
     "stages": {"entropy_steps": 3, "autoencoder_steps": 3},

@@ -19,10 +19,13 @@ UNITS = [b"Hello world. ", b"A", b"The quick brown fox jumps over the lazy dog. 
 
 def tiny_codec(patching: str = "static", seed: int = 0, decoder: dict | None = None, **encoder) -> ByteConceptCodec:
     torch.manual_seed(seed)
-    enc = ByteConceptEncoderConfig(dim=32, pooler_dim=32, n_heads=2, entropy_dim=32,
-                                   entropy_layers=1, entropy_heads=2, patching=patching, hash_table_size=256,
-                                   **encoder)
-    dec = ByteConceptDecoderConfig(**{"dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4, **(decoder or {})})
+    enc = ByteConceptEncoderConfig(**{
+        "dim": 32, "n_layers": 1, "n_heads": 2, "max_positions": None, "pooler_dim": 32, "pooler_layers": 1,
+        "pool_queries": 1, "segment_bytes": None, "patching": patching, "patch_size": 4, "entropy_dim": 32,
+        "entropy_layers": 1, "entropy_heads": 2, "ngram_sizes": (3, 4, 5, 6, 7, 8), "hash_table_size": 256,
+        **encoder})
+    dec = ByteConceptDecoderConfig(**{"dim": 32, "n_layers": 1, "n_heads": 2, "slots": 4, "concept_to_inputs": False,
+                                      "segment_bytes": None, "max_positions": None, **(decoder or {})})
     return ByteConceptCodec(enc, dec, concept_dim=32, max_unit_bytes=64)
 
 

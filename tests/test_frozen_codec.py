@@ -28,7 +28,8 @@ from bridges.st_codec import MINILM, SentenceTransformerCodec, SentenceTransform
 
 SENTENCES = [b"The cat sat on the mat.", b"A dog ran past the sea!", b"The president spoke about the city.",
              b"My sister dreamed of the moon.", b"The river flew over the hill.", b"A small bird looked at a letter."]
-TINY_DECODER = ByteConceptDecoderConfig(dim=32, n_layers=1, n_heads=2, slots=4)
+TINY_DECODER = ByteConceptDecoderConfig(dim=32, n_layers=1, n_heads=2, slots=4, concept_to_inputs=False,
+                                        segment_bytes=None, max_positions=None)
 
 
 class ByteHistogramCodec(FrozenConceptCodec):

@@ -1,12 +1,14 @@
-"""The LightningModules; only blcm imports Lightning, the models themselves live in blt/, concept_core/ and
-blcm.model.
+"""The LightningModules (the map: README.md, *The layout*); only blcm imports Lightning, the models themselves
+live in blt/, concept_core/ and blcm.model. The modules are imported when first named (configs name them as
+``blcm.lightning.ByteLCMModule``), so importing one of this package's modules loads only what it needs."""
 
-    byte_lcm.py    ByteLCMModule: a whole ByteLCM, by stages     optim.py     OptimConfig, AdamW + cosine
-    entropy_lm.py  EntropyLMModule: the entropy model alone      config.py    the other setting groups
-    validation.py  validation sums and TensorBoard samples       renamed.py   errors for pre-group keys
-"""
+from importlib import import_module
 
-from blcm.lightning.byte_lcm import ByteLCMModule
-from blcm.lightning.entropy_lm import EntropyLMModule
+MODULES = {"ByteLCMModule": "blcm.lightning.byte_lcm", "EntropyLMModule": "blcm.lightning.entropy_lm"}
+__all__ = list(MODULES)
 
-__all__ = ["ByteLCMModule", "EntropyLMModule"]
+
+def __getattr__(name: str):
+    if name not in MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(MODULES[name]), name)
