@@ -1,7 +1,7 @@
 """The codec's learning curve: how well concepts carry their units against training minutes.
 
 Reads the snapshots a run wrote (``blcm.callbacks.Snapshots``: an export every few training minutes under
-``<run>/snapshots/``) and scores each on one fixed sample of held-out units (blcm.codec_metrics): greedy
+``<run>/snapshots/``) and scores each on one fixed sample of held-out units (blcm.eval.codec): greedy
 exact match clean and under concept noise σ, teacher-forced byte accuracy, the decoder's bits per byte
 given the concept next to the encoder's entropy model (an unconditional byte LM) on the same units,
 concept dispersion, the unit bytes per second the run trained on, and (last snapshot) units encoded and
@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blcm.codec_metrics import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.data.units import PreparedUnits  # noqa: E402
+from blcm.eval.codec import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.model import ByteLCM  # noqa: E402
 from blt.entropy import EntropyModel  # noqa: E402
 

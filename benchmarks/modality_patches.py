@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blcm.codec_metrics import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.data.corpus import in_valid_split  # noqa: E402
 from blcm.data.documents import iter_records  # noqa: E402
+from blcm.eval.codec import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.model import ByteLCM  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
 from bridges.byte_codec import modality_index  # noqa: E402

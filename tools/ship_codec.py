@@ -131,7 +131,7 @@ def held_out_sets(max_units: int) -> dict[str, list[bytes]]:
 
 
 def score(codec, units: list[bytes]) -> dict[str, float]:
-    from blcm.codec_metrics import codec_scores
+    from blcm.eval.codec import codec_scores
 
     scores = codec_scores(codec, units, NOISE)
     return {k: scores[k] for k in ("units", "exact", *(f"exact_sigma_{s:g}" for s in NOISE), "byte_accuracy", "bpb")}

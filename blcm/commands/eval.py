@@ -82,7 +82,7 @@ def cmd_eval(args) -> int:
 
     from blcm.data.pairs import read_pairs
     from blcm.eval import evaluate, json_ready, log_tensorboard, read_documents, read_parallel, render_markdown
-    from blcm.text_metrics import vocabulary
+    from blcm.eval.text import vocabulary
     from blt.entropy import EntropyModel
 
     if args.threads:

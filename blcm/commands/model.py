@@ -13,8 +13,7 @@ import numpy as np
 
 from blcm.commands.inputs import load_model, read_bytes
 from blcm.errors import CLIError
-from blcm.text_metrics import is_utf8
-from blcm.unit_text import unit_text
+from blcm.eval.text import is_utf8, unit_text
 from primitives.atomic import atomic_file
 
 

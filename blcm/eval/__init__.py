@@ -15,7 +15,7 @@ family:
   end) given the concept the core predicted from units < k; a byte LM scoring the same bytes given all bytes
   before them.
 - generation (generation.py): continue documents from their first k units; ROUGE-L against the true next
-  units, REP-4, OVL-3 (word n-grams; see blcm.text_metrics), the same for the true text as a reference.
+  units, REP-4, OVL-3 (word n-grams; see blcm.eval.text), the same for the true text as a reference.
 - cross-lingual (search.py, with ``parallel``): xsim error per language against English on paragraph
   concepts (the mean of a paragraph's unit concepts), each searched among all distinct English paragraphs.
 - patching (patching.py, entropy-patching encoders): the encoder's entropy model's bits per byte on the units
@@ -26,6 +26,11 @@ family:
 
 settings.py holds EvalSettings (whose fields make the `blcm eval` flags), inputs.py reads the documents,
 suite.py runs the sections (``evaluate``) and report.py writes the result as JSON, markdown and TensorBoard.
+text.py holds the metrics on bytes and words and ``unit_text`` (how commands, reports and TensorBoard show a unit).
+
+The evaluation outside `blcm eval` lives here too: validation.py is what a ByteLCMModule's validation logs (epoch
+sums, TensorBoard samples); codec.py scores a codec on a fixed sample of units (``codec_scores``: the codec learning
+curve's and the shipped codec's measurements). Metrics of concepts alone are the core's (concept_core.metrics).
 """
 
 from blcm.eval.inputs import EvalDocument, read_documents, read_parallel

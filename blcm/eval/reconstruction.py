@@ -9,7 +9,7 @@ from blcm.eval.aggregate import by_source
 from blcm.eval.inputs import EvalDocument
 from blcm.eval.progress import Timer
 from blcm.eval.settings import EvalSettings
-from blcm.text_metrics import byte_accuracy, chrf
+from blcm.eval.text import byte_accuracy, chrf
 
 LENGTH_BUCKETS = ((1, 64), (65, 128), (129, 256), (257, None))
 

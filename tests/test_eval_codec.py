@@ -1,4 +1,4 @@
-"""blcm.codec_metrics: the codec learning curve's measurements, on codecs whose answers are known."""
+"""blcm.eval.codec: the codec learning curve's measurements, on codecs whose answers are known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_byte_codec import UNITS, tiny_codec, train_autoencoder
 
-from blcm.codec_metrics import codec_scores, dispersion
+from blcm.eval.codec import codec_scores, dispersion
 from blt.entropy import EntropyModel, EntropyModelConfig
 
 
@@ -56,7 +56,7 @@ def test_bad_inputs_are_refused(trained):
 
 
 def test_training_flops_grow_with_the_decoder():
-    from blcm.codec_metrics import training_flops_per_byte
+    from blcm.eval.codec import training_flops_per_byte
 
     small, large = tiny_codec(), tiny_codec(decoder={"n_layers": 3})
     before = {k: v.clone() for k, v in small.state_dict().items()}

@@ -1,5 +1,5 @@
-"""Metrics on bytes and words: reconstruction (exact, byte accuracy, chrF) and generation (ROUGE-L,
-REP-4, OVL-3).
+"""Bytes as text: metrics on bytes and words, reconstruction (exact, byte accuracy, chrF) and generation
+(ROUGE-L, REP-4, OVL-3), and ``unit_text``, the one way commands, reports and TensorBoard samples show a unit.
 
 REP-n and OVL-n count *word* n-grams, as the LCM paper describes them (Meta's released code counts
 character n-grams). Words are runs of letters/digits, lower-cased, so punctuation and case do not
@@ -80,3 +80,12 @@ def rouge_l(hypotheses: Sequence[bytes], references: Sequence[bytes]) -> list[fl
     scorer = RougeScorer(["rougeL"])
     return [scorer.score(as_text(r), as_text(h))["rougeL"].fmeasure for h, r in zip(hypotheses, references,
                                                                                      strict=True)]
+
+
+def unit_text(unit: bytes | str, limit: int = 200, *, cell: bool = False) -> str:
+    """``unit`` on one line: invalid UTF-8 replaced, newlines shown as ⏎, cut to ``limit`` characters (…).
+    ``cell``: fit for a markdown table cell too (``|`` escaped, outer whitespace dropped, empty shown as ∅)."""
+    text = unit.decode("utf-8", errors="replace") if isinstance(unit, bytes) else unit
+    text = text.replace("\n", "⏎")
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return (text.replace("|", "\\|").strip() or "∅") if cell else text
