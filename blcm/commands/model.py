@@ -64,8 +64,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from blcm.eval.concepts import encode_units
-    from blcm.eval.progress import progress_bar
+    from blcm.eval.common import encode_units, progress_bar
 
     model = load_model(args.model)
     document = read_bytes(args.file)

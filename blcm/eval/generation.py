@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from blcm.eval.aggregate import by_source, nanmean
+from blcm.eval.common import Timer, by_source, nanmean
 from blcm.eval.inputs import EvalDocument
 from blcm.eval.likelihood import unit_log_probs
-from blcm.eval.progress import Timer
 from blcm.eval.settings import EvalSettings
 from blcm.eval.text import is_utf8, overlap, repetition, rouge_l, words
 from blt.entropy import EntropyModel

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from blcm.eval.aggregate import by_source
+from blcm.eval.common import Timer, by_source
 from blcm.eval.inputs import EvalDocument
-from blcm.eval.progress import Timer
 from blcm.eval.settings import EvalSettings
 from blcm.eval.text import byte_accuracy, chrf
 
