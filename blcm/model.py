@@ -22,8 +22,8 @@ import torch
 import yaml
 from torch import nn
 
+from blcm import ConfigError
 from blcm.batch import UnitBatch
-from blcm.errors import ConfigError
 from blcm.objective import LossConfig, Stage
 from blt.pretrained import SHIPPED_NAME
 from bridges.byte_codec import ByteConceptEncoderConfig

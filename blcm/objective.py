@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from blcm.errors import ConfigError
+from blcm import ConfigError
 
 Stage = Literal["entropy", "autoencoder", "joint"]
 STAGES: tuple[Stage, ...] = ("entropy", "autoencoder", "joint")

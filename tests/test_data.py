@@ -10,10 +10,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from blcm import DataError
 from blcm.data.corpus import RegistryCorpus, fetch_corpus, in_valid_split
 from blcm.data.documents import SkipReport, iter_documents
 from blcm.data.streams import ByteStreamDataModule, StreamWindows, build_stream, cached_stream
-from blcm.errors import DataError
 from blt.ids import BOS, EOS, OFFSET, PAD
 
 

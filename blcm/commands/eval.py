@@ -11,8 +11,8 @@ import typing
 from dataclasses import fields, replace
 from pathlib import Path
 
+from blcm import CLIError, DataError
 from blcm.commands.inputs import load_model
-from blcm.errors import CLIError, DataError
 from blcm.eval.settings import EvalSettings
 from primitives.atomic import atomic_write
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blcm import CLIError
 from blcm.commands.inputs import load_model, read_bytes
-from blcm.errors import CLIError
 from blcm.eval.text import is_utf8, unit_text
 from primitives.atomic import atomic_file
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blcm.errors import DataError
+from blcm import DataError
 
 log = logging.getLogger("blcm")
 

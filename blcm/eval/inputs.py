@@ -8,8 +8,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from blcm import DataError
 from blcm.data.documents import Document, SkipReport, iter_records
-from blcm.errors import DataError
 from bridges.modality import sniff
 
 GROUPS = ("source", "modality")

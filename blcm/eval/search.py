@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from blcm import DataError
 from blcm.data.pairs import group_means, read_pairs, retrieval_accuracy
-from blcm.errors import DataError
 from blcm.eval.common import encode_units, nanmean
 from bridges.modality import sniff
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from blcm.errors import ConfigError
+from blcm import ConfigError
 
 # keys of the flat arguments from before the groups -> their place now (both modules' old keys)
 RENAMED = {
