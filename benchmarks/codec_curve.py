@@ -31,7 +31,8 @@ from blt.entropy import EntropyModel  # noqa: E402
 SIGMAS = (0.1, 0.2, 0.5)
 COLUMNS = [("minutes", "min", "{:.1f}"), ("step", "step", "{:d}"), ("bytes_per_s", "bytes/s", "{:.0f}"),
            ("exact", "exact", "{:.3f}"), *((f"exact_sigma_{s:g}", f"σ={s:g}", "{:.3f}") for s in SIGMAS),
-           ("byte_accuracy", "byte acc", "{:.3f}"), ("bpb", "bpb given c", "{:.3f}"), ("lm_bpb", "LM bpb", "{:.3f}"),
+           ("teacher_forced_byte_accuracy", "byte acc", "{:.3f}"), ("bpb", "bpb given c", "{:.3f}"),
+           ("lm_bpb", "LM bpb", "{:.3f}"),
            ("mean_cosine", "mean cos", "{:.3f}"), ("min_dim_variance", "min var", "{:.3f}"),
            ("mflops_per_byte", "train MFLOP/B", "{:.2f}"), ("units_per_s", "round trips/s", "{:.0f}")]
 

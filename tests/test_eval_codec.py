@@ -24,7 +24,7 @@ def test_a_codec_that_reconstructs_scores_exact_everywhere(trained):
     lm = EntropyModel(EntropyModelConfig(dim=32, n_layers=1, n_heads=2, context=128)).eval()
     scores = codec_scores(trained, UNITS, sigmas=(0.01, 5.0), byte_lm=lm, batch_size=2)
     assert scores["units"] == len(UNITS)
-    assert scores["exact"] == 1.0 and scores["byte_accuracy"] == 1.0
+    assert scores["exact"] == 1.0 and scores["teacher_forced_byte_accuracy"] == 1.0
     assert scores["exact_sigma_0.01"] == 1.0  # a nudge changes nothing ...
     assert scores["exact_sigma_5"] < 1.0  # ... a shove does
     assert scores["bpb"] < 0.5 < scores["lm_bpb"]  # an untrained LM knows nothing; the concept tells all
@@ -34,7 +34,7 @@ def test_a_codec_that_reconstructs_scores_exact_everywhere(trained):
 def test_an_untrained_codec_scores_like_chance():
     codec = tiny_codec(seed=3).eval()
     scores = codec_scores(codec, UNITS, sigmas=())
-    assert scores["exact"] == 0.0 and scores["byte_accuracy"] < 0.2
+    assert scores["exact"] == 0.0 and scores["teacher_forced_byte_accuracy"] < 0.2
     assert scores["bpb"] == pytest.approx(math.log2(260), rel=0.1)  # near uniform over the 260 ids
     assert "lm_bpb" not in scores and "exact_sigma_0.2" not in scores
 

@@ -1,5 +1,5 @@
-"""blcm.eval.text: word n-gram generation metrics (REP-4, OVL-3), byte accuracy, chrF, ROUGE-L, and unit_text (how
-every command and report shows a unit)."""
+"""blcm.eval.text: word n-gram generation metrics (REP-4, OVL-3), decoded byte accuracy, chrF, ROUGE-L, and
+unit_text (how every command and report shows a unit)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blcm.eval.text import byte_accuracy, chrf, ngrams, overlap, repetition, rouge_l, unit_text, words
+from blcm.eval.text import chrf, decoded_byte_accuracy, ngrams, overlap, repetition, rouge_l, unit_text, words
 
 WORDS = st.lists(st.sampled_from(["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away"]), max_size=30)
 
@@ -55,9 +55,9 @@ def test_overlap_of_disjoint_texts_is_zero():
 
 
 @given(st.binary(max_size=40), st.binary(max_size=40))
-def test_byte_accuracy_is_symmetric_bounded_and_one_only_for_equal_bytes(a, b):
-    value = byte_accuracy(a, b)
-    assert value == byte_accuracy(b, a)
+def test_decoded_byte_accuracy_is_symmetric_bounded_and_one_only_for_equal_bytes(a, b):
+    value = decoded_byte_accuracy(a, b)
+    assert value == decoded_byte_accuracy(b, a)
     assert 0.0 <= value <= 1.0
     assert (value == 1.0) == (a == b)
 

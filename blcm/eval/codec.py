@@ -3,7 +3,8 @@ measurements (benchmarks/codec_curve.py) in one function.
 
 - exact: greedy decoding (a real decode, KV cache, until EOS) gives the unit back byte for byte, for
   clean concepts and under Gaussian noise σ (concepts are batch-normalised: σ is relative to unit variance);
-- byte accuracy: teacher-forced argmax right, over the bytes and the closing EOS;
+- teacher-forced byte accuracy: the decoder's argmax right given the true bytes before, over the bytes and the
+  closing EOS (the share of bytes greedy decoding gets right is blcm.eval.text.decoded_byte_accuracy);
 - bits per byte of the decoder given the clean concept, and of an unconditional byte LM on the same
   units ([BOS] unit [EOS], the same targets): the gap is what the concept tells the decoder;
 - dispersion: the mean pairwise cosine between concepts and the mean and smallest per-dimension variance;
@@ -59,7 +60,7 @@ def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 
         if byte_lm is not None:
             sums["lm_nats"] += float(byte_lm_nats(byte_lm, ids, lengths))
     n, targets = len(units), sums["targets"]
-    result = {"units": n, "exact": sums["exact"] / n, "byte_accuracy": sums["correct"] / targets,
+    result = {"units": n, "exact": sums["exact"] / n, "teacher_forced_byte_accuracy": sums["correct"] / targets,
               "bpb": sums["nats"] / targets / math.log(2)}
     result.update({f"exact_sigma_{s:g}": noisy_exact[s] / n for s in sigmas})
     if byte_lm is not None:

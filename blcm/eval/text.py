@@ -1,4 +1,4 @@
-"""Bytes as text: metrics on bytes and words, reconstruction (exact, byte accuracy, chrF) and generation
+"""Bytes as text: metrics on bytes and words, reconstruction (exact, decoded byte accuracy, chrF) and generation
 (ROUGE-L, REP-4, OVL-3), and ``unit_text``, the one way commands, reports and TensorBoard samples show a unit.
 
 REP-n and OVL-n count *word* n-grams, as the LCM paper describes them (Meta's released code counts
@@ -39,12 +39,13 @@ def overlap(text: str, context: str, n: int = 3) -> float:
     return sum(g in seen for g in grams) / len(grams)
 
 
-def byte_accuracy(predicted: bytes, true: bytes) -> float:
-    """Position-wise byte matches over the longer of the two lengths (1 only for equal strings)."""
-    longest = max(len(predicted), len(true))
+def decoded_byte_accuracy(decoded: bytes, true: bytes) -> float:
+    """Position-wise byte matches of a decoded unit (greedy, each byte after the decoder's own: not teacher-forced,
+    that is blcm.eval.codec's) with the true unit, over the longer of the two lengths (1 only for equal strings)."""
+    longest = max(len(decoded), len(true))
     if longest == 0:
         return 1.0
-    return sum(a == b for a, b in zip(predicted, true, strict=False)) / longest
+    return sum(a == b for a, b in zip(decoded, true, strict=False)) / longest
 
 
 def is_utf8(data: bytes) -> bool:
