@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_byte_codec import UNITS, tiny_codec, train_autoencoder
 
-from blcm.eval.codec import codec_scores, dispersion
+from blcm.eval.codec import codec_scores
 from blt.entropy import EntropyModel, EntropyModelConfig
 
 
@@ -41,13 +41,6 @@ def test_an_untrained_codec_scores_like_chance():
 
 def test_scores_do_not_depend_on_the_batch_size(trained):
     assert codec_scores(trained, UNITS, batch_size=1) == pytest.approx(codec_scores(trained, UNITS, batch_size=64))
-
-
-def test_dispersion_of_known_vectors():
-    same = torch.ones(4, 3)
-    assert dispersion(same) == pytest.approx({"mean_cosine": 1.0, "dim_variance": 0.0, "min_dim_variance": 0.0})
-    opposite = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
-    assert dispersion(opposite) == pytest.approx({"mean_cosine": -1.0, "dim_variance": 0.5, "min_dim_variance": 0.0})
 
 
 def test_bad_inputs_are_refused(trained):

@@ -7,7 +7,8 @@ measurements (benchmarks/codec_curve.py) in one function.
   closing EOS (the share of bytes greedy decoding gets right is blcm.eval.text.decoded_byte_accuracy);
 - bits per byte of the decoder given the clean concept, and of an unconditional byte LM on the same
   units ([BOS] unit [EOS], the same targets): the gap is what the concept tells the decoder;
-- dispersion: the mean pairwise cosine between concepts and the mean and smallest per-dimension variance;
+- dispersion (concept_core.metrics): the mean pairwise cosine between concepts and the mean and smallest
+  per-dimension variance;
 - training FLOPs per byte: one reconstruction step (encoder with its patching pass, decoder, backward),
   counted by torch's FlopCounterMode (matmuls and attention), over the unit bytes.
 """
@@ -24,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, PAD, pad_batch
 from bridges.byte_codec import modality_index
+from concept_core.metrics import dispersion
 
 
 @torch.no_grad()
@@ -81,17 +83,6 @@ def byte_lm_nats(byte_lm: EntropyModel, ids: torch.Tensor, lengths: torch.Tensor
     rows.scatter_(1, (lengths + 1)[:, None], EOS)
     nats, _ = byte_lm.nats_and_bytes(rows)
     return nats
-
-
-def dispersion(concepts: torch.Tensor) -> dict[str, float]:
-    """(U, d) -> the mean cosine between distinct concepts, the mean and smallest per-dimension variance."""
-    unit = torch.nn.functional.normalize(concepts.float(), dim=-1)
-    cosines = unit @ unit.T  # (U, U)
-    n = len(concepts)
-    off_diagonal = (cosines.sum() - cosines.diagonal().sum()) / max(n * (n - 1), 1)
-    variance = concepts.float().var(0, unbiased=False) if n > 1 else torch.zeros(concepts.shape[1])
-    return {"mean_cosine": float(off_diagonal), "dim_variance": float(variance.mean()),
-            "min_dim_variance": float(variance.min())}
 
 
 def training_flops_per_byte(codec, units: Sequence[bytes], modality: str | None = None) -> float:
