@@ -1,7 +1,7 @@
 """The codec's learning curve: how well concepts carry their units against training minutes.
 
 Reads the snapshots a run wrote (``blcm.callbacks.Snapshots``: an export every few training minutes under
-``<run>/snapshots/``) and scores each on one fixed sample of held-out units (blcm.codec_metrics): greedy
+``<run>/snapshots/``) and scores each on one fixed sample of held-out units (blcm.eval.codec): greedy
 exact match clean and under concept noise σ, teacher-forced byte accuracy, the decoder's bits per byte
 given the concept next to the encoder's entropy model (an unconditional byte LM) on the same units,
 concept dispersion, the unit bytes per second the run trained on, and (last snapshot) units encoded and
@@ -23,15 +23,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blcm.codec_metrics import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.data.units import PreparedUnits  # noqa: E402
+from blcm.eval.codec import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.model import ByteLCM  # noqa: E402
 from blt.entropy import EntropyModel  # noqa: E402
 
 SIGMAS = (0.1, 0.2, 0.5)
 COLUMNS = [("minutes", "min", "{:.1f}"), ("step", "step", "{:d}"), ("bytes_per_s", "bytes/s", "{:.0f}"),
            ("exact", "exact", "{:.3f}"), *((f"exact_sigma_{s:g}", f"σ={s:g}", "{:.3f}") for s in SIGMAS),
-           ("byte_accuracy", "byte acc", "{:.3f}"), ("bpb", "bpb given c", "{:.3f}"), ("lm_bpb", "LM bpb", "{:.3f}"),
+           ("teacher_forced_byte_accuracy", "byte acc", "{:.3f}"), ("bpb", "bpb given c", "{:.3f}"),
+           ("lm_bpb", "LM bpb", "{:.3f}"),
            ("mean_cosine", "mean cos", "{:.3f}"), ("min_dim_variance", "min var", "{:.3f}"),
            ("mflops_per_byte", "train MFLOP/B", "{:.2f}"), ("units_per_s", "round trips/s", "{:.0f}")]
 

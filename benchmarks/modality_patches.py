@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blcm.codec_metrics import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.data.corpus import in_valid_split  # noqa: E402
 from blcm.data.documents import iter_records  # noqa: E402
+from blcm.eval.codec import codec_scores, training_flops_per_byte  # noqa: E402
 from blcm.model import ByteLCM  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
 from bridges.modality import modality_index  # noqa: E402
@@ -65,7 +65,7 @@ def patch_stats(model: ByteLCM, units: list[bytes], modality: str) -> dict[str, 
 
 
 COLUMNS = [("mean_patch_bytes", "bytes/patch", "{:.2f}"), ("encoder_mflops_per_byte", "enc MFLOP/B", "{:.2f}"),
-           ("train_mflops_per_byte", "train MFLOP/B", "{:.2f}"), ("byte_accuracy", "byte acc", "{:.3f}"),
+           ("train_mflops_per_byte", "train MFLOP/B", "{:.2f}"), ("teacher_forced_byte_accuracy", "byte acc", "{:.3f}"),
            ("bpb", "bpb", "{:.3f}"), ("exact", "exact", "{:.3f}")]
 
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             scores = codec_scores(model.codec, units, sigmas=(), modality=modality)
             rows.append({"model": name, "export": directory, "modality": modality, "units": len(units),
                          **patch_stats(model, units, modality),
-                         **{k: scores[k] for k in ("byte_accuracy", "bpb", "exact")}})
+                         **{k: scores[k] for k in ("teacher_forced_byte_accuracy", "bpb", "exact")}})
             print(f"{name:10s} {modality:5s} " + "  ".join(f"{label} {fmt.format(rows[-1][key])}"
                                                           for key, label, fmt in COLUMNS), flush=True)
     print("\n| model | modality | units | " + " | ".join(label for _, label, _ in COLUMNS) + " |")

@@ -22,12 +22,12 @@ import logging
 import sys
 import warnings
 
+from blcm import CLIError
 from blcm.commands.data import cmd_data_fetch, cmd_prepare
 from blcm.commands.eval import add_settings_flags, cmd_eval
 from blcm.commands.export import cmd_export
 from blcm.commands.model import cmd_decode, cmd_encode, cmd_generate, cmd_reconstruct
 from blcm.commands.patch import cmd_patch
-from blcm.errors import CLIError
 from bridges.modality import MODALITIES
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
@@ -262,8 +262,8 @@ def run_lightning(argv: list[str]) -> int:
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
+    from blcm import ConfigError, DataError
     from blcm.callbacks import ParameterCount
-    from blcm.errors import ConfigError, DataError
 
     if not any(a.startswith("--weights_only") for a in argv):
         # resuming never unpickles arbitrary objects (next to the subcommand, where a --model.help still parses)

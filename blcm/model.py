@@ -22,9 +22,9 @@ import torch
 import yaml
 from torch import nn
 
+from blcm import ConfigError
 from blcm.batch import UnitBatch
 from blcm.data.pairs import group_means
-from blcm.errors import ConfigError
 from blcm.objective import LossConfig, Losses, Stage, info_nce
 from blt.ids import pad_batch
 from blt.pretrained import SHIPPED_NAME

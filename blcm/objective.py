@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from blcm.errors import ConfigError
+from blcm import ConfigError
 
 Stage = Literal["entropy", "autoencoder", "joint"]
 STAGES: tuple[Stage, ...] = ("entropy", "autoencoder", "joint")

@@ -7,6 +7,9 @@
 - paraphrasing ratio (PAR): max cosine of ĉ to the context over the same for the true c; above 1,
   the model leans on copying the context more than the data does.
 
+And of a concept space itself, ``dispersion``: how spread out a set of concepts is (a collapsed encoder's are
+not).
+
 All functions are batched over items; rows where a metric is undefined (no candidates, no context)
 give NaN, which ``summary`` leaves out of its means.
 """
@@ -87,6 +90,17 @@ def paraphrasing_ratio(pred: torch.Tensor, true: torch.Tensor, context: torch.Te
     if pred.shape != true.shape:
         raise ValueError(f"pred and true shapes differ: {tuple(pred.shape)} vs {tuple(true.shape)}")
     return context_cosine(pred, context, context_mask) / context_cosine(true, context, context_mask)
+
+
+def dispersion(concepts: torch.Tensor) -> dict[str, float]:
+    """(U, d) -> the mean cosine between distinct concepts, the mean and smallest per-dimension variance."""
+    unit = F.normalize(concepts.float(), dim=-1)
+    cosines = unit @ unit.T  # (U, U)
+    n = len(concepts)
+    off_diagonal = (cosines.sum() - cosines.diagonal().sum()) / max(n * (n - 1), 1)
+    variance = concepts.float().var(0, unbiased=False) if n > 1 else torch.zeros(concepts.shape[1])
+    return {"mean_cosine": float(off_diagonal), "dim_variance": float(variance.mean()),
+            "min_dim_variance": float(variance.min())}
 
 
 def summary(pred: torch.Tensor, target: torch.Tensor, doc_ids: torch.Tensor | None = None,

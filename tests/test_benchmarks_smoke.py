@@ -188,8 +188,8 @@ def finite(*values) -> None:
 
 def check_codec_curve(r: dict) -> None:
     assert has(r, "settings", "rows")["settings"]["units"] == 8 and r["rows"]
-    last = has(r["rows"][-1], "run", "minutes", "step", "exact", "exact_sigma_0.2", "byte_accuracy", "bpb", "lm_bpb",
-               "mean_cosine", "mflops_per_byte", "units_per_s")
+    last = has(r["rows"][-1], "run", "minutes", "step", "exact", "exact_sigma_0.2", "teacher_forced_byte_accuracy",
+               "bpb", "lm_bpb", "mean_cosine", "mflops_per_byte", "units_per_s")
     assert last["step"] == 8 and 0 <= last["exact"] <= 1
     finite(last["bpb"], last["lm_bpb"], last["units_per_s"])
 
@@ -245,8 +245,8 @@ def check_modality_patches(r: dict) -> None:
     rows = has(r, "rows", "machine", "command")["rows"]
     assert [(row["model"], row["modality"]) for row in rows] == [("tiny", m) for m in ("text", "wav", "png")]
     for row in rows:
-        has(row, "units", "mean_patch_bytes", "encoder_mflops_per_byte", "train_mflops_per_byte", "byte_accuracy",
-            "bpb", "exact")
+        has(row, "units", "mean_patch_bytes", "encoder_mflops_per_byte", "train_mflops_per_byte",
+            "teacher_forced_byte_accuracy", "bpb", "exact")
         assert row["units"] == 4 and row["mean_patch_bytes"] >= 1
         finite(row["bpb"], row["encoder_mflops_per_byte"])
 

@@ -13,9 +13,9 @@ import torch
 from byte_lcm_fixtures import TINY_ARGS, loss_terms, prepared_corpus, tiny_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from blcm import ConfigError
 from blcm.callbacks import MetricsHistory
 from blcm.data.units import UnitDataModule
-from blcm.errors import ConfigError
 from blcm.lightning import ByteLCMModule, EntropyLMModule
 from blcm.lightning.config import instantiate
 from blcm.model import QUANTIZER_BATCHES, ByteLCM, ByteLCMConfig
@@ -224,7 +224,7 @@ def test_the_next_byte_baseline_matches_tiny_in_parameters():
 
 
 def test_data_cut_longer_than_a_chunk_codec_holds_is_refused_at_fit_start(prepared):
-    from blcm.errors import ConfigError
+    from blcm import ConfigError
 
     model = {"concept_dim": 64, "segmenter": {"kind": "sentence", "max_bytes": 32},
              "codec": {"kind": "chunk", "max_bytes": 32, "chunk_bytes": 8, "byte_dim": 8, "hidden": 32},
@@ -265,7 +265,7 @@ def test_a_quant_core_validates_before_and_after_its_codebooks_are_fitted(prepar
 
 
 def test_bad_model_configs_are_config_errors():
-    from blcm.errors import ConfigError
+    from blcm import ConfigError
 
     with pytest.raises(ConfigError, match="nope"):
         tiny_module(model={"core": {"variant": "nope"}})

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blcm import ConfigError
 from blcm.data.units import collate_units
-from blcm.errors import ConfigError
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.objective import LossConfig
 from blt.ids import EOD, EOS, OFFSET, VOCAB_SIZE, encode, pad_batch

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from concept_core.metrics import contrastive_accuracy, l2, neighbour_mask, paraphrasing_ratio, summary
+from concept_core.metrics import contrastive_accuracy, dispersion, l2, neighbour_mask, paraphrasing_ratio, summary
 
 
 def points(*xs: float) -> torch.Tensor:
@@ -136,3 +136,10 @@ def test_summary():
     out = summary(target.clone(), target, doc_ids=torch.arange(10) // 5, context=context)
     assert out == {"l2": 0.0, "ca": 1.0, "par": pytest.approx(1.0)}
     assert set(summary(target, target)) == {"l2", "ca"}
+
+
+def test_dispersion_of_known_vectors():
+    same = torch.ones(4, 3)
+    assert dispersion(same) == pytest.approx({"mean_cosine": 1.0, "dim_variance": 0.0, "min_dim_variance": 0.0})
+    opposite = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    assert dispersion(opposite) == pytest.approx({"mean_cosine": -1.0, "dim_variance": 0.5, "min_dim_variance": 0.0})

@@ -10,10 +10,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from blcm import DataError
 from blcm.data.corpus import RegistryCorpus, fetch_corpus, in_valid_split
-from blcm.data.documents import SkipReport, iter_documents
+from blcm.data.documents import SkipReport, iter_documents, read_jsonl
 from blcm.data.streams import ByteStreamDataModule, StreamWindows, build_stream, cached_stream
-from blcm.errors import DataError
 from blt.ids import BOS, EOS, OFFSET, PAD
 
 
@@ -45,6 +45,24 @@ def test_truncated_gzip_is_reported(tmp_path):
     docs = list(iter_documents([path], skipped=skipped))
     assert 0 < len(docs) < 2000
     assert any("unreadable" in item for item in skipped.items)
+
+
+def test_read_jsonl_skips_bad_lines_into_a_report_or_raises_naming_them(tmp_path):
+    path = tmp_path / "p.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write('{"en": "a"}\n\nnot json\n[1]\n')
+    skipped = SkipReport()
+    assert list(read_jsonl(path, skipped)) == [(f"{path}:1", {"en": "a"}), (f"{path}:4", [1])]
+    assert len(skipped.items) == 1 and skipped.items[0].startswith(f"{path}:3: not valid JSON")
+    with pytest.raises(DataError, match="p.jsonl.gz:3: not valid JSON"):
+        list(read_jsonl(path))
+    cut = tmp_path / "cut.jsonl.gz"
+    payload = gzip.compress(b"".join(json.dumps({"en": f"doc {i}"}).encode() + b"\n" for i in range(2000)))
+    cut.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(DataError, match="cut.jsonl.gz: unreadable"):
+        list(read_jsonl(cut))
+    with pytest.raises(DataError, match="no such file"):
+        list(read_jsonl(tmp_path / "nope.jsonl", SkipReport()))
 
 
 def test_missing_input_raises(tmp_path):

@@ -8,9 +8,9 @@ from byte_lcm_fixtures import TINY_ARGS, tiny_module
 from test_prepare import TEXTS, write_jsonl
 
 import blcm.data.units
+from blcm import DataError
 from blcm.data.shards import read_prepared
 from blcm.data.units import UnitDataModule
-from blcm.errors import DataError
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 from blcm.eval import EvalDocument, EvalSettings
 from blcm.eval.generation import generation
 from blcm.eval.likelihood import unit_log_probs
-from blcm.text_metrics import rouge_l, vocabulary
+from blcm.eval.text import rouge_l, vocabulary
 from blt.entropy import EntropyModel, EntropyModelConfig
 
 DOCS = [EvalDocument("toy", [f"Prompt {i} begins here.".encode(), f" Then {word} follows {i}.".encode()])

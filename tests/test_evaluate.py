@@ -17,7 +17,7 @@ from blcm.cli import build_parser, main
 from blcm.commands.eval import settings_from
 from blcm.data.documents import Document
 from blcm.eval import EvalDocument, EvalSettings, evaluate, json_ready, read_documents, render_markdown
-from blcm.eval.concepts import encode_units
+from blcm.eval.common import encode_units
 from blcm.eval.likelihood import byte_lm_bits_per_byte, mutual_information, unit_log_probs
 from blcm.eval.prediction import prediction
 from blcm.eval.reconstruction import bucket_name, reconstruction_scores

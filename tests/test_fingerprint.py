@@ -7,10 +7,10 @@ import os
 
 import pytest
 
+from blcm import DataError
 from blcm.data.fingerprint import fingerprint, input_files
 from blcm.data.prepare import prepare
 from blcm.data.streams import cached_stream
-from blcm.errors import DataError
 from blt.ids import OFFSET
 
 

@@ -10,9 +10,9 @@ import torch
 import yaml
 from byte_lcm_fixtures import TINY_ARGS, tiny_module
 
+from blcm import ConfigError
 from blcm.batch import UnitBatch
 from blcm.cli import main
-from blcm.errors import ConfigError
 from blcm.lightning import ByteLCMModule
 from blcm.lightning.config import instantiate
 from blcm.model import ByteLCM, ByteLCMConfig

@@ -12,8 +12,8 @@ import torch
 from byte_lcm_fixtures import TINY_ARGS, tiny_module
 from conftest import shared_file
 
+from blcm import ConfigError, DataError
 from blcm.data.pairs import group_means, read_pairs, retrieval_accuracy
-from blcm.errors import ConfigError, DataError
 from blcm.eval import EvalSettings, evaluate, read_documents, render_markdown
 from blcm.objective import info_nce
 from blt.ids import pad_batch

@@ -11,6 +11,7 @@ import pytest
 import torch
 from lightning.fabric.utilities.data import _set_sampler_epoch
 
+from blcm import DataError
 from blcm.batch import UnitBatch
 from blcm.cli import main
 from blcm.data import prepare as prep
@@ -18,7 +19,6 @@ from blcm.data.corpus import in_valid_split
 from blcm.data.documents import iter_records
 from blcm.data.sampler import BucketBatchSampler
 from blcm.data.units import PreparedUnits, UnitDataModule, collate_units
-from blcm.errors import DataError
 from blt.ids import EOD, OFFSET, PAD
 from primitives.atomic import atomic_directory
 from tests.conftest import shared_file

@@ -131,14 +131,15 @@ def held_out_sets(max_units: int) -> dict[str, list[bytes]]:
 
 
 def score(codec, units: list[bytes]) -> dict[str, float]:
-    from blcm.codec_metrics import codec_scores
+    from blcm.eval.codec import codec_scores
 
     scores = codec_scores(codec, units, NOISE)
-    return {k: scores[k] for k in ("units", "exact", *(f"exact_sigma_{s:g}" for s in NOISE), "byte_accuracy", "bpb")}
+    keys = ("units", "exact", *(f"exact_sigma_{s:g}" for s in NOISE), "teacher_forced_byte_accuracy", "bpb")
+    return {k: scores[k] for k in keys}
 
 
 def markdown(rows: dict[str, dict]) -> str:
-    keys = ["units", "exact", *(f"exact_sigma_{s:g}" for s in NOISE), "byte_accuracy", "bpb"]
+    keys = ["units", "exact", *(f"exact_sigma_{s:g}" for s in NOISE), "teacher_forced_byte_accuracy", "bpb"]
     lines = ["| set | " + " | ".join(k.replace("exact_sigma_", "exact σ=") for k in keys) + " |",
              "|---|" + "---:|" * len(keys)]
     for name, row in rows.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blcm.errors import CLIError, DataError
+from blcm import CLIError, DataError
 
 
 def cmd_data_fetch(args) -> int:

@@ -11,8 +11,8 @@ import typing
 from dataclasses import fields, replace
 from pathlib import Path
 
+from blcm import CLIError, DataError
 from blcm.commands.inputs import load_model
-from blcm.errors import CLIError, DataError
 from blcm.eval.settings import EvalSettings
 from primitives.atomic import atomic_write
 
@@ -82,7 +82,7 @@ def cmd_eval(args) -> int:
 
     from blcm.data.pairs import read_pairs
     from blcm.eval import evaluate, json_ready, log_tensorboard, read_documents, read_parallel, render_markdown
-    from blcm.text_metrics import vocabulary
+    from blcm.eval.text import vocabulary
     from blt.entropy import EntropyModel
 
     if args.threads:

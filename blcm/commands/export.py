@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from blcm.errors import CLIError
+from blcm import CLIError
 
 
 def cmd_export(args) -> int:

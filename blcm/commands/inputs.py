@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blcm.errors import CLIError
+from blcm import CLIError
 
 
 def load_model(directory: str | None, byte_lm: bool = False):

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from blcm import CLIError
 from blcm.commands.inputs import load_model, read_bytes
-from blcm.errors import CLIError
-from blcm.text_metrics import is_utf8
-from blcm.unit_text import unit_text
+from blcm.eval.text import is_utf8, unit_text
 from primitives.atomic import atomic_file
 
 
@@ -65,8 +64,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from blcm.eval.concepts import encode_units
-    from blcm.eval.progress import progress_bar
+    from blcm.eval.common import encode_units, progress_bar
 
     model = load_model(args.model)
     document = read_bytes(args.file)

@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from blcm import CLIError
 from blcm.commands.inputs import read_bytes
-from blcm.errors import CLIError
 
 
 def cmd_patch(args) -> int:

@@ -1,6 +1,7 @@
 """Reading documents from JSONL(.gz) files (a ``text`` field per line), directories (every file below them),
 or any other file (its raw bytes are one document). Bad files and lines are skipped with a warning that names
-them, and counted; nothing is dropped silently."""
+them, and counted; nothing is dropped silently. ``read_jsonl`` is the project's one reader of JSONL(.gz) lines
+(`blcm eval`'s parallel file too)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blcm.errors import DataError
+from blcm import DataError
 
 log = logging.getLogger("blcm")
 
@@ -88,8 +89,36 @@ def _iter_file(path: Path, key: str, text_field: str, skipped: SkipReport) -> It
 
 
 def _iter_jsonl(path: Path, text_field: str, skipped: SkipReport) -> Iterator[Document]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     ordinal = 0
+    for where, record in read_jsonl(path, skipped):
+        if not isinstance(record, dict) or text_field not in record:
+            skipped.skip(where, f"no {text_field!r} field")
+            continue
+        text = record[text_field]
+        if not isinstance(text, str):
+            skipped.skip(where, f"{text_field!r} is not a string")
+            continue
+        source = record.get("source")
+        source = source if isinstance(source, str) and source else path.name
+        doc_id = record.get("id")
+        key = f"{source}/{doc_id}" if doc_id is not None else f"{path.name}:{ordinal}"
+        ordinal += 1
+        yield Document(text.encode("utf-8"), source, key)
+
+
+def read_jsonl(path: str | os.PathLike, skipped: SkipReport | None = None) -> Iterator[tuple[str, object]]:
+    """The one JSONL(.gz) reader: each non-blank line's JSON value, with where it is (``"<path>:<line>"``). A line
+    that is not valid JSON (or not UTF-8), and a file that cannot be read (from where it fails: a truncated gzip
+    yields its readable lines first), go into ``skipped`` (named, logged, counted), or with no ``skipped`` raise a
+    DataError that names them. A missing file is a DataError either way."""
+    path = Path(path)
+
+    def bad(what: str, why: str) -> None:
+        if skipped is None:
+            raise DataError(f"{what}: {why}")
+        skipped.skip(what, why)
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             for lineno, line in enumerate(f, 1):
@@ -97,21 +126,11 @@ def _iter_jsonl(path: Path, text_field: str, skipped: SkipReport) -> Iterator[Do
                     continue
                 try:
                     record = json.loads(line)
-                    text = record[text_field]
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    skipped.skip(f"{path}:{lineno}", f"not valid JSON ({e})")
+                    bad(f"{path}:{lineno}", f"not valid JSON ({e})")
                     continue
-                except (KeyError, TypeError):
-                    skipped.skip(f"{path}:{lineno}", f"no {text_field!r} field")
-                    continue
-                if not isinstance(text, str):
-                    skipped.skip(f"{path}:{lineno}", f"{text_field!r} is not a string")
-                    continue
-                source = record.get("source")
-                source = source if isinstance(source, str) and source else path.name
-                doc_id = record.get("id")
-                key = f"{source}/{doc_id}" if doc_id is not None else f"{path.name}:{ordinal}"
-                ordinal += 1
-                yield Document(text.encode("utf-8"), source, key)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        skipped.skip(str(path), f"unreadable ({e})")
+                yield f"{path}:{lineno}", record
+    except FileNotFoundError:
+        raise DataError(f"no such file or directory: {path}") from None
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        bad(str(path), f"unreadable ({e})")

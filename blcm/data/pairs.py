@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from blcm import DataError
 from blcm.data.corpus import in_valid_split
-from blcm.errors import DataError
 
 PAIR_SPLITS = ("train", "valid", "all")
 

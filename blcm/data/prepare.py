@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blcm import DataError
 from blcm.data.corpus import in_valid_split
 from blcm.data.documents import SkipReport, iter_records
 from blcm.data.fingerprint import fingerprint
@@ -38,7 +39,6 @@ from blcm.data.shards import (
     write_manifest,
     write_shard,
 )
-from blcm.errors import DataError
 from blt.pretrained import PretrainedError, load_shipped_entropy_model
 from bridges.modality import sniff
 from bridges.segment import (

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blcm.errors import DataError
+from blcm import DataError
 from primitives.atomic import atomic_directory, atomic_write
 
 FORMAT = "byte-lcm-prepared-units"

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from blcm import DataError
 from blcm.data.corpus import fetch_corpus, home
 from blcm.data.documents import SkipReport, iter_documents
 from blcm.data.fingerprint import fingerprint
-from blcm.errors import DataError
 from blt.ids import BOS, EOS, OFFSET, PAD
 from primitives.atomic import atomic_file
 

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from blcm import DataError
 from blcm.batch import UnitBatch
 from blcm.data.corpus import fetch_corpus, home
 from blcm.data.sampler import BucketBatchSampler
 from blcm.data.shards import SPLITS, read_prepared
 from blcm.data.windows import longest_unit, window_index
-from blcm.errors import DataError
 from blt.ids import EOD, OFFSET, PAD
 from bridges.modality import modality_index, unit_modalities
 

@@ -3,7 +3,7 @@
 Per continuation: ROUGE-L against its own truth and against the next document's (their difference, the
 prompt-relevance gap, is about 0 when every prompt gets the same text), ROUGE-L against the next document's
 continuation (about 1 when the core ignores its prompt; the true texts' is the reference), REP-4 and OVL-3
-(word n-grams, blcm.text_metrics), whether it is valid UTF-8, the share of its words found in a vocabulary
+(word n-grams, blcm.eval.text), whether it is valid UTF-8, the share of its words found in a vocabulary
 (when one is given), and its bits per byte given the prompt under an independent byte LM; the same for the
 true text.
 """
@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from blcm.eval.aggregate import by_source, nanmean
+from blcm.eval.common import Timer, by_source, nanmean
 from blcm.eval.inputs import EvalDocument
 from blcm.eval.likelihood import unit_log_probs
-from blcm.eval.progress import Timer
 from blcm.eval.settings import EvalSettings
-from blcm.text_metrics import is_utf8, overlap, repetition, rouge_l, words
+from blcm.eval.text import is_utf8, overlap, repetition, rouge_l, words
 from blt.entropy import EntropyModel
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from blcm.data.documents import Document, SkipReport, iter_records
-from blcm.errors import DataError
+from blcm import DataError
+from blcm.data.documents import Document, SkipReport, iter_records, read_jsonl
 from bridges.modality import sniff
 
 GROUPS = ("source", "modality")
@@ -51,28 +49,15 @@ def read_documents(paths: Sequence[str], max_docs: int | None, text_field: str =
 
 def read_parallel(path: str, limit: int | None) -> list[dict[str, str]]:
     """Records {"en": ..., "<locale>": ...} of a parallel JSONL(.gz) file (other fields dropped)."""
-    opener = gzip.open if path.lower().endswith(".gz") else open
     records = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno} is not valid JSON ({e})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}:{lineno} is not a JSON object of texts by language")
-                texts = {k: v for k, v in record.items() if k not in ("id", "source") and isinstance(v, str) and v}
-                if "en" in texts and len(texts) > 1:
-                    records.append(texts)
-                if limit is not None and len(records) >= limit:
-                    break
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: unreadable ({e})") from None
+    for where, record in read_jsonl(path):
+        if not isinstance(record, dict):
+            raise DataError(f"{where} is not a JSON object of texts by language")
+        texts = {k: v for k, v in record.items() if k not in ("id", "source") and isinstance(v, str) and v}
+        if "en" in texts and len(texts) > 1:
+            records.append(texts)
+        if limit is not None and len(records) >= limit:
+            break
     if not records:
         raise DataError(f"{path} holds no record with an 'en' text and a translation")
     return records

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from blcm.eval.aggregate import bits_per_byte, by_source
+from blcm.eval.common import bits_per_byte, by_source
 from blcm.eval.inputs import EvalDocument
 from blt.entropy import EntropyModel
 from blt.ids import pad_batch

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from blcm.eval.aggregate import by_source
+from blcm.eval.common import by_source
 from blcm.eval.inputs import EvalDocument
 from blt.ids import pad_batch
 from bridges.modality import modality_index, sniff

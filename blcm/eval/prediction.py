@@ -14,8 +14,7 @@ import math
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from blcm.eval.aggregate import bits_per_byte, by_source, nanmean
-from blcm.eval.concepts import encode_units
+from blcm.eval.common import bits_per_byte, by_source, encode_units, nanmean
 from blcm.eval.inputs import EvalDocument
 from blcm.eval.likelihood import mutual_information
 from blcm.eval.settings import EvalSettings

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from blcm.eval.aggregate import by_source
+from blcm.eval.common import Timer, by_source
 from blcm.eval.inputs import EvalDocument
-from blcm.eval.progress import Timer
 from blcm.eval.settings import EvalSettings
-from blcm.text_metrics import byte_accuracy, chrf
+from blcm.eval.text import chrf, decoded_byte_accuracy
 
 LENGTH_BUCKETS = ((1, 64), (65, 128), (129, 256), (257, None))
 
@@ -50,5 +49,5 @@ def reconstruction(model, docs: list[EvalDocument], concepts: torch.Tensor, sett
 def reconstruction_scores(rows: list[dict]) -> dict:
     return {"units": len(rows),
             "exact": sum(r["decoded"] == r["true"] for r in rows) / len(rows),
-            "byte_accuracy": sum(byte_accuracy(r["decoded"], r["true"]) for r in rows) / len(rows),
+            "byte_accuracy": sum(decoded_byte_accuracy(r["decoded"], r["true"]) for r in rows) / len(rows),
             "chrf": chrf([r["decoded"] for r in rows], [r["true"] for r in rows])}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from blcm.unit_text import unit_text
+from blcm.eval.text import unit_text
 
 
 def json_ready(value):

@@ -6,10 +6,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from blcm.data.pairs import read_pairs, retrieval_accuracy
-from blcm.errors import DataError
-from blcm.eval.aggregate import nanmean
-from blcm.eval.concepts import paragraph_concepts
+from blcm import DataError
+from blcm.data.pairs import group_means, read_pairs, retrieval_accuracy
+from blcm.eval.common import encode_units, nanmean
+from bridges.modality import sniff
+
+
+def paragraph_concepts(model, paragraphs: list[bytes], progress, max_units: int | None = None) -> torch.Tensor:
+    """(n, d): the mean of each paragraph's unit concepts (of its first ``max_units``; None: all), each unit
+    encoded as its paragraph's modality (sniffed once per paragraph)."""
+    units = [model.units(p)[:max_units] for p in paragraphs]
+    modalities = [sniff(p) for p, us in zip(paragraphs, units, strict=True) for _ in us]
+    concepts = encode_units(model, [u for us in units for u in us], progress=progress, desc="unit batches",
+                            modalities=modalities)
+    return group_means(concepts, [len(us) for us in units])
 
 
 def crosslingual(model, records: list[dict[str, str]], progress) -> dict:

@@ -7,13 +7,12 @@ from dataclasses import asdict
 import torch
 
 from blcm.data.documents import Document
-from blcm.eval.concepts import encode_units
+from blcm.eval.common import Timer, encode_units, no_progress_bar, progress_bar
 from blcm.eval.generation import generation
 from blcm.eval.inputs import EvalDocument, data_summary
 from blcm.eval.likelihood import byte_lm_bits_per_byte
 from blcm.eval.patching import patching
 from blcm.eval.prediction import prediction
-from blcm.eval.progress import Timer, no_progress_bar, progress_bar
 from blcm.eval.reconstruction import reconstruction
 from blcm.eval.search import crosslingual, retrieval
 from blcm.eval.settings import EvalSettings

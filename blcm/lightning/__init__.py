@@ -1,6 +1,7 @@
 """The LightningModules (the map: README.md, *The layout*); only blcm imports Lightning, the models themselves
 live in blt/, concept_core/ and blcm.model. The modules are imported when first named (configs name them as
-``blcm.lightning.ByteLCMModule``), so importing one of this package's modules loads only what it needs."""
+``blcm.lightning.ByteLCMModule``), so importing one of this package's modules loads only what it needs. What
+validation logs lives with the rest of the evaluation, in blcm.eval.validation."""
 
 from importlib import import_module
 

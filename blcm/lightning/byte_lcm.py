@@ -13,13 +13,13 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from blcm import ConfigError, DataError
 from blcm.batch import UnitBatch
 from blcm.data.pairs import read_pairs
 from blcm.data.shards import read_prepared
-from blcm.errors import ConfigError, DataError
+from blcm.eval.validation import ValidationTotals, sample_tables
 from blcm.lightning.config import AlignmentConfig, ExportsItsModel, StageConfig, ValidationConfig, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
-from blcm.lightning.validation import ValidationTotals, sample_tables
 from blcm.model import ByteLCM, ByteLCMConfig
 from blcm.objective import STAGES, Stage
 from blcm.plotting import log_entropy_figure

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import lightning as L
 
-from blcm.errors import ConfigError
+from blcm import ConfigError
 from concept_core.interface import Sampling
 from primitives.export import CHECKPOINT_KEY, FORMAT, ExportFormatError, check_format
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from blcm.errors import ConfigError
+from blcm import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Word n-gram generation metrics (REP-4, OVL-3), byte accuracy, chrF and ROUGE-L."""
+"""blcm.eval.text: word n-gram generation metrics (REP-4, OVL-3), decoded byte accuracy, chrF, ROUGE-L, and
+unit_text (how every command and report shows a unit)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blcm.text_metrics import byte_accuracy, chrf, ngrams, overlap, repetition, rouge_l, words
+from blcm.eval.text import chrf, decoded_byte_accuracy, ngrams, overlap, repetition, rouge_l, unit_text, words
 
 WORDS = st.lists(st.sampled_from(["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away"]), max_size=30)
 
@@ -54,9 +55,9 @@ def test_overlap_of_disjoint_texts_is_zero():
 
 
 @given(st.binary(max_size=40), st.binary(max_size=40))
-def test_byte_accuracy_is_symmetric_bounded_and_one_only_for_equal_bytes(a, b):
-    value = byte_accuracy(a, b)
-    assert value == byte_accuracy(b, a)
+def test_decoded_byte_accuracy_is_symmetric_bounded_and_one_only_for_equal_bytes(a, b):
+    value = decoded_byte_accuracy(a, b)
+    assert value == decoded_byte_accuracy(b, a)
     assert 0.0 <= value <= 1.0
     assert (value == 1.0) == (a == b)
 
@@ -68,3 +69,26 @@ def test_chrf_and_rouge_l_of_identical_texts():
     assert chrf([b"zzzz qqqq"], [b"The cat sat on the mat."]) < 10
     assert rouge_l([b"zzzz"], [b"the cat"]) == [0.0]
     assert math.isnan(chrf([], []))
+
+
+def test_newlines_invalid_utf8_and_the_limit():
+    assert unit_text(b"a\nb") == "a⏎b"
+    assert unit_text(b"ok \xff") == "ok \ufffd"
+    assert unit_text(b"abcdef", limit=3) == "abc…"
+    assert unit_text("text too", limit=4) == "text…"
+
+
+def test_cells_escape_pipes_and_show_empty_units():
+    assert unit_text(b" a|b \n", cell=True) == "a\\|b ⏎"
+    assert unit_text(b"", cell=True) == "∅"
+    assert unit_text(b"  ", cell=True) == "∅"
+    assert unit_text(b"", cell=False) == ""
+
+
+@given(st.binary(max_size=300), st.integers(1, 400))
+def test_one_line_and_never_past_the_limit(unit, limit):
+    text = unit_text(unit, limit)
+    assert "\n" not in text
+    assert len(text) <= limit + 1
+    cell = unit_text(unit, limit, cell=True)
+    assert "\n" not in cell and cell.count("|") == cell.count("\\|")

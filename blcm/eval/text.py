@@ -1,5 +1,5 @@
-"""Metrics on bytes and words: reconstruction (exact, byte accuracy, chrF) and generation (ROUGE-L,
-REP-4, OVL-3).
+"""Bytes as text: metrics on bytes and words, reconstruction (exact, decoded byte accuracy, chrF) and generation
+(ROUGE-L, REP-4, OVL-3), and ``unit_text``, the one way commands, reports and TensorBoard samples show a unit.
 
 REP-n and OVL-n count *word* n-grams, as the LCM paper describes them (Meta's released code counts
 character n-grams). Words are runs of letters/digits, lower-cased, so punctuation and case do not
@@ -39,12 +39,13 @@ def overlap(text: str, context: str, n: int = 3) -> float:
     return sum(g in seen for g in grams) / len(grams)
 
 
-def byte_accuracy(predicted: bytes, true: bytes) -> float:
-    """Position-wise byte matches over the longer of the two lengths (1 only for equal strings)."""
-    longest = max(len(predicted), len(true))
+def decoded_byte_accuracy(decoded: bytes, true: bytes) -> float:
+    """Position-wise byte matches of a decoded unit (greedy, each byte after the decoder's own: not teacher-forced,
+    that is blcm.eval.codec's) with the true unit, over the longer of the two lengths (1 only for equal strings)."""
+    longest = max(len(decoded), len(true))
     if longest == 0:
         return 1.0
-    return sum(a == b for a, b in zip(predicted, true, strict=False)) / longest
+    return sum(a == b for a, b in zip(decoded, true, strict=False)) / longest
 
 
 def is_utf8(data: bytes) -> bool:
@@ -80,3 +81,12 @@ def rouge_l(hypotheses: Sequence[bytes], references: Sequence[bytes]) -> list[fl
     scorer = RougeScorer(["rougeL"])
     return [scorer.score(as_text(r), as_text(h))["rougeL"].fmeasure for h, r in zip(hypotheses, references,
                                                                                      strict=True)]
+
+
+def unit_text(unit: bytes | str, limit: int = 200, *, cell: bool = False) -> str:
+    """``unit`` on one line: invalid UTF-8 replaced, newlines shown as ⏎, cut to ``limit`` characters (…).
+    ``cell``: fit for a markdown table cell too (``|`` escaped, outer whitespace dropped, empty shown as ∅)."""
+    text = unit.decode("utf-8", errors="replace") if isinstance(unit, bytes) else unit
+    text = text.replace("\n", "⏎")
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return (text.replace("|", "\\|").strip() or "∅") if cell else text

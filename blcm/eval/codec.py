@@ -3,10 +3,12 @@ measurements (benchmarks/codec_curve.py) in one function.
 
 - exact: greedy decoding (a real decode, KV cache, until EOS) gives the unit back byte for byte, for
   clean concepts and under Gaussian noise σ (concepts are batch-normalised: σ is relative to unit variance);
-- byte accuracy: teacher-forced argmax right, over the bytes and the closing EOS;
+- teacher-forced byte accuracy: the decoder's argmax right given the true bytes before, over the bytes and the
+  closing EOS (the share of bytes greedy decoding gets right is blcm.eval.text.decoded_byte_accuracy);
 - bits per byte of the decoder given the clean concept, and of an unconditional byte LM on the same
   units ([BOS] unit [EOS], the same targets): the gap is what the concept tells the decoder;
-- dispersion: the mean pairwise cosine between concepts and the mean and smallest per-dimension variance;
+- dispersion (concept_core.metrics): the mean pairwise cosine between concepts and the mean and smallest
+  per-dimension variance;
 - training FLOPs per byte: one reconstruction step (encoder with its patching pass, decoder, backward),
   counted by torch's FlopCounterMode (matmuls and attention), over the unit bytes.
 """
@@ -23,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, PAD, pad_batch
 from bridges.modality import modality_index
+from concept_core.metrics import dispersion
 
 
 @torch.no_grad()
@@ -59,7 +62,7 @@ def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 
         if byte_lm is not None:
             sums["lm_nats"] += float(byte_lm_nats(byte_lm, ids, lengths))
     n, targets = len(units), sums["targets"]
-    result = {"units": n, "exact": sums["exact"] / n, "byte_accuracy": sums["correct"] / targets,
+    result = {"units": n, "exact": sums["exact"] / n, "teacher_forced_byte_accuracy": sums["correct"] / targets,
               "bpb": sums["nats"] / targets / math.log(2)}
     result.update({f"exact_sigma_{s:g}": noisy_exact[s] / n for s in sigmas})
     if byte_lm is not None:
@@ -80,17 +83,6 @@ def byte_lm_nats(byte_lm: EntropyModel, ids: torch.Tensor, lengths: torch.Tensor
     rows.scatter_(1, (lengths + 1)[:, None], EOS)
     nats, _ = byte_lm.nats_and_bytes(rows)
     return nats
-
-
-def dispersion(concepts: torch.Tensor) -> dict[str, float]:
-    """(U, d) -> the mean cosine between distinct concepts, the mean and smallest per-dimension variance."""
-    unit = torch.nn.functional.normalize(concepts.float(), dim=-1)
-    cosines = unit @ unit.T  # (U, U)
-    n = len(concepts)
-    off_diagonal = (cosines.sum() - cosines.diagonal().sum()) / max(n * (n - 1), 1)
-    variance = concepts.float().var(0, unbiased=False) if n > 1 else torch.zeros(concepts.shape[1])
-    return {"mean_cosine": float(off_diagonal), "dim_variance": float(variance.mean()),
-            "min_dim_variance": float(variance.min())}
 
 
 def training_flops_per_byte(codec, units: Sequence[bytes], modality: str | None = None) -> float:

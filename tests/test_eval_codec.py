@@ -1,4 +1,4 @@
-"""blcm.codec_metrics: the codec learning curve's measurements, on codecs whose answers are known."""
+"""blcm.eval.codec: the codec learning curve's measurements, on codecs whose answers are known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_byte_codec import UNITS, tiny_codec, train_autoencoder
 
-from blcm.codec_metrics import codec_scores, dispersion
+from blcm.eval.codec import codec_scores
 from blt.entropy import EntropyModel, EntropyModelConfig
 
 
@@ -24,7 +24,7 @@ def test_a_codec_that_reconstructs_scores_exact_everywhere(trained):
     lm = EntropyModel(EntropyModelConfig(dim=32, n_layers=1, n_heads=2, context=128)).eval()
     scores = codec_scores(trained, UNITS, sigmas=(0.01, 5.0), byte_lm=lm, batch_size=2)
     assert scores["units"] == len(UNITS)
-    assert scores["exact"] == 1.0 and scores["byte_accuracy"] == 1.0
+    assert scores["exact"] == 1.0 and scores["teacher_forced_byte_accuracy"] == 1.0
     assert scores["exact_sigma_0.01"] == 1.0  # a nudge changes nothing ...
     assert scores["exact_sigma_5"] < 1.0  # ... a shove does
     assert scores["bpb"] < 0.5 < scores["lm_bpb"]  # an untrained LM knows nothing; the concept tells all
@@ -34,7 +34,7 @@ def test_a_codec_that_reconstructs_scores_exact_everywhere(trained):
 def test_an_untrained_codec_scores_like_chance():
     codec = tiny_codec(seed=3).eval()
     scores = codec_scores(codec, UNITS, sigmas=())
-    assert scores["exact"] == 0.0 and scores["byte_accuracy"] < 0.2
+    assert scores["exact"] == 0.0 and scores["teacher_forced_byte_accuracy"] < 0.2
     assert scores["bpb"] == pytest.approx(math.log2(260), rel=0.1)  # near uniform over the 260 ids
     assert "lm_bpb" not in scores and "exact_sigma_0.2" not in scores
 
@@ -43,20 +43,13 @@ def test_scores_do_not_depend_on_the_batch_size(trained):
     assert codec_scores(trained, UNITS, batch_size=1) == pytest.approx(codec_scores(trained, UNITS, batch_size=64))
 
 
-def test_dispersion_of_known_vectors():
-    same = torch.ones(4, 3)
-    assert dispersion(same) == pytest.approx({"mean_cosine": 1.0, "dim_variance": 0.0, "min_dim_variance": 0.0})
-    opposite = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
-    assert dispersion(opposite) == pytest.approx({"mean_cosine": -1.0, "dim_variance": 0.5, "min_dim_variance": 0.0})
-
-
 def test_bad_inputs_are_refused(trained):
     with pytest.raises(ValueError, match="at least one unit"):
         codec_scores(trained, [])
 
 
 def test_training_flops_grow_with_the_decoder():
-    from blcm.codec_metrics import training_flops_per_byte
+    from blcm.eval.codec import training_flops_per_byte
 
     small, large = tiny_codec(), tiny_codec(decoder={"n_layers": 3})
     before = {k: v.clone() for k, v in small.state_dict().items()}

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 from blcm.batch import UnitBatch
+from blcm.eval.text import unit_text
 from blcm.model import ByteLCM
-from blcm.unit_text import unit_text
 from blt.ids import EOD, decode
 from concept_core.interface import Sampling
 from concept_core.metrics import TeacherForced, contrastive_accuracy, l2
