@@ -27,9 +27,7 @@ class BaseLCM(ContextualizedModel):
     """Deterministic next-concept regression: the prediction at position i is compared with concept i+1."""
 
     def __init__(self, config: BaseLCMConfig, concept_dim: int):
-        super().__init__()
-        self.config, self.concept_dim = config, concept_dim
-        self.contextualizer = config.contextualizer(concept_dim, config.n_layers)
+        super().__init__(config, concept_dim, config.n_layers)
         self.postnet = nn.Linear(config.model_dim, concept_dim)
 
     def forward(self, concepts: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

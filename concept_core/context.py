@@ -97,7 +97,10 @@ class ContextConfig:
 class ContextualizedModel(ConceptModel):
     """A core whose generation state is its contextualizer's: ``start`` and ``extend`` are the contextualizer's."""
 
-    contextualizer: Contextualizer
+    def __init__(self, config: ContextConfig, concept_dim: int, context_layers: int):
+        super().__init__()
+        self.config, self.concept_dim = config, concept_dim
+        self.contextualizer = config.contextualizer(concept_dim, context_layers)
 
     def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> ContextState:
         return self.contextualizer.start(concepts, mask)

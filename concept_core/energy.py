@@ -88,9 +88,7 @@ class EnergyLCM(ContextualizedModel):
     """Contextualizer + energy head; ``loss`` scores ``samples`` draws per position, ``sample`` makes one."""
 
     def __init__(self, config: EnergyLCMConfig, concept_dim: int):
-        super().__init__()
-        self.config, self.concept_dim = config, concept_dim
-        self.contextualizer = config.contextualizer(concept_dim, config.context_layers)
+        super().__init__(config, concept_dim, config.context_layers)
         self.head = EnergyHead(concept_dim, config.model_dim, config.noise_dim, config.head_layers)
 
     def loss(self, concepts: torch.Tensor, mask: torch.Tensor | None = None,

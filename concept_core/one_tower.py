@@ -61,11 +61,9 @@ def one_tower_mask(clean_valid: torch.Tensor, keep_context: torch.Tensor) -> tor
 
 class OneTowerLCM(ContextualizedModel):
     def __init__(self, config: OneTowerLCMConfig, concept_dim: int):
-        super().__init__()
-        self.config, self.concept_dim = config, concept_dim
-        self.scheduler = config.scheduler()
         # clean and noisy concepts share the PreNet and the transformer; the timestep embedding tells them apart
-        self.contextualizer = config.contextualizer(concept_dim, config.n_layers)
+        super().__init__(config, concept_dim, config.n_layers)
+        self.scheduler = config.scheduler()
         self.time_emb = TimestepEmbedding(config.model_dim)
         self.out_proj = nn.Linear(config.model_dim, concept_dim)
         # a zero output layer starts every prediction at 0 (for x0, the mean of normalised concepts) instead of

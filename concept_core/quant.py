@@ -145,11 +145,9 @@ class QuantizedLCMConfig(ContextConfig):
 
 class QuantizedLCM(ContextualizedModel):
     def __init__(self, config: QuantizedLCMConfig, concept_dim: int):
-        super().__init__()
-        self.config, self.concept_dim = config, concept_dim
+        super().__init__(config, concept_dim, config.n_layers)
         D, K = config.model_dim, config.num_codebooks
         self.quantizer = ResidualVQ(concept_dim, K, config.codebook_size)
-        self.contextualizer = config.contextualizer(concept_dim, config.n_layers)
         # the context state of a prediction without context: replaces the contextualizer's output when
         # training drops the context (CFG) and is the unconditional branch of guided sampling
         self.null_context = nn.Parameter(torch.zeros(D))

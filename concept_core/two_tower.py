@@ -70,9 +70,7 @@ class TwoTowerLCM(ContextualizedModel):
     """Contextualizer + denoiser + DDIM scheduler; ``forward`` is the training pass, ``sample`` the inference one."""
 
     def __init__(self, config: TwoTowerLCMConfig, concept_dim: int):
-        super().__init__()
-        self.config, self.concept_dim = config, concept_dim
-        self.contextualizer = config.contextualizer(concept_dim, config.context_layers)
+        super().__init__(config, concept_dim, config.context_layers)
         self.denoiser = Denoiser(concept_dim, config.model_dim, config.denoiser_layers, config.n_heads)
         self.scheduler = config.scheduler()
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from reconstruction_training import train_reconstruction
 
 from blt.ids import pad_batch
 from bridges.byte_codec import ByteConceptCodec, ByteConceptEncoderConfig
@@ -75,17 +76,7 @@ def test_empty_units_are_refused():
 
 
 def train_autoencoder(codec: ByteConceptCodec, units: list[bytes], steps: int) -> list[float]:
-    ids, lengths = pad_batch(units)
-    opt = torch.optim.Adam(codec.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(steps):
-        scores = codec.decoder(ids, lengths, codec.encoder(ids, lengths))
-        loss = scores.nats.sum() / (lengths + 1).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    return train_reconstruction(codec.parameters(), codec.decoder, units, codec.encoder, steps, torch.optim.Adam)
 
 
 @pytest.fixture(scope="module")

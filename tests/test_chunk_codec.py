@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reconstruction_training import train_reconstruction
 
 from blcm import ConfigError
 from blcm.data.units import collate_units
@@ -124,16 +125,7 @@ def test_decoding_chunk_by_chunk_equals_cutting_the_full_argmax():
 
 def test_a_tiny_codec_learns_to_reconstruct_its_units():
     codec = small_codec(hidden=128).train()
-    ids, lengths = pad_batch(UNITS)
-    optimizer = torch.optim.AdamW(codec.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(250):
-        scores = codec.decoder(ids, lengths, codec.concepts(ids, lengths))
-        loss = scores.nats.sum() / (lengths + 1).sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_reconstruction(codec.parameters(), codec.decoder, UNITS, codec.concepts, steps=250)
     assert losses[-1] < 0.05 * losses[0]
     assert codec.eval().decode(codec.encode(UNITS)) == UNITS
 

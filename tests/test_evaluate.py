@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from byte_lcm_fixtures import TINY_ARGS, write_corpus
+from byte_lcm_fixtures import tiny_module, write_corpus
 
 from blcm.cli import build_parser, main
 from blcm.commands.eval import settings_from
@@ -22,7 +22,7 @@ from blcm.eval.likelihood import byte_lm_bits_per_byte, mutual_information, unit
 from blcm.eval.prediction import prediction
 from blcm.eval.reconstruction import bucket_name, reconstruction_scores
 from blcm.eval.search import crosslingual
-from blcm.model import ByteLCM, ByteLCMConfig
+from blcm.model import ByteLCM
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import pad_batch
 from concept_core.interface import Sampling
@@ -39,8 +39,7 @@ def no_bar(items, desc):
 @pytest.fixture(scope="module")
 def tiny_lcm() -> ByteLCM:
     torch.manual_seed(0)
-    config = ByteLCMConfig.from_dict(TINY_ARGS["model"])
-    model = ByteLCM(config).eval()
+    model = tiny_module().model.eval()
     units = [b"The cat sat on the mat.", b" A dog ran past the hill!", b" My sister dreamed of the sea."]
     model.codec.encoder.calibrate(*pad_batch(units))
     return model

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from byte_lcm_fixtures import loss_terms, prepared_corpus, tiny_module, write_fit_config
+from reconstruction_training import train_reconstruction
 
 from blcm.cli import main
 from blcm.lightning import ByteLCMModule
@@ -89,17 +90,8 @@ def test_minilm_codec_is_a_concept_codec_with_meaningful_frozen_vectors(minilm):
 
 def test_minilm_decoder_learns_to_reconstruct_from_frozen_concepts(minilm):
     decoder = minilm.decoder
-    ids, lengths = pad_batch(SENTENCES)
     concepts = minilm.encode(SENTENCES)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        scores = decoder(ids, lengths, concepts)
-        loss = scores.nats.sum() / (lengths + 1).sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_reconstruction(decoder.parameters(), decoder, SENTENCES, lambda ids, lengths: concepts, steps=60)
     assert losses[-1] < 0.5 * losses[0]
     assert torch.equal(minilm.encode(SENTENCES), concepts)  # training the decoder never moves the concepts
 

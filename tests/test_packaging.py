@@ -49,7 +49,7 @@ def test_the_installed_package_loads_the_model_from_itself(wheel_from_sdist, tmp
     (tmp_path / "sample.txt").write_bytes(b"Any file at all, patched the minute the install ends.")
     probe = ("import blt.pretrained as p; m, t = p.load_shipped_entropy_model(); "
              "print(p.SHIPPED); print(m.num_params(), sorted(t.file)); "
-             "import bridges.pretrained as c; print(c.load_codec().dim, c.SHIPPED_CODEC); "
+             "import bridges.pretrained as c; print(c.load_codec().concept_dim, c.SHIPPED_CODEC); "
              "from blcm.cli import main; main(['patch', 'sample.txt', '--format', 'json'])")
     env = {k: v for k, v in os.environ.items() if k != "BLCM_ENTROPY_MODEL"}
     run = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {probe}"],

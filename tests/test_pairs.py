@@ -90,13 +90,15 @@ def test_info_nce_and_retrieval_against_direct_computations():
 
 def test_the_alignment_loss_pulls_paired_concepts_together(tmp_path):
     folder = write_pairs(tmp_path / "p", n=16)
-    module = tiny_module(model=STATIC_MODEL, alignment={"pairs": str(folder), "weight": 1.0, "batch": 8, "units": 4})
+    module = tiny_module(model={**STATIC_MODEL, "loss": {"alignment_weight": 1.0}},
+                         alignment={"pairs": str(folder), "batch": 8, "units": 4})
     module.setup("fit")
     assert len(module._pair_units) == len(read_pairs(folder, "train"))
     optimizer = torch.optim.AdamW(module.model.codec.encoder.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):  # outside a Trainer the step is 0: the same 8 pairs each time
-        loss = module.alignment_loss()
+        files, transcripts = module.alignment_pairs()
+        loss = info_nce(module.model.pooled_concepts(files), module.model.pooled_concepts(transcripts))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -105,11 +107,15 @@ def test_the_alignment_loss_pulls_paired_concepts_together(tmp_path):
 
 
 def test_alignment_settings_are_checked(tmp_path):
+    aligned = {**STATIC_MODEL, "loss": {"alignment_weight": 1.0}}
     with pytest.raises(ConfigError, match="needs alignment.pairs"):
-        tiny_module(model=STATIC_MODEL, alignment={"weight": 1.0})
+        tiny_module(model=aligned)
     with pytest.raises(ConfigError, match="alignment.batch >= 2"):
-        tiny_module(model=STATIC_MODEL, alignment={"weight": 1.0, "pairs": str(tmp_path), "batch": 1})
-    module = tiny_module(model=STATIC_MODEL, alignment={"weight": 1.0, "pairs": str(tmp_path)})
+        tiny_module(model=aligned, alignment={"pairs": str(tmp_path), "batch": 1})
+    with pytest.raises(ConfigError, match="alignment_temperature > 0"):
+        tiny_module(model={**STATIC_MODEL, "loss": {"alignment_weight": 1.0, "alignment_temperature": 0.0}})
+    assert tiny_module(model=STATIC_MODEL).alignment_pairs() is None  # off: nothing drawn
+    module = tiny_module(model=aligned, alignment={"pairs": str(tmp_path)})
     with pytest.raises(ConfigError, match="no transcripts.json"):
         module.setup("fit")
 

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -144,23 +145,21 @@ def patch_bytes(text: bytes, patches: Patches, row: int = 0) -> list[bytes]:
     return out
 
 
-def test_global_threshold_cuts_where_entropy_exceeds():
+@pytest.mark.parametrize("mode, threshold, entropies, pieces", [
+    # entropy: a patch starts where H_t > θ (2.0 is not > 2.0)
+    ("entropy", 2.0, [3.0, 0.1, 2.5, 0.2, 0.1, 2.1, 2.0, 0.0], [b"ab", b"cde", b"fgh"]),
+    # monotonic: where H_t - H_{t-1} > θ; the rises are -, 0.5, 2.0, -0.1, -0.1, 0.7, -3.5, 0.4
+    ("monotonic", 0.45, [0.5, 1.0, 3.0, 2.9, 2.8, 3.5, 0.0, 0.4], [b"a", b"b", b"cde", b"fgh"]),
+])
+def test_a_global_threshold_cuts_where_its_mode_says(mode, threshold, entropies, pieces):
     text = b"abcdefgh"
     ids, lengths = pad_batch([text])
-    h = torch.tensor([[3.0, 0.1, 2.5, 0.2, 0.1, 2.1, 2.0, 0.0]])
-    patches = Patcher("entropy", threshold=2.0)(ids, lengths, h)
-    assert patches.starts[0].tolist() == [True, False, True, False, False, True, False, False]
-    assert patch_bytes(text, patches) == [b"ab", b"cde", b"fgh"]  # 2.0 is not > 2.0
-
-
-def test_monotonic_cuts_on_rises():
-    text = b"abcdefgh"
-    ids, lengths = pad_batch([text])
-    h = torch.tensor([[0.5, 1.0, 3.0, 2.9, 2.8, 3.5, 0.0, 0.4]])
-    patches = Patcher("monotonic", threshold=0.45)(ids, lengths, h)
-    # rises: -, 0.5, 2.0, -0.1, -0.1, 0.7, -3.5, 0.4
-    assert patches.starts[0].tolist() == [True, True, True, False, False, True, False, False]
-    assert patch_bytes(text, patches) == [b"a", b"b", b"cde", b"fgh"]
+    patches = Patcher(mode, threshold=threshold)(ids, lengths, torch.tensor([entropies]))
+    assert patch_bytes(text, patches) == pieces
+    starts = [False] * len(text)
+    for position in itertools.accumulate([0, *map(len, pieces[:-1])]):
+        starts[position] = True
+    assert patches.starts[0].tolist() == starts
 
 
 def test_both_is_and_of_global_and_monotonic():

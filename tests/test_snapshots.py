@@ -44,7 +44,7 @@ def test_snapshots_are_loadable_exports_with_growing_minutes_steps_and_bytes(run
         assert values == sorted(values) and values[-1] > values[0]
     assert records[-1]["step"] == 8
     model = ByteLCM.from_pretrained(folders[-1])
-    assert model.config.encoder.concept_dim == TINY_ARGS["model"]["concept_dim"]
+    assert model.config.concept_dim == model.codec.concept_dim == TINY_ARGS["model"]["concept_dim"]
 
 
 def test_snapshot_state_survives_a_resume():
