@@ -197,7 +197,7 @@ class ByteLCM(Exportable, nn.Module):
             return Losses.weighted(terms, stage, loss)
         concepts = codec.concepts(units, lengths, batch.unit_modalities)  # (U, d)
         real = batch.has_bytes
-        if real.any() and codec.decoder is not None and self.codec_trains:
+        if real.any() and self.decoder_learns:
             scores = codec.decoder(units[real], lengths[real], loss.decoder_inputs(concepts[real], self.training))
             terms["reconstruction"] = scores.nats.sum() / (lengths[real] + 1).sum()
         if stage == "joint" and self.core_ready:
@@ -214,9 +214,9 @@ class ByteLCM(Exportable, nn.Module):
         return Losses.weighted(terms, stage, loss)
 
     @property
-    def codec_trains(self) -> bool:
-        """The codec has parameters that learn (not frozen by ``freeze_codec``, not an external package's)."""
-        return any(p.requires_grad for p in self.codec.parameters())
+    def decoder_learns(self) -> bool:
+        """The codec has a byte decoder with parameters to train (not frozen by ``freeze_codec``, not SONAR's)."""
+        return self.codec.decoder is not None and any(p.requires_grad for p in self.codec.decoder.parameters())
 
     @property
     def core_ready(self) -> bool:

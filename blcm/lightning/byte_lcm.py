@@ -179,19 +179,19 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
     # -- validation -----------------------------------------------------------------------------
 
     def validation_step(self, batch: UnitBatch, batch_idx: int) -> None:
-        units, lengths, text = batch.units, batch.unit_lengths, batch.has_bytes
+        units, lengths, real = batch.units, batch.unit_lengths, batch.has_bytes
         codec, totals = self.model.codec, self._val
-        if codec.entropy_model is not None and text.any():
-            targets = (lengths[text] + 1).sum()  # bytes and the closing EOS; bits per *byte* below, as for the decoder
-            totals.add(entropy_nats=codec.encoder.entropy_loss(units[text], lengths[text]) * targets,
-                       entropy_bytes=lengths[text].sum())
+        if codec.entropy_model is not None and real.any():
+            targets = (lengths[real] + 1).sum()  # bytes and the closing EOS; bits per *byte* below, as for the decoder
+            totals.add(entropy_nats=codec.encoder.entropy_loss(units[real], lengths[real]) * targets,
+                       entropy_bytes=lengths[real].sum())
         if not codec.ready:  # nothing to encode with yet
             return
         concepts = codec.concepts(units, lengths, batch.unit_modalities)
         if codec.decoder is not None:
-            scores = codec.decoder(units[text], lengths[text], concepts[text])  # clean concepts
-            short = lengths[text] <= 128
-            totals.add(nats=scores.nats.sum(), bytes=lengths[text].sum(), exact=scores.exact.sum(),
+            scores = codec.decoder(units[real], lengths[real], concepts[real])  # clean concepts
+            short = lengths[real] <= 128
+            totals.add(nats=scores.nats.sum(), bytes=lengths[real].sum(), exact=scores.exact.sum(),
                        units=len(scores.exact), exact_le128=scores.exact[short].sum(), units_le128=short.sum())
         if self.model.core_ready:
             sequences = batch.sequences(concepts)

@@ -68,10 +68,13 @@ class ModalityThresholds:
 def load_thresholds(directory: str | os.PathLike) -> ModalityThresholds | None:
     """An export's thresholds.json, None when it has none."""
     path = Path(directory) / THRESHOLDS_FILE
-    if not path.is_file():
-        return None
     try:
         raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:  # not UTF-8, not JSON
+        raise PretrainedError(f"{path} is not a thresholds file ({e})") from None
+    try:
         return ModalityThresholds(**{k: {m: float(v) for m, v in raw[k].items()}
                                      for k in ("target_patch_sizes", "file", "unit")},
                                   unit_bytes=int(raw["unit_bytes"]), fallback=str(raw["fallback"]))
