@@ -32,8 +32,8 @@ def check_format(found: object, where: str) -> None:
     """Refuse ``where`` (an export directory or a checkpoint) unless it was written in FORMAT."""
     if found != FORMAT:
         written = "no format (written before formats were numbered)" if found is None else f"format {found!r}"
-        raise ExportFormatError(f"{where} has {written}; this byte-lcm reads format {FORMAT} only: export it again "
-                                "with this version, or load it with the version that wrote it")
+        raise ExportFormatError(f"{where} has {written}; this byte-lcm reads format {FORMAT} only: use the byte-lcm "
+                                "version that wrote it, or write it again with this one")
 
 
 def save_export(directory: str | os.PathLike, kind: str, config: dict, state_dict: dict[str, torch.Tensor]) -> Path:

@@ -94,7 +94,8 @@ class ExportsItsModel:
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         entry = checkpoint.get(CHECKPOINT_KEY)
         try:
-            check_format(entry.get("format") if isinstance(entry, dict) else None, "the checkpoint")
+            where = getattr(getattr(self, "_trainer", None), "ckpt_path", None) or "the checkpoint"
+            check_format(entry.get("format") if isinstance(entry, dict) else None, str(where))
         except ExportFormatError as e:
             raise ConfigError(str(e)) from None
 
