@@ -11,7 +11,6 @@ included), so the overall figure equals `blcm validate`'s val/bpb on the same fi
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import platform
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from blcm.data.documents import read_jsonl
 from blcm.data.streams import StreamWindows, stream_from_documents
 from blt.entropy import EntropyModel
 
@@ -30,11 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def documents_by_source(path: Path) -> dict[str, list[bytes]]:
     groups: dict[str, list[bytes]] = defaultdict(list)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                groups[record.get("source", "all")].append(record["text"].encode("utf-8"))
+    for _, record in read_jsonl(path):
+        groups[record.get("source", "all")].append(record["text"].encode("utf-8"))
     return groups
 
 

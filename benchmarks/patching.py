@@ -19,7 +19,6 @@ Nothing is asserted: this is a measuring tool, not a test.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from blcm.data.documents import read_jsonl
 from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import pad_batch
 from blt.patching import Patcher
@@ -121,13 +121,12 @@ def load_bytes(path: Path | None, n: int) -> tuple[bytes, str]:
     if path is None:
         return pseudo_text(n), "deterministic pseudo-text (no input file found)"
     chunks, size = [], 0
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            text = json.loads(line)["text"].encode()
-            chunks.append(text)
-            size += len(text) + 1
-            if size >= n:
-                break
+    for _, record in read_jsonl(path):
+        text = record["text"].encode()
+        chunks.append(text)
+        size += len(text) + 1
+        if size >= n:
+            break
     data = b"\n".join(chunks)
     source = str(path)
     if len(data) < n:  # a short file is cycled rather than silently benchmarking fewer bytes

@@ -20,7 +20,7 @@ Prints a markdown table per cap and writes JSON. Nothing is asserted: a measurin
 from __future__ import annotations
 
 import argparse
-import gzip
+import itertools
 import json
 import platform
 import re
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blcm.data.documents import read_jsonl
 from bridges.segment import SentenceSegmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,14 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Corpora: each a list of (document bytes, source, language)
 
 
-def read_jsonl(path: Path, max_docs: int = 0) -> list[dict]:
-    records = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            records.append(json.loads(line))
-            if max_docs and len(records) >= max_docs:
-                break
-    return records
+def read_records(path: Path, max_docs: int = 0) -> list[dict]:
+    """The first ``max_docs`` records of a JSONL(.gz) file (0: all), through the project's one reader."""
+    records = (record for _, record in read_jsonl(path))
+    return list(itertools.islice(records, max_docs or None))
 
 
 def load_corpora(data: Path, max_docs: int) -> dict[str, list[tuple[bytes, str, str]]]:
@@ -84,13 +81,13 @@ def load_corpora(data: Path, max_docs: int) -> dict[str, list[tuple[bytes, str, 
                               ("multilingual/valid", data / "multilingual" / "valid.jsonl.gz", 0)]:
         if path.is_file():
             corpora[name] = [(r["text"].encode(), r.get("source", "?"), r.get("lang", "?"))
-                             for r in read_jsonl(path, limit)]
+                             for r in read_records(path, limit)]
         else:
             print(f"skipping {name}: {path} not found", file=sys.stderr)
     path = data / "parallel" / "valid.jsonl.gz"
     if path.is_file():
         corpora["parallel/valid"] = [(text.encode(), r.get("source", "?"), key)
-                                     for r in read_jsonl(path) for key, text in r.items()
+                                     for r in read_records(path) for key, text in r.items()
                                      if LOCALE.match(key) and isinstance(text, str) and text]
     else:
         print(f"skipping parallel/valid: {path} not found", file=sys.stderr)

@@ -32,6 +32,7 @@ from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.chunk_codec import ChunkCodecConfig
 from bridges.codec import CODECS, CodecConfig, build_codec, codec_config
+from bridges.frozen_codec import FrozenConceptCodec
 from bridges.modality import sniff
 from bridges.pretrained import load_codec
 from bridges.segment import build_segmenter
@@ -46,7 +47,7 @@ EXPORT_KIND = "ByteLCM"
 # Two-Tower core.
 DEFAULT_SEGMENTER = {"kind": "sentence", "max_bytes": 128}
 DEFAULT_CODEC = {"kind": "chunk"}
-DEFAULT_CORE = {"variant": "two_tower", "model_dim": 256, "context_layers": 2, "denoiser_layers": 2, "n_heads": 4}
+DEFAULT_CORE = {"variant": "two_tower"}  # its code defaults are tiny's core
 QUANTIZER_BATCHES = 4  # joint batches whose concepts fit a Quant core's codebooks
 
 
@@ -106,6 +107,8 @@ class ByteLCMConfig:
             raise ConfigError(str(e)) from None
         object.__setattr__(self, "codec", codec)  # frozen: the dicts are made typed once, here
         object.__setattr__(self, "core", core)
+        if self.loss.alignment_weight > 0 and not self.own_encoder:
+            raise ConfigError("the alignment loss trains the encoder: a frozen codec has none to train")
 
     @property
     def codec_kind(self) -> str:
@@ -184,6 +187,12 @@ class ByteLCM(Exportable, nn.Module):
                 self.core.fit_quantizer(pool, generator=torch.Generator(pool.device).manual_seed(0))
                 self.core.quantizer.codebooks.copy_(broadcast(self.core.quantizer.codebooks))
                 self._quantizer_pool = []
+
+    def prepare_from_sample(self, units: list[bytes]) -> None:
+        """Fit, before training, what a sample of training units fits better than one batch: a frozen codec's
+        normaliser (``prepare`` fits it on the first batch when no sample came first)."""
+        if isinstance(self.codec, FrozenConceptCodec) and not self.codec.ready:
+            self.codec.fit_normalizer(units)
 
     def losses(self, batch: UnitBatch, stage: Stage,
                pairs: tuple[list[list[bytes]], list[list[bytes]]] | None = None) -> Losses:

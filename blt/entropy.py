@@ -36,7 +36,7 @@ class EntropyModelConfig:
     dim: int = 128
     n_layers: int = 4
     n_heads: int = 4
-    context: int = 512  # bytes of context the model is trained on and scores with
+    context: int = 256  # bytes of context the model is trained on and scores with (as every shipped config)
     window: int | None = None  # sliding attention window (None: full causal)
     backend: str = "auto"
 

@@ -118,7 +118,7 @@ class ByteConceptEncoder(nn.Module):
             self.entropy_model = EntropyModel(EntropyModelConfig(c.entropy_dim, c.entropy_layers, c.entropy_heads,
                                                                  c.entropy_context, backend=c.backend))
         # One per bridges.modality.MODALITIES, so that audio or image bytes get patches of their own size. NaN
-        # until calibrated on real units (ByteLCMModule does it when the entropy stage ends) or set from a
+        # until calibrated on real units (ByteLCM.prepare, when the entropy stage ends) or set from a
         # pretrained entropy model's thresholds (set_thresholds).
         self.register_buffer("entropy_thresholds", torch.full((len(MODALITIES),), float("nan")))
         self.local = LocalEncoder(LocalEncoderConfig(

@@ -43,13 +43,14 @@ class FrozenConceptCodec(nn.Module):
 
     entropy_model = None  # frozen codecs do not patch bytes
 
-    def __init__(self, dim: int, normalizer: str = "robust", eod_text: str = EOD_TEXT, max_unit_bytes: int = 256):
+    def __init__(self, concept_dim: int, normalizer: str = "robust", eod_text: str = EOD_TEXT,
+                 max_unit_bytes: int = 256):
         super().__init__()
         if not eod_text:
             raise ValueError("eod_text must be a non-empty sentence")
-        self.concept_dim, self.eod_text, self.max_unit_bytes = dim, eod_text, max_unit_bytes
+        self.concept_dim, self.eod_text, self.max_unit_bytes = concept_dim, eod_text, max_unit_bytes
         self.decoder: ByteConceptDecoder | None = None  # a subclass that learns to decode its space sets one
-        self.normalizer = ConceptNormalizer(dim, normalizer)
+        self.normalizer = ConceptNormalizer(concept_dim, normalizer)
         self.register_buffer("fitted", torch.tensor(False))  # saved with the model: an export is ready to encode
 
     @property

@@ -47,9 +47,13 @@ class Contextualizer(nn.Module):
 
     def __init__(self, concept_dim: int, model_dim: int, n_layers: int, n_heads: int, max_positions: int):
         super().__init__()
-        self.concept_dim, self.model_dim, self.max_positions = concept_dim, model_dim, max_positions
+        self.model_dim, self.max_positions = model_dim, max_positions
         self.prenet = nn.Linear(concept_dim, model_dim)
         self.transformer = CausalTransformer(model_dim, n_layers, n_heads)
+
+    @property
+    def concept_dim(self) -> int:
+        return self.prenet.in_features
 
     def embed(self, concepts: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(B, N, d) concepts at (B, N) positions -> (B, N, model_dim) transformer inputs."""
@@ -86,7 +90,7 @@ class ContextConfig:
     wide with ``n_heads`` heads, over documents of up to ``max_positions`` concepts. The concepts' dimension is not
     a field: the model is built for the concept space it is given (``build_core(config, concept_dim)``)."""
 
-    model_dim: int = 128
+    model_dim: int = 256  # configs/tiny.yaml's core
     n_heads: int = 4
     max_positions: int = 4096
 
@@ -99,8 +103,12 @@ class ContextualizedModel(ConceptModel):
 
     def __init__(self, config: ContextConfig, concept_dim: int, context_layers: int):
         super().__init__()
-        self.config, self.concept_dim = config, concept_dim
+        self.config = config
         self.contextualizer = config.contextualizer(concept_dim, context_layers)
+
+    @property
+    def concept_dim(self) -> int:
+        return self.contextualizer.concept_dim
 
     def start(self, concepts: torch.Tensor, mask: torch.Tensor) -> ContextState:
         return self.contextualizer.start(concepts, mask)

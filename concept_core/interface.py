@@ -21,12 +21,13 @@ class ConceptInputError(ValueError):
     """Concepts that no model can use: wrong shape or dimension, NaN/inf, empty documents."""
 
 
-def check_concepts(concepts: torch.Tensor, mask: torch.Tensor | None, dim: int, min_length: int = 1) -> torch.Tensor:
+def check_concepts(concepts: torch.Tensor, mask: torch.Tensor | None, concept_dim: int,
+                   min_length: int = 1) -> torch.Tensor:
     """Validate (B, N, d) concepts and their (B, N) mask; returns the mask (all True when None)."""
     if concepts.ndim != 3:
         raise ConceptInputError(f"concepts must be (batch, length, dim), got shape {tuple(concepts.shape)}")
-    if concepts.shape[-1] != dim:
-        raise ConceptInputError(f"concepts have dimension {concepts.shape[-1]}, the model expects {dim}")
+    if concepts.shape[-1] != concept_dim:
+        raise ConceptInputError(f"concepts have dimension {concepts.shape[-1]}, the model expects {concept_dim}")
     if mask is None:
         mask = torch.ones(concepts.shape[:2], dtype=torch.bool, device=concepts.device)
     if mask.shape != concepts.shape[:2] or mask.dtype != torch.bool:
@@ -41,11 +42,12 @@ def check_concepts(concepts: torch.Tensor, mask: torch.Tensor | None, dim: int, 
     return mask
 
 
-def check_extension(concept: torch.Tensor, batch: int, dim: int) -> None:
+def check_extension(concept: torch.Tensor, batch: int, concept_dim: int) -> None:
     """Validate the one concept per row (B, d) that ``extend`` appends."""
     if concept.ndim != 2 or concept.shape[0] != batch:
-        raise ConceptInputError(f"extend expects one concept per row, ({batch}, {dim}), got {tuple(concept.shape)}")
-    check_concepts(concept[:, None], None, dim)
+        raise ConceptInputError(f"extend expects one concept per row, ({batch}, {concept_dim}), got "
+                                f"{tuple(concept.shape)}")
+    check_concepts(concept[:, None], None, concept_dim)
 
 
 def check_left_aligned(mask: torch.Tensor) -> None:

@@ -1,9 +1,9 @@
 """Transformer pieces for the concept models: a causal transformer with a KV cache, sinusoidal
 position and timestep embeddings, and the AdaLN-modulated denoiser block of the Two-Tower LCM.
 
-Attention, SwiGLU, the pre-norm block and the KV cache come from ``primitives.transformer``, one of the leaf
-modules of blt that concept_core may import (tests/test_dependencies.py); the cores use them without RoPE (their
-positions are added to the inputs) and with dense boolean masks on the sdpa backend.
+Attention, SwiGLU, the pre-norm block and the KV cache come from ``primitives.transformer``; the cores use them
+without RoPE (their positions are added to the inputs) and with dense boolean masks on the sdpa backend, which is
+why their stack is their own (the byte models' stacks use RoPE and ``AttentionMask`` groups).
 """
 
 from __future__ import annotations

@@ -103,18 +103,6 @@ def dispersion(concepts: torch.Tensor) -> dict[str, float]:
             "min_dim_variance": float(variance.min())}
 
 
-def summary(pred: torch.Tensor, target: torch.Tensor, doc_ids: torch.Tensor | None = None,
-            context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> dict[str, float]:
-    """Mean l2 and CA over (n, d) predictions, plus PAR when each item's (n, N, d) context is given."""
-    out = {"l2": l2(pred, target).mean().item(),
-           "ca": contrastive_accuracy(pred, target, doc_ids=doc_ids).nanmean().item()}
-    if context is not None:
-        mask = context_mask if context_mask is not None else torch.ones(context.shape[:2], dtype=torch.bool,
-                                                                        device=context.device)
-        out["par"] = paraphrasing_ratio(pred, target, context, mask).nanmean().item()
-    return out
-
-
 @dataclass
 class TeacherForced:
     """Next-concept predictions for every concept k >= 1 of every document, each from the true concepts < k."""

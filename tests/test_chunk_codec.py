@@ -170,11 +170,15 @@ def test_a_byte_lcm_on_the_chunk_codec_trains_exports_and_takes_a_codec(tmp_path
         model.load_codec(small_codec(hidden=32))
 
 
-def test_a_codec_comes_from_one_place_and_frozen_needs_a_trained_one():
+def test_a_codec_comes_from_one_place_and_frozen_needs_a_trained_one(tmp_path):
     from blcm.lightning.byte_lcm import ByteLCMModule, model_to_train
 
-    with pytest.raises(ValueError, match="leave init_codec_from unset"):
-        model_to_train(chunk_lcm_config(), None, init_from="runs/x/export", init_codec_from="shipped")
+    torch.manual_seed(3)
+    export = ByteLCM(chunk_lcm_config()).save_pretrained(tmp_path / "export")
+    # init_from brings its codec: the shipped one (another shape, which would be refused) is not loaded
+    model = model_to_train(chunk_lcm_config(), None, init_from=str(export), init_codec_from="shipped")
+    for name, tensor in ByteLCM.from_pretrained(export).state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
     with pytest.raises(ConfigError, match="freeze_codec keeps a trained"):
         ByteLCMModule(chunk_lcm_config(), init_entropy_from=None, freeze_codec=True)
 

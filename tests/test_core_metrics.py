@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from concept_core.metrics import contrastive_accuracy, dispersion, l2, neighbour_mask, paraphrasing_ratio, summary
+from concept_core.metrics import contrastive_accuracy, dispersion, l2, neighbour_mask, paraphrasing_ratio
 
 
 def points(*xs: float) -> torch.Tensor:
@@ -127,15 +127,6 @@ def test_paraphrasing_ratio_errors():
         paraphrasing_ratio(torch.ones(2, 3), torch.ones(2, 3), torch.ones(3, 4, 3), torch.ones(3, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="shapes differ"):
         paraphrasing_ratio(torch.ones(2, 3), torch.ones(2, 4), torch.ones(2, 4, 3), torch.ones(2, 4, dtype=torch.bool))
-
-
-def test_summary():
-    g = torch.Generator().manual_seed(0)
-    target = torch.randn(10, 4, generator=g)
-    context = torch.randn(10, 3, 4, generator=g)
-    out = summary(target.clone(), target, doc_ids=torch.arange(10) // 5, context=context)
-    assert out == {"l2": 0.0, "ca": 1.0, "par": pytest.approx(1.0)}
-    assert set(summary(target, target)) == {"l2", "ca"}
 
 
 def test_dispersion_of_known_vectors():

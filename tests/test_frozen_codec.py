@@ -37,7 +37,7 @@ class ByteHistogramCodec(FrozenConceptCodec):
     """A deterministic stand-in encoder: the byte histogram of a unit, scaled by 10 and shifted by 3."""
 
     def __init__(self):
-        super().__init__(dim=256)
+        super().__init__(concept_dim=256)
         self.calls = 0
 
     def embed(self, units):

@@ -13,8 +13,9 @@ from byte_lcm_fixtures import TINY_ARGS, tiny_module
 from conftest import shared_file
 
 from blcm import ConfigError, DataError
-from blcm.data.pairs import group_means, read_pairs, retrieval_accuracy
+from blcm.data.pairs import group_means, read_pairs
 from blcm.eval import EvalSettings, evaluate, read_documents, render_markdown
+from blcm.eval.search import retrieval_accuracy
 from blcm.objective import info_nce
 from blt.ids import pad_batch
 from concept_core.interface import Sampling

@@ -51,19 +51,17 @@ def corpus_records(split: str):
     hard-wrapped copy of WRAPPED_PERCENT of en and multilingual (the corpora wrap almost no sentence: 0.08%
     of units hold a newline inside)."""
     from blcm.data.corpus import in_valid_split
-    from blcm.data.documents import iter_records
+    from blcm.data.documents import iter_records, read_jsonl
 
     for name in ("en", "multilingual"):
         for doc in iter_records([str(SHARED / name / f"{split}.jsonl.gz")]):
             yield {"id": f"{name}/{doc.key}", "source": doc.source, "text": doc.text.decode()}
             if in_valid_split(doc.key, WRAPPED_PERCENT):
                 yield {"id": f"wrapped/{name}/{doc.key}", "source": f"wrapped/{name}", "text": wrap(doc.text.decode())}
-    with gzip.open(SHARED / "parallel" / f"{split}.jsonl.gz", "rt", encoding="utf-8") as lines:
-        for line in lines:
-            record = json.loads(line)
-            for locale, text in record.items():
-                if locale not in ("id", "source"):
-                    yield {"id": f"parallel/{record['id']}/{locale}", "source": f"parallel/{locale}", "text": text}
+    for _, record in read_jsonl(SHARED / "parallel" / f"{split}.jsonl.gz"):
+        for locale, text in record.items():
+            if locale not in ("id", "source"):
+                yield {"id": f"parallel/{record['id']}/{locale}", "source": f"parallel/{locale}", "text": text}
 
 
 def write_corpus() -> dict[str, Path]:

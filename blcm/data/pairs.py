@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from blcm import DataError
 from blcm.data.corpus import in_valid_split
@@ -65,22 +64,3 @@ def group_means(vectors: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     group = torch.repeat_interleave(torch.tensor(sizes, device=vectors.device))  # (U,) group of each row
     sums = vectors.new_zeros(len(sizes), vectors.shape[-1]).index_add_(0, group, vectors)
     return sums / torch.bincount(group, minlength=len(sizes)).clamp(min=1)[:, None]
-
-
-def retrieval_accuracy(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-    """Retrieval between paired vectors a (P, d) and b (P, d) by cosine, both ways: top-1 accuracy (chance 1/P)
-    and the mean rank of the true partner among the P candidates (1 = first; chance (P + 1) / 2).
-
-    Each side is centred on its own mean first. Concepts of different modalities sit around different
-    means (a WAV's units are alike, whatever is said), and uncentred, that offset decides every
-    nearest neighbour: every file retrieves the same transcript. The alignment loss sees centred
-    vectors too (its batch norm uses the batch's statistics, per modality)."""
-    a, b = a.float() - a.float().mean(0), b.float() - b.float().mean(0)
-    sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (P, P)
-    true = sim.diagonal()
-    rank_a = 1 + (sim > true[:, None]).sum(1).float()  # (P,) rank of b_i among all b for a_i
-    rank_b = 1 + (sim > true[None, :]).sum(0).float()  # (P,) rank of a_i among all a for b_i
-    return {"pairs": len(a), "a_to_b": float((rank_a == 1).float().mean()),
-            "b_to_a": float((rank_b == 1).float().mean()), "chance": 1 / len(a),
-            "a_to_b_mean_rank": float(rank_a.mean()), "b_to_a_mean_rank": float(rank_b.mean()),
-            "chance_mean_rank": (len(a) + 1) / 2}

@@ -28,7 +28,7 @@ import numpy as np
 from blcm import DataError
 from primitives.atomic import atomic_directory, atomic_write
 
-FORMAT = "byte-lcm-prepared-units"
+MANIFEST_FORMAT = "byte-lcm-prepared-units"
 VERSION = 1
 SPLITS = ("train", "valid")
 MANIFEST = "manifest.json"
@@ -47,7 +47,7 @@ def read_manifest(out: str | os.PathLike) -> dict | None:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not a readable manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise DataError(f"{path}: not a byte-lcm prepared-units manifest")
     if manifest.get("version") != VERSION:
         raise DataError(f"{path}: format version {manifest.get('version')}, this byte-lcm reads {VERSION}; "
@@ -71,7 +71,7 @@ def read_prepared(directory: str | Path) -> dict:
 
 def write_manifest(out: Path, fields: dict) -> dict:
     """Write the manifest of ``out``, this format and version and ``fields``, and return it."""
-    manifest = {"format": FORMAT, "version": VERSION, **fields}
+    manifest = {"format": MANIFEST_FORMAT, "version": VERSION, **fields}
     atomic_write(out / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     return manifest
 

@@ -13,6 +13,8 @@ import math
 import re
 from collections.abc import Sequence
 
+from bridges.frozen_codec import as_text
+
 WORD = re.compile(r"\w+")
 
 
@@ -61,17 +63,13 @@ def vocabulary(texts: Sequence[bytes]) -> set[str]:
     return {w for t in texts for w in words(t.decode("utf-8", errors="replace"))}
 
 
-def as_text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 def chrf(hypotheses: Sequence[bytes], references: Sequence[bytes]) -> float:
     """Corpus chrF (sacrebleu's defaults: character 6-grams, beta 2), 0-100."""
     from sacrebleu.metrics import CHRF
 
     if not hypotheses:
         return math.nan
-    return CHRF().corpus_score([as_text(h) for h in hypotheses], [[as_text(r) for r in references]]).score
+    return CHRF().corpus_score(as_text(hypotheses), [as_text(references)]).score
 
 
 def rouge_l(hypotheses: Sequence[bytes], references: Sequence[bytes]) -> list[float]:
@@ -79,8 +77,8 @@ def rouge_l(hypotheses: Sequence[bytes], references: Sequence[bytes]) -> list[fl
     from rouge_score.rouge_scorer import RougeScorer
 
     scorer = RougeScorer(["rougeL"])
-    return [scorer.score(as_text(r), as_text(h))["rougeL"].fmeasure for h, r in zip(hypotheses, references,
-                                                                                     strict=True)]
+    pairs = zip(as_text(hypotheses), as_text(references), strict=True)
+    return [scorer.score(r, h)["rougeL"].fmeasure for h, r in pairs]
 
 
 def unit_text(unit: bytes | str, limit: int = 200, *, cell: bool = False) -> str:

@@ -26,7 +26,6 @@ from blcm.plotting import log_entropy_figure
 from blt.patching import ENTROPY_MODES
 from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model
 from bridges.chunk_codec import ChunkConceptCodec
-from bridges.frozen_codec import FrozenConceptCodec
 from bridges.pretrained import load_codec
 from bridges.segment import build_segmenter
 from concept_core.metrics import teacher_forced_predictions
@@ -51,6 +50,7 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
             on jointly). With loss.entropy_weight > 0 the entropy model keeps learning but the threshold stays.
         init_codec_from: a trained chunk codec to start from: "shipped" (the codec inside the package,
             bridges.pretrained) or a tools/ship_codec.py export; the model's codec config must match its shape.
+            Not applied with init_from, whose export brings its own codec.
         freeze_codec: with init_from or init_codec_from, keep the codec fixed (no gradient, running batch-norm
             statistics) and train the core alone, as on a frozen concept space (the shipped configs do).
         export_dir: where the model is exported (config.json + model.safetensors) at the end of fit.
@@ -76,8 +76,6 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
                 self.model.codec.requires_grad_(False)
             if normalizer_units < 2:
                 raise ValueError(f"normalizer_units must be >= 2, got {normalizer_units}")
-            if model.loss.alignment_weight > 0 and not model.own_encoder:
-                raise ValueError("the alignment loss trains the encoder: a frozen codec has none to train")
             if model.loss.alignment_weight > 0 and alignment.pairs is None:
                 raise ValueError("model.loss.alignment_weight > 0 needs alignment.pairs, a directory with "
                                  "transcripts.json")
@@ -123,15 +121,15 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         return "joint"
 
     def on_fit_start(self) -> None:
-        """Fit a frozen codec's normaliser on a sample of training units; warn when the data was segmented
-        differently from how the model will segment at inference."""
+        """Let the model fit what a sample of training units fits better than a batch (``prepare_from_sample``);
+        refuse data cut longer than a chunk codec holds, warn when it was segmented differently from how the model
+        will segment at inference."""
         train_set = getattr(self.trainer.datamodule, "train_set", None)
         directory = getattr(train_set, "directory", None)
         if directory is None:
             return
-        codec = self.model.codec
-        if isinstance(codec, FrozenConceptCodec) and not codec.ready:  # the same seed, so every rank fits the same
-            codec.fit_normalizer(train_set.sample_units(self.hparams.normalizer_units, seed=0))
+        if not self.model.codec.ready:  # the same seed, so every rank fits the same
+            self.model.prepare_from_sample(train_set.sample_units(self.hparams.normalizer_units, seed=0))
         data_segmenter = read_prepared(directory)["settings"]["segmenter"]
         capacity = self.model.codec.config.max_bytes if isinstance(self.model.codec, ChunkConceptCodec) else None
         if capacity is not None and build_segmenter(data_segmenter).max_bytes > capacity:
@@ -230,10 +228,12 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
 
 def model_to_train(config: ByteLCMConfig, init_entropy_from: str | None, init_from: str | None,
                 init_codec_from: str | None = None) -> ByteLCM:
-    """The ByteLCM to train: from ``init_from``'s weights, or with ``init_entropy_from``'s entropy model (the
-    encoder's entropy model then takes that model's shape), and ``init_codec_from``'s chunk codec."""
-    if init_codec_from is not None and init_from is not None:
-        raise ValueError("init_from brings its own codec: leave init_codec_from unset")
+    """The ByteLCM to train: from ``init_from``'s weights (its codec too: ``init_codec_from`` then does not
+    apply, so a config that starts from the shipped codec also validates or fine-tunes its export), or with
+    ``init_entropy_from``'s entropy model (the encoder's entropy model then takes that model's shape) and
+    ``init_codec_from``'s chunk codec."""
+    if init_from is not None:
+        init_codec_from = None
     uses_entropy = config.codec_kind == "byte" and config.encoder.patching in ENTROPY_MODES
     if init_entropy_from is not None and init_entropy_from != SHIPPED_NAME and not uses_entropy:
         kind = config.codec_kind

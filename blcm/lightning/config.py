@@ -1,5 +1,5 @@
-"""The ByteLCMModule's groups of settings besides the model's and the loss's, and how both LightningModules
-save them and name their model in a checkpoint."""
+"""The ByteLCMModule's groups of settings besides the model's (which holds the loss), and how both
+LightningModules save them and name their model in a checkpoint."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ class EntropyLMModule(ExportsItsModel, L.LightningModule):
             `blcm validate` an export or to fine-tune one.
     """
 
-    def __init__(self, model: EntropyModelConfig = EntropyModelConfig(context=256),
+    def __init__(self, model: EntropyModelConfig = EntropyModelConfig(),
                  optim: OptimConfig = OptimConfig(lr=3e-3, warmup_steps=200), export_dir: str | None = None,
                  target_patch_size: float = 4.5, init_from: str | None = None):
         super().__init__()

@@ -11,7 +11,7 @@ from concept_core.diffusion.ddim import DDIMScheduler
 
 @dataclass(kw_only=True)
 class DiffusionConfig:
-    """Keyword-only, so a variant's own fields (dim first) keep their positions in its config."""
+    """Keyword-only, so a variant's own fields keep their positions in its config."""
 
     num_train_timesteps: int = 100
     schedule: str = "cosine"
