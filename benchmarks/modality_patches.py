@@ -38,7 +38,7 @@ FOLDERS = {"wav": Path("bytes") / "speech-en", "png": Path("bytes") / "images"} 
 
 def held_out_documents(modality: str, data: Path = SHARED) -> list[bytes]:
     if modality == "text":
-        return [d.text for d in iter_records([str(data / "en" / "valid.jsonl.gz")])]
+        return [d.data for d in iter_records([str(data / "en" / "valid.jsonl.gz")])]
     files = sorted((data / FOLDERS[modality]).glob(f"*.{modality}"))
     return [p.read_bytes() for p in files if in_valid_split(p.name, 10)]
 

@@ -44,9 +44,9 @@ def main() -> None:
 
     by_modality: dict[str, list[bytes]] = defaultdict(list)
     for doc in iter_records(args.inputs):
-        kind = sniff(doc.text)
-        if doc.text and len(by_modality[kind]) < args.docs:
-            by_modality[kind].append(doc.text[: args.max_bytes])
+        kind = sniff(doc.data)
+        if doc.data and len(by_modality[kind]) < args.docs:
+            by_modality[kind].append(doc.data[: args.max_bytes])
     if "text" not in by_modality:
         raise SystemExit("no text documents among the inputs: the global threshold is calibrated on text")
 

@@ -60,7 +60,7 @@ def test_every_section_on_a_byte_lcm(tiny_lcm, byte_lm, corpus):
     docs = read_documents([str(corpus)], 8)
     parallel = [{"en": f"Paragraph {i} is here.", "fr-FR": f"Paragraphe {i} est ici."} for i in range(5)]
     result = evaluate(tiny_lcm, docs, EvalSettings(**FAST), byte_lm=byte_lm, parallel=parallel, progress=False)
-    windows = [tiny_lcm.units(d.text)[:6] for d in docs]
+    windows = [tiny_lcm.units(d.data)[:6] for d in docs]
     units, num_bytes = sum(map(len, windows)), sum(len(u) for w in windows for u in w)
     assert result["data"] == {"documents": 8, "units": units, "bytes": num_bytes, "sources": {"toy": 8}}
     recon = result["reconstruction"]["overall"]
@@ -68,14 +68,14 @@ def test_every_section_on_a_byte_lcm(tiny_lcm, byte_lm, corpus):
     for cell in recon["sigma=0"].values():
         assert 0 <= cell["exact"] <= 1 and 0 <= cell["byte_accuracy"] <= 1 and 0 <= cell["chrf"] <= 100
     truth = [u for w in windows for u in w]  # σ = 0, greedy: each window's concepts decoded, by hand
-    pairs = list(zip(tiny_lcm.codec.decode(torch.cat([tiny_lcm.encode(d.text)[:6] for d in docs])), truth,
+    pairs = list(zip(tiny_lcm.codec.decode(torch.cat([tiny_lcm.encode(d.data)[:6] for d in docs])), truth,
                      strict=True))
     same_bytes = [sum(a == b for a, b in zip(d, t, strict=False)) / max(len(d), len(t), 1) for d, t in pairs]
     assert recon["sigma=0"]["all"]["exact"] == sum(d == t for d, t in pairs) / units
     assert recon["sigma=0"]["all"]["byte_accuracy"] == pytest.approx(sum(same_bytes) / units)
     assert result["reconstruction"]["toy"] == recon  # one source: its group is the whole
     pred = result["prediction"]["overall"]
-    predictions, l2_mean, ca_mean = teacher_forced_by_hand(tiny_lcm, [d.text for d in docs], EvalSettings(**FAST))
+    predictions, l2_mean, ca_mean = teacher_forced_by_hand(tiny_lcm, [d.data for d in docs], EvalSettings(**FAST))
     assert pred["predictions"] == predictions == units - len(docs)  # every unit but each document's first
     assert pred["l2"] == pytest.approx(l2_mean, rel=1e-4) and pred["ca"] == pytest.approx(ca_mean, abs=1e-6)
     assert 0 <= pred["empty_decodes"] <= 1
@@ -127,7 +127,7 @@ def test_the_byte_lm_scores_the_same_bytes_as_a_byte_lcm_with_the_same_units(tin
     settings = EvalSettings(**FAST, baseline_segmenter=tiny_lcm.segmenter.to_config())
     result = evaluate(byte_lm, docs, settings, progress=False)
     assert set(result) >= {"next_unit_bpb", "generation", "speed"} and "reconstruction" not in result
-    lcm_docs = [EvalDocument(d.source, tiny_lcm.units(d.text)[:6]) for d in docs]
+    lcm_docs = [EvalDocument(d.source, tiny_lcm.units(d.data)[:6]) for d in docs]
     assert result["next_unit_bpb"] == byte_lm_bits_per_byte(byte_lm, lcm_docs)
     gen = result["generation"]["overall"]
     assert gen["generated_bytes"] <= gen["reference_bytes"]  # the byte LM's budget is the true continuation's length
@@ -265,7 +265,7 @@ def test_documents_are_taken_in_turn_from_each_source(tmp_path):
     records = [{"source": "a", "text": f"a{i}."} for i in range(5)] + [{"source": "b", "text": "b0."},
                                                                        {"source": "c", "text": ""}]
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    assert [d.text for d in read_documents([str(path)], 3)] == [b"a0.", b"b0.", b"a1."]
+    assert [d.data for d in read_documents([str(path)], 3)] == [b"a0.", b"b0.", b"a1."]
     assert len(read_documents([str(path)], None)) == 6  # the empty one is left out
 
 
@@ -286,7 +286,7 @@ def test_generate_with_a_byte_lm_writes_bytes(exported, tmp_path, capsys):
 def test_prediction_metrics_equal_a_direct_computation(tiny_lcm, corpus):
     """l2, copy-last, the mean concept and the decoder's bits per byte, recomputed here from the same seeded
     predictions with plain tensor arithmetic (CA is recomputed by hand in test_every_section_on_a_byte_lcm)."""
-    docs = [EvalDocument("toy", tiny_lcm.units(d.text)[:6]) for d in read_documents([str(corpus)], 8)]
+    docs = [EvalDocument("toy", tiny_lcm.units(d.data)[:6]) for d in read_documents([str(corpus)], 8)]
     docs = [d for d in docs if len(d.units) >= 2]
     settings = EvalSettings(**{**FAST, "mi_predictions": 0})
     concepts = encode_units(tiny_lcm, [u for d in docs for u in d.units])

@@ -106,7 +106,7 @@ def test_split_is_stable_and_by_key(tmp_path, corpus):
     inputs, expected = corpus
     a = run(inputs, tmp_path / "a", valid_percent=40)
     assert 0 < a["splits"]["valid"]["docs"] < len(expected)
-    keys = {d.text: d.key for d in iter_records(inputs)}
+    keys = {d.data: d.key for d in iter_records(inputs)}
     for split in ("train", "valid"):
         assert all(in_valid_split(keys[t], 40) == (split == "valid") for t, _ in read_docs(tmp_path / "a", split))
     # another shard size, and an extra input in front: every document keeps its split

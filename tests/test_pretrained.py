@@ -188,7 +188,7 @@ def test_per_modality_thresholds_hit_their_targets_on_held_out_files(modality):
 
     if modality == "text":
         paths = [shared_file("en", "valid.jsonl.gz"), shared_file("multilingual", "valid.jsonl.gz")]
-        docs = [d.text for d in iter_records(paths)]
+        docs = [d.data for d in iter_records(paths)]
     else:
         folder = shared_file("bytes", "speech-en" if modality == "wav" else "images")
         docs = [p.read_bytes() for p in sorted(folder.glob(f"*.{modality}")) if in_valid_split(p.name, 10)]

@@ -55,9 +55,9 @@ def corpus_records(split: str):
 
     for name in ("en", "multilingual"):
         for doc in iter_records([str(SHARED / name / f"{split}.jsonl.gz")]):
-            yield {"id": f"{name}/{doc.key}", "source": doc.source, "text": doc.text.decode()}
+            yield {"id": f"{name}/{doc.key}", "source": doc.source, "text": doc.data.decode()}
             if in_valid_split(doc.key, WRAPPED_PERCENT):
-                yield {"id": f"wrapped/{name}/{doc.key}", "source": f"wrapped/{name}", "text": wrap(doc.text.decode())}
+                yield {"id": f"wrapped/{name}/{doc.key}", "source": f"wrapped/{name}", "text": wrap(doc.data.decode())}
     for _, record in read_jsonl(SHARED / "parallel" / f"{split}.jsonl.gz"):
         for locale, text in record.items():
             if locale not in ("id", "source"):

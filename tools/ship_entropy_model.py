@@ -138,8 +138,8 @@ def held_out_sets() -> dict[str, list[bytes]]:
 
     sets: dict[str, list[bytes]] = defaultdict(list)
     for doc in documents([SHARED / "en" / "valid.jsonl.gz"]):
-        sets[f"en/valid:{doc.source}"].append(doc.text)
-    sets["multilingual/valid"] = [d.text for d in documents([SHARED / "multilingual" / "valid.jsonl.gz"])]
+        sets[f"en/valid:{doc.source}"].append(doc.data)
+    sets["multilingual/valid"] = [d.data for d in documents([SHARED / "multilingual" / "valid.jsonl.gz"])]
     for modality in BYTE_DIRS:
         sets[f"held-out {modality}"] = [p.read_bytes() for p in byte_files(modality, True)]
     return dict(sets)
@@ -147,7 +147,7 @@ def held_out_sets() -> dict[str, list[bytes]]:
 
 def calibration_sets() -> dict[str, list[bytes]]:
     """Training-side documents per modality: the thresholds never see the held-out files."""
-    text = [d.text for d in documents([SHARED / "en" / "train.jsonl.gz", SHARED / "multilingual" / "train.jsonl.gz"])]
+    text = [d.data for d in documents([SHARED / "en" / "train.jsonl.gz", SHARED / "multilingual" / "train.jsonl.gz"])]
     sets = {"text": text, **{m: [p.read_bytes() for p in byte_files(m, False)] for m in BYTE_DIRS}}
     sets["binary"] = sets["wav"] + sets["png"]  # the fallback for non-text bytes of no known kind
     return sets

@@ -102,7 +102,7 @@ def cmd_eval(args) -> int:
         raise CLIError(f"--byte-lm {args.byte_lm} is a ByteLCM; give an exported byte LM (EntropyModel)")
     try:
         documents = read_documents(args.data, settings.max_docs, args.text_field, args.group_by)
-        words = (vocabulary(d.text for d in read_documents(args.vocabulary, None, args.text_field))
+        words = (vocabulary(d.data for d in read_documents(args.vocabulary, None, args.text_field))
                  if args.vocabulary else None)
         parallel = read_parallel(args.parallel, settings.parallel_max) if args.parallel else None
         if args.pairs:

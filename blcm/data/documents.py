@@ -48,7 +48,7 @@ def is_jsonl(path: Path) -> bool:
 class Document:
     """One document of an input: its bytes, where it came from, and a stable key for splitting."""
 
-    text: bytes
+    data: bytes
     source: str  # the JSONL "source" field when present, else the file name
     key: str  # "<source>/<JSONL id>", else "<file>:<ordinal in the file>" (JSONL) or the file's path
 
@@ -57,7 +57,7 @@ def iter_documents(paths: list[str | os.PathLike], text_field: str = "text",
                    skipped: SkipReport | None = None) -> Iterator[bytes]:
     """Yield each document's bytes from JSONL(.gz) files, other files, and directories (recursively)."""
     for doc in iter_records(paths, text_field, skipped):
-        yield doc.text
+        yield doc.data
 
 
 def iter_records(paths: list[str | os.PathLike], text_field: str = "text",

@@ -206,7 +206,7 @@ def _run(out: Path, settings: dict, seg: Segmenter, in_paths: list[Path], valid_
     with tqdm(unit=" docs", desc=f"prepare {out.name}", disable=not progress or None, mininterval=0.5) as bar:
         for path, fixed_split in streams:
             for doc in iter_records([path], text_field, skipped):
-                if not doc.text:
+                if not doc.data:
                     empty += 1
                     if empty <= _EMPTY_WARNINGS:
                         log.warning("skipped an empty document: %s (%s)", doc.key, path)
@@ -214,18 +214,18 @@ def _run(out: Path, settings: dict, seg: Segmenter, in_paths: list[Path], valid_
                 split = fixed_split or ("valid" if in_valid_split(doc.key, valid_percent) else "train")
                 count[split] += 1
                 if shard_name((count[split] - 1) // shard_docs) not in done[split]:
-                    units = seg.split(doc.text)
-                    if b"".join(units) != doc.text or not all(units):
+                    units = seg.split(doc.data)
+                    if b"".join(units) != doc.data or not all(units):
                         raise RuntimeError(f"{type(seg).__name__} is not lossless on {doc.key}: "
                                            "its units do not join back to the document, or one is empty")
                     docs, lengths, sources, modalities = buffers[split]
-                    docs.append(doc.text)
+                    docs.append(doc.data)
                     lengths.append(np.fromiter(map(len, units), dtype=np.int64, count=len(units)))
                     sources.append(doc.source)
-                    modalities.append(sniff(doc.text))
+                    modalities.append(sniff(doc.data))
                 if count[split] % shard_docs == 0:
                     flush(split)
-                n_bytes += len(doc.text)
+                n_bytes += len(doc.data)
                 bar.update(1)
                 if bar.n % 256 == 0:
                     bar.set_postfix_str(f"{n_bytes / 1e6:.1f} MB", refresh=False)

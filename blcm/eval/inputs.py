@@ -31,9 +31,9 @@ def read_documents(paths: Sequence[str], max_docs: int | None, text_field: str =
     skipped = SkipReport()
     by_source: dict[str, list[Document]] = defaultdict(list)
     for doc in iter_records(list(paths), text_field, skipped):
-        if doc.text:
+        if doc.data:
             if group_by == "modality":
-                doc = replace(doc, source=sniff(doc.text))
+                doc = replace(doc, source=sniff(doc.data))
             by_source[doc.source].append(doc)
     if not by_source:
         reason = skipped.named() or "they are empty"

@@ -49,7 +49,7 @@ def evaluate(model, documents: list[Document], settings: EvalSettings, byte_lm: 
         raise TypeError(f"cannot evaluate a {type(model).__name__}")
     # A byte LM has no segmenter: it is scored on the units of the ByteLCM it is compared with.
     split = model.units if isinstance(model, ByteLCM) else build_segmenter(settings.baseline_segmenter).split
-    docs = [EvalDocument(d.source, split(d.text)[: settings.window], sniff(d.text)) for d in documents]
+    docs = [EvalDocument(d.source, split(d.data)[: settings.window], sniff(d.data)) for d in documents]
     docs = [d for d in docs if d.units]
     result["data"] = data_summary(docs)
     if isinstance(model, ByteLCM):
