@@ -188,11 +188,12 @@ class ByteLCM(Exportable, nn.Module):
                 self.core.quantizer.codebooks.copy_(broadcast(self.core.quantizer.codebooks))
                 self._quantizer_pool = []
 
-    def prepare_from_sample(self, units: list[bytes]) -> None:
+    def prepare_from_sample(self, sample: Callable[[], list[bytes]]) -> None:
         """Fit, before training, what a sample of training units fits better than one batch: a frozen codec's
-        normaliser (``prepare`` fits it on the first batch when no sample came first)."""
+        normaliser (``prepare`` fits it on the first batch when no sample came first). ``sample`` draws the units,
+        called only when something needs them."""
         if isinstance(self.codec, FrozenConceptCodec) and not self.codec.ready:
-            self.codec.fit_normalizer(units)
+            self.codec.fit_normalizer(sample())
 
     def losses(self, batch: UnitBatch, stage: Stage,
                pairs: tuple[list[list[bytes]], list[list[bytes]]] | None = None) -> Losses:

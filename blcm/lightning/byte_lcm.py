@@ -128,8 +128,8 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         directory = getattr(train_set, "directory", None)
         if directory is None:
             return
-        if not self.model.codec.ready:  # the same seed, so every rank fits the same
-            self.model.prepare_from_sample(train_set.sample_units(self.hparams.normalizer_units, seed=0))
+        # the same seed, so every rank fits the same
+        self.model.prepare_from_sample(lambda: train_set.sample_units(self.hparams.normalizer_units, seed=0))
         data_segmenter = read_prepared(directory)["settings"]["segmenter"]
         capacity = self.model.codec.config.max_bytes if isinstance(self.model.codec, ChunkConceptCodec) else None
         if capacity is not None and build_segmenter(data_segmenter).max_bytes > capacity:
