@@ -1,0 +1,131 @@
+"""Training the meaning space: the encoder, the decoder and the next-meaning predictor, and the loss that shapes them.
+
+Three terms, each a yardstick of the issue that asked for the space (README, "The meaning space"):
+- translation: InfoNCE between a unit and its translation (in-batch negatives, both directions), so translations
+  meet;
+- next: contrastive predictive coding, a small causal transformer over a document's meanings predicts the next one,
+  scored against every other next meaning of the batch, so the space is predictable (negatives, never an MSE a
+  constant would minimise);
+- writing: the meaning decoder's cross-entropy (nats per byte) given the noised meaning, so the meaning carries the
+  unit's content; its gradient reaches the encoder with the weight ``decoder_grad``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blcm.objective import info_nce
+from bridges.meaning_decoder import MeaningDecoder
+from bridges.meaning_encoder import MeaningEncoder
+from primitives.attention import AttentionMask
+from primitives.transformer import Block, init_weights
+
+
+@dataclass(frozen=True)
+class MeaningLossConfig:
+    """Args:
+        translation, next, writing: the weights of the three terms.
+        temperature: InfoNCE's temperature on cosines (both contrastive terms).
+        noise: the decoder reads normalize(m + σ ε / sqrt(M)) with σ ~ U(0, noise) per unit.
+        unconditional: the share of units the decoder reads with the zero meaning.
+        decoder_grad: the weight of the writing term's gradient into the encoder (0: the encoder ignores it).
+        writing_units: the decoder writes a random subset of this many of the batch's units (it costs the most).
+    """
+
+    translation: float = 1.0
+    next: float = 1.0
+    writing: float = 1.0
+    temperature: float = 0.05
+    noise: float = 1.0
+    unconditional: float = 0.1
+    decoder_grad: float = 1.0
+    writing_units: int = 96
+
+
+def noised(meanings: torch.Tensor, sigma_max: float, unconditional: float) -> torch.Tensor:
+    """What the decoder reads in training: each meaning (U, M) with Gaussian noise of a random σ <= sigma_max
+    relative to a coordinate's RMS, renormalised; a share ``unconditional`` of the rows zeroed."""
+    sigma = torch.rand(len(meanings), 1, device=meanings.device) * sigma_max
+    out = F.normalize(meanings + sigma * torch.randn_like(meanings) / meanings.shape[-1] ** 0.5, dim=-1)
+    return out * (torch.rand(len(meanings), 1, device=meanings.device) >= unconditional)
+
+
+def scaled_grad(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """x in the forward pass; its gradient times ``weight`` in the backward pass."""
+    return x if weight == 1.0 else x.detach() + weight * (x - x.detach())
+
+
+class NextMeaning(nn.Module):
+    """A small causal transformer: meanings m_1 … m_t (B, N, M) -> the predicted direction of m_{t+1}."""
+
+    def __init__(self, meaning_dim: int, dim: int = 256, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.inp = nn.Linear(meaning_dim, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(layers))
+        self.norm = nn.RMSNorm(dim)
+        self.out = nn.Linear(dim, meaning_dim)
+        init_weights(self)
+
+    def forward(self, meanings: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, N, M), (B, N) valid -> (B, N, M) unit-norm predictions of each next meaning."""
+        groups = torch.where(valid, 0, -1)
+        mask = AttentionMask(q_groups=groups, kv_groups=groups, causal=True)
+        positions = torch.arange(meanings.shape[1], device=meanings.device).expand(len(meanings), -1)
+        h = self.inp(meanings)
+        for block in self.blocks:
+            h = block(h, mask, positions)
+        return F.normalize(self.out(self.norm(h)), dim=-1)
+
+
+def next_meaning_nce(predictor: NextMeaning, meanings: torch.Tensor, valid: torch.Tensor,
+                     temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPC over windows (B, N, M): each prediction against every real next meaning of the batch. Returns the loss
+    and the top-1 accuracy (how often the true next meaning is the nearest)."""
+    predicted = predictor(meanings[:, :-1], valid[:, :-1])  # (B, N-1, M)
+    has_next = valid[:, 1:] & valid[:, :-1]
+    queries, targets = predicted[has_next], meanings[:, 1:][has_next]  # (Q, M) each
+    logits = queries @ targets.T / temperature
+    labels = torch.arange(len(queries), device=queries.device)
+    return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).float().mean()
+
+
+class MeaningModel(nn.Module):
+    """The encoder, the decoder and the predictor trained together; ``losses`` is the whole objective."""
+
+    def __init__(self, encoder: MeaningEncoder, decoder: MeaningDecoder, loss: MeaningLossConfig):
+        super().__init__()
+        self.encoder, self.decoder, self.loss = encoder, decoder, loss
+        self.predictor = NextMeaning(encoder.meaning_dim)
+
+    def losses(self, pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+               windows: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """``pairs``: (ids_a, lengths_a, ids_b, lengths_b), P units and their translations; ``windows``: (ids,
+        lengths, valid) of B documents' N consecutive units as rows (B·N, L), (B·N,), (B, N) valid.
+        Returns the weighted total and every term's value (plus the next-meaning accuracy)."""
+        c = self.loss
+        ids_a, len_a, ids_b, len_b = pairs
+        w_ids, w_len, valid = windows
+        m_a, m_b = self.encoder(ids_a, len_a), self.encoder(ids_b, len_b)  # (P, M)
+        m_w = self.encoder(w_ids, w_len)  # (B·N, M)
+        translation = info_nce(m_a, m_b, c.temperature)
+        nxt, accuracy = next_meaning_nce(self.predictor, m_w.view(*valid.shape, -1), valid, c.temperature)
+        # The decoder writes a random subset of the batch's real units from their noised meanings.
+        real = valid.reshape(-1)
+        meanings = torch.cat([m_a, m_b, m_w[real]])
+        ids = [ids_a, ids_b, w_ids[real]]
+        width = max(t.shape[1] for t in ids)
+        ids = torch.cat([F.pad(t, (0, width - t.shape[1])) for t in ids])
+        lengths = torch.cat([len_a, len_b, w_len[real]])
+        keep = torch.randperm(len(ids), device=ids.device)[: c.writing_units]
+        meanings, ids, lengths = meanings[keep], ids[keep], lengths[keep]
+        scores = self.decoder(ids, lengths, noised(scaled_grad(meanings, c.decoder_grad), c.noise, c.unconditional))
+        writing = scores.nats.sum() / (lengths + 1).sum()
+        total = c.translation * translation + c.next * nxt + c.writing * writing
+        terms = {"translation": translation.item(), "next": nxt.item(), "next_accuracy": accuracy.item(),
+                 "writing": writing.item(), "total": total.item()}
+        return total, terms
+

@@ -1,0 +1,127 @@
+"""The meaning decoder: BLT's local decoder as a conditional byte LM that writes a unit from a meaning.
+
+    meaning m (U, M) -> ``prefix`` slots (U, k, D) and a vector added to every byte embedding (U, 1, D)
+    [slots, BOS, b_0 … b_{L-1}] -> causal byte transformer -> next-id logits at BOS … b_{L-1}: b_0 … b_{L-1}, EOS
+
+It has the shipped entropy model's shape and starts from its weights (``start_from``): a byte LM that already
+writes words, so training only has to teach it to listen to the meaning. It trains on noised meanings (an
+imprecise prediction must still give a sentence) and, for a share of units, on none (the zero meaning), so
+"what the meaning adds" is measured by the same decoder given zeros. Generation is batched over units and
+KV-cached: every unit is written at once, a byte a step, greedy or sampled (temperature, top-k, top-p).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from blt.entropy import EntropyModel
+from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE, decode
+from bridges.byte_decoder import DecoderScores
+from bridges.meaning_encoder import length_buckets
+from primitives.attention import AttentionMask
+from primitives.sampling import sample_next
+from primitives.transformer import Block, KVCache, init_weights
+
+
+@dataclass(frozen=True)
+class MeaningDecoderConfig:
+    """Args:
+        dim, n_layers, n_heads: the byte transformer (the shipped entropy model's shape, so it can start from it).
+        prefix: meaning slots read before BOS (0: the meaning is only added to the byte embeddings).
+        max_bytes: the longest unit it writes.
+    """
+
+    dim: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    prefix: int = 4
+    max_bytes: int = 128
+
+    def __post_init__(self):
+        if min(self.dim, self.n_layers, self.n_heads, self.max_bytes) < 1 or self.prefix < 0:
+            raise ValueError(f"dim, n_layers, n_heads, max_bytes must be >= 1 and prefix >= 0: {self}")
+
+
+class MeaningDecoder(nn.Module):
+    def __init__(self, config: MeaningDecoderConfig, meaning_dim: int):
+        super().__init__()
+        self.config = c = config
+        self.meaning_dim = meaning_dim
+        # The byte LM's parameters keep EntropyModel's names, so its state_dict loads as it is (start_from).
+        self.embed = nn.Embedding(VOCAB_SIZE, c.dim)
+        self.blocks = nn.ModuleList(Block(c.dim, c.n_heads) for _ in range(c.n_layers))
+        self.norm = nn.RMSNorm(c.dim)
+        self.head = nn.Linear(c.dim, VOCAB_SIZE, bias=False)
+        self.to_prefix = nn.Linear(meaning_dim, c.prefix * c.dim) if c.prefix else None
+        self.to_bias = nn.Linear(meaning_dim, c.dim)
+        init_weights(self)
+
+    def start_from(self, byte_lm: EntropyModel) -> None:
+        """Take a trained byte LM's weights (same width, depth and heads); the meaning layers stay as they are."""
+        missing, unexpected = self.load_state_dict(byte_lm.state_dict(), strict=False)
+        if unexpected or any(not k.startswith(("to_prefix", "to_bias")) for k in missing):
+            raise ValueError(f"the byte LM does not match the decoder: missing {missing}, unexpected {unexpected}")
+
+    def conditioning(self, meanings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Meanings (U, M) -> the slots (U, k, D) and the per-byte bias (U, 1, D)."""
+        slots = meanings.new_zeros(len(meanings), 0, self.config.dim)
+        if self.to_prefix is not None:
+            slots = rearrange(self.to_prefix(meanings), "u (k d) -> u k d", k=self.config.prefix)
+        return slots, self.to_bias(meanings)[:, None]
+
+    def run(self, x: torch.Tensor, start: int, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """Inputs (U, T, D) at positions start … start+T-1 -> logits (U, T, V)."""
+        positions = torch.arange(start, start + x.shape[1], device=x.device).expand(len(x), -1)
+        mask = AttentionMask(causal=True)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, positions, cache=None if caches is None else caches[i])
+        return self.head(self.norm(x))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, meanings: torch.Tensor) -> DecoderScores:
+        """Scores of each unit given its meaning: ids (U, L) PAD past ``lengths`` (U,), meanings (U, M)."""
+        parts = [(rows, self.score_rows(ids[rows, : int(lengths[rows].max())], lengths[rows], meanings[rows]))
+                 for rows in length_buckets(lengths)]
+        order = torch.cat([rows for rows, _ in parts]).argsort()
+        return DecoderScores(*(torch.cat([getattr(s, f) for _, s in parts])[order] for f in DecoderScores._fields))
+
+    def score_rows(self, ids: torch.Tensor, lengths: torch.Tensor, meanings: torch.Tensor) -> DecoderScores:
+        inside = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]
+        targets = F.pad(ids.masked_fill(~inside, PAD), (0, 1), value=PAD)  # (U, L+1)
+        targets = targets.scatter(1, lengths[:, None], EOS)  # each unit ends with EOS
+        inputs = F.pad(targets[:, :-1], (1, 0), value=BOS).masked_fill(targets == PAD, PAD)  # BOS b_0 … b_{L-1}
+        slots, bias = self.conditioning(meanings)
+        x = torch.cat([slots, self.embed(inputs) + bias], dim=1)
+        logits = self.run(x, 0)[:, slots.shape[1]:]  # (U, L+1, V)
+        scored = targets != PAD
+        nats = F.cross_entropy(rearrange(logits, "u t v -> u v t").float(), targets, reduction="none") * scored
+        with torch.no_grad():
+            correct = ((logits.argmax(-1) == targets) & scored).sum(1)
+        return DecoderScores(nats.sum(1), (correct == scored.sum(1)).float(), correct.float())
+
+    @torch.no_grad()
+    def generate(self, meanings: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None,
+                 max_bytes: int | None = None) -> list[bytes]:
+        """Meanings (U, M) -> U units, all written at once byte by byte on a KV cache until EOS or ``max_bytes``."""
+        limit = min(max_bytes or self.config.max_bytes, self.config.max_bytes)
+        slots, bias = self.conditioning(meanings)
+        caches = [KVCache() for _ in self.blocks]
+        bos = torch.full((len(meanings), 1), BOS, dtype=torch.long, device=meanings.device)
+        logits = self.run(torch.cat([slots, self.embed(bos) + bias], dim=1), 0, caches)[:, -1]
+        out = torch.full((len(meanings), limit), PAD, dtype=torch.long, device=meanings.device)
+        open_ = torch.ones(len(meanings), dtype=torch.bool, device=meanings.device)
+        for t in range(limit):
+            logits[:, :EOS] = float("-inf")  # never PAD or BOS
+            logits[:, EOS + 1 : OFFSET] = float("-inf")  # nor EOD: a unit ends with EOS
+            nxt = sample_next(logits, temperature, top_k, generator, top_p)  # (U,)
+            out[:, t] = nxt.masked_fill(~open_, PAD)
+            open_ = open_ & (nxt >= OFFSET)
+            if not open_.any() or t + 1 == limit:
+                break
+            logits = self.run(self.embed(nxt[:, None]) + bias, caches[0].length, caches)[:, -1]
+        return [decode(row[: int((row >= OFFSET).long().cumprod(0).sum())]) for row in out]

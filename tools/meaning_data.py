@@ -1,0 +1,88 @@
+"""The data the meaning space trains and is measured on, from the shared corpora (../shared/data).
+
+- English documents as lists of sentence units (en/train, en/valid): the next-meaning term's windows.
+- Translation pairs of units (parallel/train, parallel/valid): a paragraph and its translation cut into units; where
+  both give the same number of units, unit i of one is paired with unit i of the other.
+
+Batches are drawn with a torch.Generator, whose state a checkpoint keeps, so a resumed run draws what the
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from blcm.data.documents import iter_records, read_jsonl
+from blt.ids import pad_batch
+from bridges.segment import SentenceSegmenter
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+UNIT_BYTES = 128
+
+
+def english_documents(split: str, unit_bytes: int = UNIT_BYTES) -> list[list[bytes]]:
+    """en/{split}'s documents as sentence units of at most ``unit_bytes``; documents of fewer than 2 units dropped."""
+    segment = SentenceSegmenter(unit_bytes).split
+    docs = (segment(doc.data) for doc in iter_records([str(SHARED / "en" / f"{split}.jsonl.gz")]))
+    return [units for units in docs if len(units) >= 2]
+
+
+def translation_pairs(split: str, unit_bytes: int = UNIT_BYTES) -> list[tuple[bytes, bytes]]:
+    """(English unit, its translation's unit) for every locale of parallel/{split} (see the module docstring)."""
+    segment = SentenceSegmenter(unit_bytes).split
+    pairs = []
+    for _, record in read_jsonl(SHARED / "parallel" / f"{split}.jsonl.gz"):
+        english = segment(record["en"].encode())
+        for locale, text in record.items():
+            if locale in ("id", "source", "en"):
+                continue
+            theirs = segment(text.encode())
+            if len(theirs) == len(english):
+                pairs += [(a, b) for a, b in zip(english, theirs, strict=True) if a != b]
+    return pairs
+
+
+@dataclass
+class Batches:
+    """Seeded draws of translation pairs (distinct English units, so no pair is another's false negative) and of
+    windows of consecutive units of English documents."""
+
+    pairs: list[tuple[bytes, bytes]]
+    documents: list[list[bytes]]
+    generator: torch.Generator
+
+    def __post_init__(self):
+        by_english: dict[bytes, list[bytes]] = {}
+        for a, b in self.pairs:
+            by_english.setdefault(a, []).append(b)
+        self.english = list(by_english)
+        self.translations = [by_english[a] for a in self.english]
+
+    def draw(self, n: int) -> torch.Tensor:
+        return torch.randint(0, 2**62, (n,), generator=self.generator)
+
+    def pair_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids_a, lengths_a, ids_b, lengths_b) of ``size`` pairs with distinct English units."""
+        rows = torch.randperm(len(self.english), generator=self.generator)[:size].tolist()
+        picks = self.draw(len(rows)).tolist()
+        a = [self.english[r] for r in rows]
+        b = [self.translations[r][p % len(self.translations[r])] for r, p in zip(rows, picks, strict=True)]
+        return (*pad_batch(a), *pad_batch(b))
+
+    def window_batch(self, docs: int, units: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids (docs·units, L), lengths, valid (docs, units)): ``units`` consecutive units of ``docs`` documents
+        from a random start (a shorter document fills what it has; the rest are one-byte PAD rows, not valid)."""
+        chosen = torch.randint(0, len(self.documents), (docs,), generator=self.generator).tolist()
+        starts = self.draw(docs).tolist()
+        rows, valid = [], torch.zeros(docs, units, dtype=torch.bool)
+        for i, (d, s) in enumerate(zip(chosen, starts, strict=True)):
+            doc = self.documents[d]
+            start = s % max(len(doc) - units + 1, 1)
+            window = doc[start : start + units]
+            valid[i, : len(window)] = True
+            rows += window + [b" "] * (units - len(window))
+        ids, lengths = pad_batch(rows)
+        return ids, lengths, valid

@@ -1,0 +1,177 @@
+"""Train and package the meaning codec that ships inside byte-lcm (bridges/pretrained/meaning-codec).
+
+    python tools/ship_meaning.py train --minutes 60        # a run of 60 minutes from scratch (or on, with --resume)
+    python tools/ship_meaning.py train --minutes 30 --resume
+    python tools/ship_meaning.py package                   # the weights + SHA-256 pins, and the held-out report
+
+``train`` starts the decoder from the shipped entropy model and trains the encoder, the decoder and a next-meaning
+predictor together on the shared corpora (tools/meaning_data.py; blcm/meaning.py has the objective). Every
+``--eval-minutes`` it scores held-out data and appends to runs/<name>/curve.jsonl (translation retrieval on
+parallel/valid units, the next-meaning accuracy on en/valid windows, the decoder's bits per byte of en/valid units
+given their meaning, a noised meaning and none), and writes a checkpoint it can resume from, batch-exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+from blcm.meaning import MeaningLossConfig, MeaningModel, next_meaning_nce  # noqa: E402
+from blt.ids import pad_batch  # noqa: E402
+from blt.pretrained import load_shipped_entropy_model  # noqa: E402
+from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig  # noqa: E402
+from meaning_data import SHARED, Batches, english_documents, translation_pairs  # noqa: E402
+
+RUNS = REPO / "runs"
+EVAL_UNITS = 512  # en/valid units whose bits per byte are scored
+EVAL_PAIRS = 1024  # parallel/valid unit pairs for the retrieval error
+
+
+def build(args) -> tuple[MeaningCodec, MeaningModel]:
+    config = MeaningCodecConfig(encoder={"patching": args.patching, "layers": args.layers,
+                                         "byte_layers": args.byte_layers},
+                                decoder={"prefix": args.prefix})
+    codec = MeaningCodec(config, args.meaning_dim)
+    codec.decoder.start_from(load_shipped_entropy_model()[0])
+    loss = MeaningLossConfig(translation=args.translation, next=args.next, writing=args.writing,
+                             noise=args.noise, decoder_grad=args.decoder_grad, writing_units=args.writing_units)
+    return codec, MeaningModel(codec.encoder, codec.decoder, loss)
+
+
+@torch.no_grad()
+def evaluate(model: MeaningModel, held_out: dict) -> dict[str, float]:
+    """The curve's held-out figures (see the module docstring)."""
+    model.eval()
+    enc = model.encoder
+    a, b = zip(*held_out["pairs"], strict=True)
+    m_a = torch.cat([enc(*pad_batch(list(a[i : i + 256]))) for i in range(0, len(a), 256)])
+    m_b = torch.cat([enc(*pad_batch(list(b[i : i + 256]))) for i in range(0, len(b), 256)])
+    retrieval_error = float(((m_b @ m_a.T).argmax(-1) != torch.arange(len(a))).float().mean())
+    ids, lengths, valid = held_out["windows"]
+    m_w = enc(ids, lengths).view(*valid.shape, -1)
+    _, next_accuracy = next_meaning_nce(model.predictor, m_w, valid, model.loss.temperature)
+    units = held_out["units"]
+    ids, lengths = pad_batch(units)
+    meanings = torch.cat([enc(*pad_batch(units[i : i + 256])) for i in range(0, len(units), 256)])
+    noisy = F.normalize(meanings + 0.5 * torch.randn_like(meanings) / meanings.shape[-1] ** 0.5, dim=-1)
+    bpb = {}
+    for name, m in (("meaning", meanings), ("noised_0.5", noisy), ("none", torch.zeros_like(meanings))):
+        nats = model.decoder(ids, lengths, m).nats.sum()
+        bpb[f"bpb_{name}"] = float(nats / (lengths + 1).sum() / math.log(2))
+    spread = float(meanings.mean(0).norm())  # 1 if every meaning were the same, ~0 if spread over the sphere
+    model.train()
+    return {"unit_retrieval_error": retrieval_error, "next_accuracy_valid": float(next_accuracy), **bpb,
+            "mean_meaning_norm": spread}
+
+
+def held_out_data(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    pairs = translation_pairs("valid")
+    pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=g)[:EVAL_PAIRS].tolist()]
+    docs = english_documents("valid")
+    units = [u for d in docs for u in d]
+    units = [units[i] for i in torch.randperm(len(units), generator=g)[:EVAL_UNITS].tolist()]
+    windows = Batches([], docs, g).window_batch(64, 16)
+    return {"pairs": pairs, "windows": windows, "units": units}
+
+
+def cmd_train(args) -> int:
+    if not SHARED.is_dir():
+        sys.exit(f"{SHARED} is missing: the meaning codec trains on the shared corpora")
+    torch.manual_seed(args.seed)
+    run = RUNS / args.name
+    run.mkdir(parents=True, exist_ok=True)
+    codec, model = build(args)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                  weight_decay=0.01, betas=(0.9, 0.95))
+    batches = Batches(translation_pairs("train"), english_documents("train"), torch.Generator().manual_seed(args.seed))
+    held_out = held_out_data()
+    step, elapsed = 0, 0.0
+    checkpoint = run / "last.pt"
+    if args.resume:
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batches.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step, elapsed = state["step"], state["elapsed"]
+    (run / "args.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "run"}, indent=1) + "\n")
+    curve = open(run / "curve.jsonl", "a")
+    budget = elapsed + args.minutes * 60
+    start, next_eval = time.time() - elapsed, elapsed + args.eval_minutes * 60
+    print(f"meaning model: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M trainable "
+          f"parameters; {len(batches.english)} English units in {len(batches.pairs)} pairs, "
+          f"{len(batches.documents)} documents; from step {step}", flush=True)
+    while True:
+        elapsed = time.time() - start
+        if elapsed >= next_eval or elapsed >= budget:
+            row = {"step": step, "minutes": elapsed / 60, **evaluate(model, held_out)}
+            curve.write(json.dumps(row) + "\n")
+            curve.flush()
+            print(" ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "elapsed": time.time() - start, "generator": batches.generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "codec_config": asdict(codec.config),
+                        "meaning_dim": codec.concept_dim}, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            next_eval += args.eval_minutes * 60
+            if elapsed >= budget:
+                break
+        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total, terms = model.losses(batches.pair_batch(args.pairs), batches.window_batch(args.docs, args.units))
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % args.log_every == 0:
+            curve.write(json.dumps({"step": step, "minutes": (time.time() - start) / 60, **terms}) + "\n")
+            curve.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(required=True)
+    t = commands.add_parser("train", help="train the meaning encoder and decoder (resumable)")
+    t.add_argument("--name", default="ship-meaning", help="the run's folder under runs/")
+    t.add_argument("--minutes", type=float, default=60.0, help="wall-clock minutes to train (more, with --resume)")
+    t.add_argument("--resume", action="store_true", help="go on from runs/<name>/last.pt")
+    t.add_argument("--eval-minutes", type=float, default=10.0, help="minutes between held-out scores + checkpoints")
+    t.add_argument("--meaning-dim", type=int, default=512)
+    t.add_argument("--patching", default="entropy", choices=("entropy", "static"))
+    t.add_argument("--layers", type=int, default=2, help="patch transformer blocks")
+    t.add_argument("--byte-layers", type=int, default=0, help="local byte transformer blocks before pooling")
+    t.add_argument("--prefix", type=int, default=4, help="meaning slots the decoder reads before BOS")
+    t.add_argument("--pairs", type=int, default=64, help="translation pairs a step")
+    t.add_argument("--docs", type=int, default=8, help="document windows a step")
+    t.add_argument("--units", type=int, default=16, help="units a window")
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--warmup", type=int, default=100)
+    for name, default in asdict(MeaningLossConfig()).items():
+        if name not in ("temperature", "unconditional"):
+            t.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                           help=f"MeaningLossConfig.{name} (blcm/meaning.py)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--log-every", type=int, default=25)
+    t.set_defaults(run=cmd_train)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
