@@ -5,7 +5,7 @@
     blcm data fetch [--force]                                        download the default corpus
     blcm prepare INPUT... --out DIR                                  segment documents into sharded units
     blcm generate --model DIR "prompt"                               continue a document sentence by sentence
-    blcm encode [--model DIR] FILE --out X.npy / blcm decode [--model DIR] X.npy   (default: the shipped codec)
+    blcm encode [--model DIR | --part meaning] FILE --out X.npy / blcm decode [...] X.npy  (default: the spelling)
     blcm reconstruct [--model DIR] FILE                              each unit next to its encode -> decode
     blcm export --ckpt X.ckpt --out DIR                              checkpoint -> config.json + model.safetensors
     blcm eval --model DIR --data FILE... --out results.json          the evaluation suite (JSON + markdown)
@@ -72,6 +72,13 @@ class CurrentStderrHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr
         super().emit(record)
+
+
+def add_part(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--part", choices=("spelling", "meaning"),
+                        help="without --model, which shipped codec: spelling (the chunk codec: exact round trips, the "
+                        "default) or meaning (the meaning codec: a unit vector per unit that translations share; "
+                        "decoding writes a sentence of that meaning, not the same bytes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="a file -> one concept per unit (.npy)",
                        description="Segment FILE into units and write their concepts as an (n, d) float32 array.")
     e.add_argument("file", help="any file")
-    e.add_argument("--model", metavar="DIR", help="an exported ByteLCM (default: the shipped chunk codec)")
+    e.add_argument("--model", metavar="DIR", help="an exported ByteLCM (default: a shipped codec, see --part)")
+    add_part(e)
     e.add_argument("--out", required=True, metavar="X.npy", help="where the concepts go")
     e.set_defaults(func=cmd_encode)
 
@@ -193,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Decode an (n, d) array of concepts (e.g. from `blcm encode`) to n units and "
                         "print them (or write them to --out).")
     dc.add_argument("concepts", metavar="X.npy", help="an (n, d) or (d,) float array")
-    dc.add_argument("--model", metavar="DIR", help="an exported ByteLCM (default: the shipped chunk codec)")
+    dc.add_argument("--model", metavar="DIR", help="an exported ByteLCM (default: a shipped codec, see --part)")
+    add_part(dc)
+    dc.add_argument("--temperature", type=float, default=0.0,
+                    help="the decoder's sampling temperature (default 0: greedy); a meaning is best written sampled")
+    dc.add_argument("--seed", type=int, help="random seed for reproducible sampling")
     dc.add_argument("--out", metavar="FILE", help="write the bytes to FILE instead of printing them")
     dc.set_defaults(func=cmd_decode)
 
@@ -201,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Segment FILE, encode every unit to its concept and decode it back; print each "
                        "unit (=: reconstructed exactly, ~: not) above its reconstruction, and the exact-match count.")
     r.add_argument("file", help="any file")
-    r.add_argument("--model", metavar="DIR", help="an exported ByteLCM (default: the shipped chunk codec)")
+    r.add_argument("--model", metavar="DIR", help="an exported ByteLCM (default: a shipped codec, see --part)")
+    add_part(r)
     r.add_argument("--max-units", type=int, default=20, help="the first this many units (default 20)")
     r.set_defaults(func=cmd_reconstruct)
 

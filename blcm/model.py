@@ -31,10 +31,11 @@ from blt.pretrained import SHIPPED_NAME
 from bridges.byte_codec import ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.chunk_codec import ChunkCodecConfig
-from bridges.codec import CODECS, CodecConfig, build_codec, codec_config
+from bridges.codec import CODECS, FIXED_WIDTH, CodecConfig, build_codec, codec_config, unit_capacity
 from bridges.frozen_codec import FrozenConceptCodec
 from bridges.modality import sniff
 from bridges.pretrained import load_codec
+from bridges.pretrained.meaning import load_meaning_codec
 from bridges.segment import build_segmenter
 from concept_core.config import DEFAULT_VARIANT, VARIANTS, CoreConfig, build_core, core_config
 from concept_core.generate import StopRule, iter_steps
@@ -118,7 +119,7 @@ class ByteLCMConfig:
     def own_encoder(self) -> bool:
         """The codec's encoder is this model's own parameters (trainable, or frozen by ``freeze_codec``), not an
         external package's (MiniLM, SONAR)."""
-        return self.codec_kind in ("byte", "chunk")
+        return self.codec_kind in ("byte", "chunk", "meaning")
 
     @classmethod
     def from_dict(cls, d: dict) -> ByteLCMConfig:
@@ -144,7 +145,7 @@ class ByteLCM(Exportable, nn.Module):
         self.core = build_core(config.core, config.concept_dim)
         # An entropy segmenter cuts with the shipped entropy model, as `blcm prepare` cut the training data.
         self.segmenter = build_segmenter(config.segmenter)
-        capacity = config.codec.max_bytes if isinstance(config.codec, ChunkCodecConfig) else None  # fixed width
+        capacity = unit_capacity(config.codec)
         if capacity is not None and self.segmenter.max_bytes > capacity:
             raise ValueError(f"the segmenter cuts units of up to {self.segmenter.max_bytes} bytes, but the "
                              f"{config.codec_kind!r} codec holds {capacity}: set segmenter.max_bytes <= {capacity}")
@@ -308,23 +309,25 @@ class ByteLCM(Exportable, nn.Module):
         return b"".join(self.iter_generate(prompt, **kwargs))
 
     @classmethod
-    def with_codec(cls, source: str = SHIPPED_NAME) -> ByteLCM:
-        """A ByteLCM around a trained chunk codec (``"shipped"`` or a tools/ship_codec.py export) whose
-        segmenter cuts sentences of at most the codec's width; its core is untrained (encode, decode and
-        reconstruct need none)."""
-        codec = load_codec(source)
+    def with_codec(cls, source: str = SHIPPED_NAME, part: str = "spelling") -> ByteLCM:
+        """A ByteLCM around a trained codec, ``part`` "spelling" (the chunk codec: ``"shipped"`` or a
+        tools/ship_codec.py export) or "meaning" (the meaning codec: ``"shipped"`` or a tools/ship_meaning.py
+        export), whose segmenter cuts sentences of at most the codec's width; its core is untrained (encode, decode
+        and reconstruct need none)."""
+        codec = load_pretrained_codec(source, part)
         segmenter = {**DEFAULT_SEGMENTER, "max_bytes": codec.config.max_bytes}
         model = cls(ByteLCMConfig(concept_dim=codec.concept_dim, segmenter=segmenter, codec=codec.config))
         model.load_codec(codec)
         return model.eval()
 
     def load_codec(self, codec: nn.Module) -> None:
-        """Take a trained chunk codec's weights (``bridges.pretrained.load_codec``): its config must be this
-        model's codec config but for the training-only knobs."""
+        """Take a trained chunk or meaning codec's weights (``load_pretrained_codec``): its config must be this
+        model's codec config but for the knobs that do not change the weights."""
         mine, theirs = self.config.codec, getattr(codec, "config", None)
-        if not isinstance(mine, ChunkCodecConfig) or not isinstance(theirs, ChunkCodecConfig):
-            raise ValueError(f"only a chunk codec loads a trained chunk codec, not {self.config.codec_kind!r}")
-        loose = {"input_mask": 0.0, "batch_size": 0}
+        if not isinstance(mine, FIXED_WIDTH) or type(mine) is not type(theirs):
+            raise ValueError(f"a trained {getattr(theirs, 'kind', type(codec).__name__)!r} codec cannot be loaded into "
+                             f"a model whose codec is {self.config.codec_kind!r}")
+        loose = {"batch_size": 0, **({"input_mask": 0.0} if isinstance(mine, ChunkCodecConfig) else {"top_p": None})}
         dim = codec.concept_dim
         if replace(mine, **loose) != replace(theirs, **loose) or dim != self.config.concept_dim:
             raise ValueError(f"the trained codec is {theirs} with concept_dim {dim}; this model's is {mine} with "
@@ -335,3 +338,13 @@ class ByteLCM(Exportable, nn.Module):
     def from_config(cls, config: dict) -> ByteLCM:
         """An untrained model of an export's (or a checkpoint's ``export``) config."""
         return cls(ByteLCMConfig.from_dict(config))
+
+
+CODEC_PARTS = {"spelling": load_codec, "meaning": load_meaning_codec}
+
+
+def load_pretrained_codec(source: str, part: str) -> nn.Module:
+    """A trained codec: ``part`` "spelling" (a chunk codec) or "meaning"; ``source`` "shipped" or an export."""
+    if part not in CODEC_PARTS:
+        raise ValueError(f"part must be one of {tuple(CODEC_PARTS)}, got {part!r}")
+    return CODEC_PARTS[part](source)

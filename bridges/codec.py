@@ -14,6 +14,7 @@ import torch
 from bridges.byte_codec import ByteCodecConfig, ByteConceptCodec, ByteConceptEncoderConfig
 from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
+from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig
 from bridges.sonar_codec import SonarCodec, SonarCodecConfig
 from bridges.st_codec import SentenceTransformerCodec, SentenceTransformerCodecConfig
 
@@ -50,9 +51,17 @@ class ConceptCodec(Protocol):
         returns the buffers it set, for a distributed run to share rank 0's."""
 
 
-CodecConfig = ChunkCodecConfig | ByteCodecConfig | SentenceTransformerCodecConfig | SonarCodecConfig
-CODECS = {config.kind: config for config in (ChunkCodecConfig, ByteCodecConfig, SentenceTransformerCodecConfig,
-                                             SonarCodecConfig)}
+CodecConfig = (ChunkCodecConfig | MeaningCodecConfig | ByteCodecConfig | SentenceTransformerCodecConfig
+               | SonarCodecConfig)
+CODECS = {config.kind: config for config in (ChunkCodecConfig, MeaningCodecConfig, ByteCodecConfig,
+                                             SentenceTransformerCodecConfig, SonarCodecConfig)}
+FIXED_WIDTH = (ChunkCodecConfig, MeaningCodecConfig)  # codecs with a longest unit they can encode
+
+
+def unit_capacity(config: CodecConfig) -> int | None:
+    """The longest unit (bytes) a codec of this config encodes, None when it takes any length: the one place the
+    model and the data check a segmenter's cap against."""
+    return config.max_bytes if isinstance(config, FIXED_WIDTH) else None
 
 
 def codec_config(fields: dict) -> CodecConfig:
@@ -67,12 +76,15 @@ def codec_config(fields: dict) -> CodecConfig:
 
 def build_codec(config: CodecConfig | dict, encoder: ByteConceptEncoderConfig | None,
                 decoder: ByteConceptDecoderConfig | None, concept_dim: int) -> torch.nn.Module:
-    """The codec a ByteLCM config names: the chunk codec of ``concept_dim``-d concepts;
-    the autoregressive byte codec, built from the ``encoder`` and ``decoder`` configs; frozen
-    sentence-transformers concepts with a trained byte ``decoder``; or SONAR's frozen encoder and decoder."""
+    """The codec a ByteLCM config names: the chunk codec of ``concept_dim``-d concepts (the spelling); the meaning
+    codec of ``concept_dim``-d meanings; the autoregressive byte codec, built from the ``encoder`` and ``decoder``
+    configs; frozen sentence-transformers concepts with a trained byte ``decoder``; or SONAR's frozen encoder and
+    decoder."""
     config = codec_config(config) if isinstance(config, dict) else config
     if isinstance(config, ChunkCodecConfig):
         return ChunkConceptCodec(config, concept_dim)
+    if isinstance(config, MeaningCodecConfig):
+        return MeaningCodec(config, concept_dim)
     if isinstance(config, ByteCodecConfig):
         return ByteConceptCodec(encoder, decoder, concept_dim)
     if isinstance(config, SentenceTransformerCodecConfig):

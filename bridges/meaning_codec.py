@@ -28,12 +28,14 @@ class MeaningCodecConfig:
         encoder: the meaning encoder (bridges/meaning_encoder.py), or its dict.
         decoder: the meaning decoder (bridges/meaning_decoder.py), or its dict.
         batch_size: units per call when encoding or decoding lists of units.
+        top_p: sampled decoding (temperature > 0) draws from this nucleus of each byte's distribution (None: all).
     """
 
     kind: Literal["meaning"] = "meaning"
     encoder: MeaningEncoderConfig | dict = field(default_factory=MeaningEncoderConfig)
     decoder: MeaningDecoderConfig | dict = field(default_factory=MeaningDecoderConfig)
     batch_size: int = 256
+    top_p: float | None = 0.9
 
     def __post_init__(self):
         for name, cls in (("encoder", MeaningEncoderConfig), ("decoder", MeaningDecoderConfig)):
@@ -105,9 +107,9 @@ class MeaningCodec(nn.Module):
 
     @torch.no_grad()
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, top_p: float | None = None) -> list[bytes]:
-        """Meanings (n, M) -> n units, each at most ``max_unit_bytes`` bytes."""
+               generator: torch.Generator | None = None) -> list[bytes]:
+        """Meanings (n, M) -> n units, each at most ``max_unit_bytes`` bytes (sampled: from the config's top_p)."""
         concepts, step = concepts.to(self.device), self.config.batch_size
         return [u for i in range(0, len(concepts), step)
-                for u in self.decoder.generate(concepts[i : i + step], temperature, top_k, top_p, generator,
-                                               self.max_unit_bytes)]
+                for u in self.decoder.generate(concepts[i : i + step], temperature, top_k, self.config.top_p,
+                                               generator, self.max_unit_bytes)]

@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import sys
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -28,15 +30,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+from meaning_data import SHARED, Batches, english_documents, translation_pairs  # noqa: E402
+
 from blcm.meaning import MeaningLossConfig, MeaningModel, next_meaning_nce  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
 from blt.pretrained import load_shipped_entropy_model  # noqa: E402
 from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig  # noqa: E402
-from meaning_data import SHARED, Batches, english_documents, translation_pairs  # noqa: E402
 
 RUNS = REPO / "runs"
 EVAL_UNITS = 512  # en/valid units whose bits per byte are scored
 EVAL_PAIRS = 1024  # parallel/valid unit pairs for the retrieval error
+FP16_TOLERANCE = 0.005  # bits per byte fp16 weights may cost before fp32 is kept
+FP16_COSINE = 0.999  # the least cosine between a unit's fp16 and fp32 meanings before fp32 is kept
 
 
 def build(args) -> tuple[MeaningCodec, MeaningModel]:
@@ -108,39 +113,80 @@ def cmd_train(args) -> int:
         torch.set_rng_state(state["torch_rng"])
         step, elapsed = state["step"], state["elapsed"]
     (run / "args.json").write_text(json.dumps({k: v for k, v in vars(args).items() if k != "run"}, indent=1) + "\n")
-    curve = open(run / "curve.jsonl", "a")
     budget = elapsed + args.minutes * 60
     start, next_eval = time.time() - elapsed, elapsed + args.eval_minutes * 60
     print(f"meaning model: {sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f} M trainable "
           f"parameters; {len(batches.english)} English units in {len(batches.pairs)} pairs, "
           f"{len(batches.documents)} documents; from step {step}", flush=True)
-    while True:
-        elapsed = time.time() - start
-        if elapsed >= next_eval or elapsed >= budget:
-            row = {"step": step, "minutes": elapsed / 60, **evaluate(model, held_out)}
-            curve.write(json.dumps(row) + "\n")
-            curve.flush()
-            print(" ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "elapsed": time.time() - start, "generator": batches.generator.get_state(),
-                        "torch_rng": torch.get_rng_state(), "codec_config": asdict(codec.config),
-                        "meaning_dim": codec.concept_dim}, checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
-            next_eval += args.eval_minutes * 60
-            if elapsed >= budget:
-                break
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        total, terms = model.losses(batches.pair_batch(args.pairs), batches.window_batch(args.docs, args.units))
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        if step % args.log_every == 0:
-            curve.write(json.dumps({"step": step, "minutes": (time.time() - start) / 60, **terms}) + "\n")
-            curve.flush()
+    with open(run / "curve.jsonl", "a") as curve:
+        while True:
+            elapsed = time.time() - start
+            if elapsed >= next_eval or elapsed >= budget:
+                row = {"step": step, "minutes": elapsed / 60, **evaluate(model, held_out)}
+                curve.write(json.dumps(row) + "\n")
+                curve.flush()
+                print(" ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                            "elapsed": time.time() - start, "generator": batches.generator.get_state(),
+                            "torch_rng": torch.get_rng_state(), "codec_config": asdict(codec.config),
+                            "meaning_dim": codec.concept_dim}, checkpoint.with_suffix(".tmp"))
+                checkpoint.with_suffix(".tmp").replace(checkpoint)
+                next_eval += args.eval_minutes * 60
+                if elapsed >= budget:
+                    return 0
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+            total, terms = model.losses(batches.pair_batch(args.pairs), batches.window_batch(args.docs, args.units))
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            if step % args.log_every == 0:
+                curve.write(json.dumps({"step": step, "minutes": (time.time() - start) / 60, **terms}) + "\n")
+                curve.flush()
+
+
+def codec_from_checkpoint(path: Path) -> MeaningCodec:
+    """The meaning codec (encoder + decoder, eval mode) of a training checkpoint."""
+    state = torch.load(path, weights_only=True)
+    codec = MeaningCodec(MeaningCodecConfig(**state["codec_config"]), int(state["meaning_dim"]))
+    weights = {k: v for k, v in state["model"].items() if k.startswith(("encoder.", "decoder."))}
+    codec.load_state_dict(weights)
+    return codec.eval()
+
+
+def cmd_package(args) -> int:
+    """The checkpoint's codec in fp16 unless that costs more than FP16_TOLERANCE bits per byte or moves meanings by
+    more than FP16_COSINE, written into the package with its pins; the choice goes to the report."""
+    from blt.pretrained import pin_files, write_pins
+    from bridges.pretrained import meaning as shipped
+    from bridges.pretrained.meaning import load_meaning_codec, save_meaning_codec
+
+    codec = codec_from_checkpoint(RUNS / args.name / "last.pt")
+    half_dir = RUNS / args.name / "fp16"
+    save_meaning_codec(codec, half_dir, torch.float16)
+    half = load_meaning_codec(half_dir)
+    units = held_out_data()["units"]
+    ids, lengths = pad_batch(units)
+    with torch.no_grad():
+        m32, m16 = codec.encode(units), half.encode(units)
+        bpb = [float(c.decoder(ids, lengths, m).nats.sum() / (lengths + 1).sum() / math.log(2))
+               for c, m in ((codec, m32), (half, m16))]
+    cosine = float(F.cosine_similarity(m32, m16).min())
+    fp16 = bpb[1] - bpb[0] <= FP16_TOLERANCE and cosine >= FP16_COSINE
+    save_meaning_codec(codec, shipped.SHIPPED_MEANING, torch.float16 if fp16 else torch.float32)
+    pins = pin_files(shipped.SHIPPED_MEANING, ["config.json", "model.safetensors"])
+    write_pins(Path(shipped.__file__), pins)
+    report = {"checkpoint": str(RUNS / args.name / "last.pt"), "dtype": "fp16" if fp16 else "fp32",
+              "bpb_fp32": bpb[0], "bpb_fp16": bpb[1], "min_cosine_fp16_fp32": cosine, "pinned": pins,
+              "params": sum(p.numel() for p in codec.parameters()), "config": asdict(codec.config),
+              "meaning_dim": codec.concept_dim, "machine": f"{platform.node()} {platform.platform()}",
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    out = REPO / "benchmarks" / "results" / "shipped-meaning.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("dtype", "bpb_fp32", "bpb_fp16", "min_cosine_fp16_fp32")}))
+    print(f"shipped {shipped.SHIPPED_MEANING.relative_to(REPO)}, report {out.relative_to(REPO)}")
     return 0
 
 
@@ -169,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--log-every", type=int, default=25)
     t.set_defaults(run=cmd_train)
+    p = commands.add_parser("package", help="ship a run's codec: weights into the package, pins, a report")
+    p.add_argument("--name", default="ship-meaning", help="the run's folder under runs/ (its last.pt)")
+    p.set_defaults(run=cmd_package)
     args = parser.parse_args(argv)
     return args.run(args)
 

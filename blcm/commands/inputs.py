@@ -7,10 +7,10 @@ from pathlib import Path
 from blcm import CLIError
 
 
-def load_model(directory: str | None, byte_lm: bool = False):
+def load_model(directory: str | None, byte_lm: bool = False, part: str | None = None):
     """The ByteLCM exported to ``directory``; with ``byte_lm``, an exported EntropyModel (a byte LM such as
-    the ByteGPT baseline) is accepted too. None: the shipped chunk codec in a ByteLCM whose core is untrained
-    (what encode, decode and reconstruct need)."""
+    the ByteGPT baseline) is accepted too. None: a shipped codec in a ByteLCM whose core is untrained (what
+    encode, decode and reconstruct need), ``part`` "spelling" (the chunk codec, the default) or "meaning"."""
     from safetensors import SafetensorError
 
     from blcm.model import ByteLCM
@@ -20,9 +20,12 @@ def load_model(directory: str | None, byte_lm: bool = False):
 
     if directory is None:
         try:
-            return ByteLCM.with_codec()
+            return ByteLCM.with_codec(part=part or "spelling")
         except PretrainedError as e:
             raise CLIError(str(e)) from None
+    if part is not None:
+        raise CLIError(f"--part picks a shipped codec; with --model {directory} the model's own codec is used: "
+                       "give one or the other")
 
     # Anything but an EntropyModel export is tried as a ByteLCM: from_pretrained says what is wrong with it.
     cls = EntropyModel if byte_lm and export_type(directory) == EXPORT_KIND else ByteLCM

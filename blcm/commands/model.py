@@ -66,7 +66,7 @@ def cmd_generate(args) -> int:
 def cmd_encode(args) -> int:
     from blcm.eval.common import encode_units, progress_bar
 
-    model = load_model(args.model)
+    model = load_model(args.model, part=args.part)
     document = read_bytes(args.file)
     if not document:
         raise CLIError(f"{args.file} is empty: there is nothing to encode")
@@ -88,7 +88,7 @@ ENCODE_BATCH = 256  # units per encoder call
 def cmd_decode(args) -> int:
     import torch
 
-    model = load_model(args.model)
+    model = load_model(args.model, part=args.part)
     try:
         concepts = np.load(args.concepts, allow_pickle=False)
     except FileNotFoundError:
@@ -104,7 +104,8 @@ def cmd_decode(args) -> int:
                        f"(n, {model.codec.concept_dim}) concepts")
     if not np.issubdtype(concepts.dtype, np.floating) or not np.isfinite(concepts).all():
         raise CLIError(f"{args.concepts} must hold finite floating-point concepts")
-    units = model.codec.decode(torch.from_numpy(concepts.astype(np.float32)))
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    units = model.codec.decode(torch.from_numpy(concepts.astype(np.float32)), args.temperature, None, generator)
     data = b"".join(units)
     if args.out:
         Path(args.out).write_bytes(data)
@@ -120,7 +121,7 @@ def cmd_reconstruct(args) -> int:
     """Encode each unit of a file and decode it again: how well the concepts keep the bytes."""
     if args.max_units < 1:
         raise CLIError(f"--max-units must be >= 1, got {args.max_units}")
-    model = load_model(args.model)
+    model = load_model(args.model, part=args.part)
     units = model.units(read_bytes(args.file))[: args.max_units]
     if not units:
         raise CLIError(f"{args.file} is empty: there is nothing to reconstruct")

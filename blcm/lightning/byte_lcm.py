@@ -20,13 +20,12 @@ from blcm.data.shards import read_prepared
 from blcm.eval.validation import ValidationTotals, sample_tables
 from blcm.lightning.config import AlignmentConfig, ExportsItsModel, StageConfig, ValidationConfig, save_grouped_hparams
 from blcm.lightning.optim import OptimConfig, adamw_warmup_cosine, check_finite
-from blcm.model import ByteLCM, ByteLCMConfig
+from blcm.model import ByteLCM, ByteLCMConfig, load_pretrained_codec
 from blcm.objective import STAGES, Stage
 from blcm.plotting import log_entropy_figure
 from blt.patching import ENTROPY_MODES
 from blt.pretrained import SHIPPED_NAME, PretrainedError, load_entropy_model
-from bridges.chunk_codec import ChunkConceptCodec
-from bridges.pretrained import load_codec
+from bridges.codec import unit_capacity
 from bridges.segment import build_segmenter
 from concept_core.metrics import teacher_forced_predictions
 
@@ -48,8 +47,9 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         init_from: an exported ByteLCM to start from (same config), e.g. to validate or fine-tune it
             (its entropy model and threshold are kept: no entropy stage; set stages.autoencoder_steps to 0 to go
             on jointly). With loss.entropy_weight > 0 the entropy model keeps learning but the threshold stays.
-        init_codec_from: a trained chunk codec to start from: "shipped" (the codec inside the package,
-            bridges.pretrained) or a tools/ship_codec.py export; the model's codec config must match its shape.
+        init_codec_from: a trained codec to start from, of the model's codec kind: "shipped" (the codec inside the
+            package: bridges/pretrained's chunk codec for ``chunk``, its meaning codec for ``meaning``) or an export
+            of tools/ship_codec.py or tools/ship_meaning.py; the model's codec config must match its shape.
             Not applied with init_from, whose export brings its own codec.
         freeze_codec: with init_from or init_codec_from, keep the codec fixed (no gradient, running batch-norm
             statistics) and train the core alone, as on a frozen concept space (the shipped configs do).
@@ -69,7 +69,7 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
             if freeze_codec:
                 if (init_from is None and init_codec_from is None) or not model.own_encoder:
                     raise ValueError("freeze_codec keeps a trained byte or chunk codec fixed: it needs init_from (an "
-                                     "export) or init_codec_from (a trained chunk codec)")
+                                     "export) or init_codec_from (a trained chunk or meaning codec)")
                 if model.loss.entropy_weight > 0 or model.loss.alignment_weight > 0:
                     raise ValueError("freeze_codec leaves nothing for model.loss.entropy_weight or "
                                      "model.loss.alignment_weight to train: set them to 0")
@@ -131,10 +131,11 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
         # the same seed, so every rank fits the same
         self.model.prepare_from_sample(lambda: train_set.sample_units(self.hparams.normalizer_units, seed=0))
         data_segmenter = read_prepared(directory)["settings"]["segmenter"]
-        capacity = self.model.codec.config.max_bytes if isinstance(self.model.codec, ChunkConceptCodec) else None
+        capacity = unit_capacity(self.model.config.codec)
         if capacity is not None and build_segmenter(data_segmenter).max_bytes > capacity:
             raise ConfigError(f"{directory} holds units of up to {build_segmenter(data_segmenter).max_bytes} bytes, "
-                              f"more than the chunk codec's {capacity}: prepare it with --max-unit-bytes {capacity}")
+                              f"more than the {self.model.config.codec_kind} codec's {capacity}: prepare it with "
+                              f"--max-unit-bytes {capacity}")
         if data_segmenter != self.model.segmenter.to_config():
             rank_zero_warn(f"{directory} was prepared with segmenter {data_segmenter}, but the model segments "
                            f"with {self.model.segmenter.to_config()} at inference: set model.segmenter to match")
@@ -250,7 +251,8 @@ def model_to_train(config: ByteLCMConfig, init_entropy_from: str | None, init_fr
     if init_from is not None:
         model.load_state_dict(ByteLCM.from_pretrained(init_from).state_dict())
     if init_codec_from is not None:
-        model.load_codec(load_codec(init_codec_from))
+        model.load_codec(load_pretrained_codec(init_codec_from, "meaning" if config.codec_kind == "meaning" else
+                                               "spelling"))
     if pretrained is not None:
         entropy_model, thresholds = pretrained
         model.codec.entropy_model.load_state_dict(entropy_model.state_dict())

@@ -1,0 +1,160 @@
+"""The meaning encoder, decoder and objective: shapes, invariants, and that each learns on a tiny task."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blcm.meaning import MeaningLossConfig, MeaningModel, NextMeaning, next_meaning_nce, noised
+from blt.ids import pad_batch
+from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig
+from primitives.sampling import sample_next
+
+TINY = {"encoder": {"byte_dim": 32, "dim": 32, "layers": 1, "heads": 2, "ngram_sizes": [3],
+                    "hash_table_size": 256, "max_bytes": 64},
+        "decoder": {"dim": 32, "n_layers": 1, "n_heads": 2, "prefix": 2, "max_bytes": 64}}
+
+
+def tiny_codec(patching: str = "static", seed: int = 0) -> MeaningCodec:
+    torch.manual_seed(seed)
+    config = MeaningCodecConfig(encoder={**TINY["encoder"], "patching": patching}, decoder=TINY["decoder"])
+    return MeaningCodec(config, 16).eval()
+
+
+@pytest.mark.parametrize("patching", ["entropy", "static"])
+def test_meanings_are_unit_vectors_of_meaning_dim(patching):
+    codec = tiny_codec(patching)
+    meanings = codec.encode([b"Hello there.", b"x", "Grüße aus Köln.".encode(), bytes(range(64))])
+    assert meanings.shape == (4, 16)
+    assert torch.allclose(meanings.norm(dim=-1), torch.ones(4), atol=1e-5)
+    assert codec.eod_concept().shape == (16,)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=6))
+def test_a_unit_means_the_same_alone_and_in_any_batch(units):
+    """Padding and the length buckets never leak between units."""
+    codec = tiny_codec("entropy")
+    together = codec.encode(units)
+    alone = torch.cat([codec.encode([u]) for u in units])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=5))
+def test_decoder_scores_a_unit_the_same_alone_and_in_a_batch(units):
+    codec = tiny_codec()
+    meanings = F.normalize(torch.randn(len(units), 16), dim=-1)
+    ids, lengths = pad_batch(units)
+    with torch.no_grad():
+        together = codec.decoder(ids, lengths, meanings).nats
+        alone = torch.cat([codec.decoder(*pad_batch([u]), meanings[i : i + 1]).nats for i, u in enumerate(units)])
+    assert torch.allclose(together, alone, atol=1e-4)
+
+
+def test_greedy_writing_is_what_the_decoder_scores_best():
+    """The KV-cached generation and the teacher-forced scores are the same model: a greedily written unit is
+    reproduced by every teacher-forced argmax."""
+    codec = tiny_codec()
+    meanings = F.normalize(torch.randn(3, 16), dim=-1)
+    units = codec.decoder.generate(meanings, max_bytes=20)
+    assert any(units)
+    for unit, meaning in zip(units, meanings, strict=True):
+        if not unit:
+            continue
+        scores = codec.decoder(*pad_batch([unit]), meaning[None])
+        # every written byte is the argmax; the end too when the unit ended before the limit
+        assert scores.correct.item() >= len(unit) + (len(unit) < 20)
+
+
+def test_units_too_long_or_empty_are_refused():
+    codec = tiny_codec()
+    with pytest.raises(ValueError, match="exceeds the meaning codec's 64"):
+        codec.encode([b"a" * 65])
+    with pytest.raises(ValueError, match="empty unit"):
+        codec.encode([b""])
+
+
+def test_top_p_keeps_the_nucleus():
+    logits = torch.tensor([[4.0, 3.0, 0.0, -1.0]]).repeat(200, 1)  # p ≈ 0.72, 0.26, 0.01, 0.005
+    g = torch.Generator().manual_seed(0)
+    assert set(sample_next(logits, 1.0, None, g, top_p=0.5).tolist()) == {0}
+    assert set(sample_next(logits, 1.0, None, g, top_p=0.9).tolist()) == {0, 1}
+    assert len(set(sample_next(logits, 1.0, None, g, top_p=1.0).tolist())) >= 3
+    with pytest.raises(ValueError, match="top_p"):
+        sample_next(logits, 1.0, None, g, top_p=0.0)
+
+
+def test_noised_meanings_are_unit_vectors_or_zero():
+    torch.manual_seed(0)
+    m = F.normalize(torch.randn(500, 16), dim=-1)
+    out = noised(m, 1.0, 0.2)
+    norms = out.norm(dim=-1)
+    assert ((norms - 1).abs() < 1e-5).logical_or(norms == 0).all()
+    assert 0.1 < (norms == 0).float().mean() < 0.3
+    cosine = F.cosine_similarity(out[norms > 0], m[norms > 0])
+    assert cosine.min() > 0.3 and cosine.mean() > 0.75  # σ <= 1: still near its meaning
+
+
+def test_next_meaning_term_scores_a_perfect_predictor_high():
+    torch.manual_seed(0)
+    predictor = NextMeaning(16, dim=32, layers=1, heads=2)
+    meanings = F.normalize(torch.randn(2, 5, 16), dim=-1)
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    loss, accuracy = next_meaning_nce(predictor, meanings, valid, 0.05)
+    assert loss.item() > 0 and 0 <= accuracy.item() <= 1
+    assert predictor(meanings, valid).shape == (2, 5, 16)
+
+
+def word_pairs() -> list[tuple[bytes, bytes]]:
+    """A toy 'translation': each sentence and its upper-cased, reversed spelling."""
+    words = ["cat", "house", "river", "green", "music", "winter", "bread", "light", "stone", "paper", "cloud",
+             "horse"]
+    english = [f"the {a} and the {b}.".encode() for a, b in zip(words, words[3:] + words[:3], strict=True)]
+    return [(e, e.upper()[::-1]) for e in english]
+
+
+def test_translations_meet_after_a_few_steps():
+    """The translation term on a tiny parallel set: a unit ends nearer its own translation than the others."""
+    codec = tiny_codec()
+    model = MeaningModel(codec.encoder, codec.decoder, MeaningLossConfig(next=0.0, writing=0.0, temperature=0.1))
+    model.train()
+    pairs = word_pairs()
+    a, b = pad_batch([p[0] for p in pairs]), pad_batch([p[1] for p in pairs])
+    windows = (*pad_batch([p[0] for p in pairs[:4]]), torch.ones(2, 2, dtype=torch.bool))
+
+    def gap() -> float:
+        with torch.no_grad():
+            sim = codec.encoder(*a) @ codec.encoder(*b).T
+        off = ~torch.eye(len(pairs), dtype=torch.bool)
+        return float(sim.diagonal().mean() - sim[off].mean())
+
+    before = gap()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        total, _ = model.losses((*a, *b), windows)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert gap() > before + 0.3
+
+
+def test_the_decoder_learns_to_write_from_meanings():
+    """The writing term on a tiny task: bits per byte fall, and the meaning is what lowers them."""
+    codec = tiny_codec()
+    model = MeaningModel(codec.encoder, codec.decoder, MeaningLossConfig(translation=0.0, next=0.0, noise=0.2,
+                                                                         unconditional=0.0))
+    model.train()
+    pairs = word_pairs()
+    a = pad_batch([p[0] for p in pairs])
+    windows = (*pad_batch([p[0] for p in pairs[:4]]), torch.ones(2, 2, dtype=torch.bool))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        total, terms = model.losses((*a, *a), windows)
+        first = terms["writing"] if first is None else first
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert terms["writing"] < 0.5 * first
