@@ -50,10 +50,11 @@ def test_utf8_share_and_vocabulary_share():
     words = vocabulary([d.units[1] for d in DOCS])
     oracle = scored(lambda prompt, truth: truth, vocabulary=words)
     assert oracle["utf8"] == 1.0 and oracle["in_vocabulary"] == 1.0 and oracle["reference_in_vocabulary"] == 1.0
-    soup = iter([b"\xff\xfe broken", b"qzx then vbn", b"Then rivers", b"\x80"])
+    soup = iter([b"\xff\xfe broken a", b"qzx then vbn 42", b"Then rivers e", b"\x80"])
     mixed = scored(lambda prompt, truth: next(soup), vocabulary=words)
     assert mixed["utf8"] == 0.5
-    assert mixed["in_vocabulary"] == pytest.approx(3 / 6)  # broken qzx then vbn then rivers: then, then, rivers
+    # broken qzx then vbn then rivers: then, then, rivers; one-letter words and numbers are not counted
+    assert mixed["in_vocabulary"] == pytest.approx(3 / 6)
     assert "in_vocabulary" not in scored(lambda prompt, truth: truth)  # no vocabulary given, no share
 
 

@@ -3,8 +3,8 @@
 Per continuation: ROUGE-L against its own truth and against the next document's (their difference, the
 prompt-relevance gap, is about 0 when every prompt gets the same text), ROUGE-L against the next document's
 continuation (about 1 when the core ignores its prompt; the true texts' is the reference), REP-4 and OVL-3
-(word n-grams, blcm.eval.text), whether it is valid UTF-8, the share of its words found in a vocabulary
-(when one is given), and its bits per byte given the prompt under an independent byte LM; the same for the
+(word n-grams, blcm.eval.text), whether it is valid UTF-8, the share of its words of two or more letters found in
+a vocabulary (when one is given; one-letter "words" would let letter soup pass), and its bits per byte given the prompt under an independent byte LM; the same for the
 true text.
 """
 
@@ -67,7 +67,7 @@ def generation(generate: Callable[[bytes, bytes], bytes], docs: list[EvalDocumen
         result["relevance_gap"] = result["rouge_l"] - result["rouge_l_other"]
         if vocabulary is not None:
             for key, prefix in (("generated", ""), ("reference", "reference_")):
-                tokens = [w for t in text for w in words(t[key])]
+                tokens = [w for t in text for w in words(t[key]) if len(w) >= 2 and w.isalpha()]
                 result[prefix + "in_vocabulary"] = (sum(w in vocabulary for w in tokens) / len(tokens) if tokens
                                                     else math.nan)
         if byte_lm is not None:
