@@ -75,10 +75,14 @@ class CurrentStderrHandler(logging.StreamHandler):
 
 
 def add_part(parser: argparse.ArgumentParser) -> None:
+    """--part, and how the decoder writes: what encode, decode and reconstruct share."""
     parser.add_argument("--part", choices=("spelling", "meaning"),
                         help="without --model, which shipped codec: spelling (the chunk codec: exact round trips, the "
                         "default) or meaning (the meaning codec: a unit vector per unit that translations share; "
                         "decoding writes a sentence of that meaning, not the same bytes)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="decoding: sampling temperature (default 0: greedy); a meaning is best written sampled")
+    parser.add_argument("--seed", type=int, help="decoding: random seed for reproducible sampling")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,9 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("concepts", metavar="X.npy", help="an (n, d) or (d,) float array")
     dc.add_argument("--model", metavar="DIR", help="an exported ByteLCM (default: a shipped codec, see --part)")
     add_part(dc)
-    dc.add_argument("--temperature", type=float, default=0.0,
-                    help="the decoder's sampling temperature (default 0: greedy); a meaning is best written sampled")
-    dc.add_argument("--seed", type=int, help="random seed for reproducible sampling")
     dc.add_argument("--out", metavar="FILE", help="write the bytes to FILE instead of printing them")
     dc.set_defaults(func=cmd_decode)
 

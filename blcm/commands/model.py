@@ -125,7 +125,10 @@ def cmd_reconstruct(args) -> int:
     units = model.units(read_bytes(args.file))[: args.max_units]
     if not units:
         raise CLIError(f"{args.file} is empty: there is nothing to reconstruct")
-    rebuilt = model.codec.decode(model.codec.encode(units))
+    import torch
+
+    generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
+    rebuilt = model.codec.decode(model.codec.encode(units), args.temperature, None, generator)
     exact = 0
     for unit, out in zip(units, rebuilt, strict=True):
         exact += unit == out

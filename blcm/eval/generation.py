@@ -3,9 +3,9 @@
 Per continuation: ROUGE-L against its own truth and against the next document's (their difference, the
 prompt-relevance gap, is about 0 when every prompt gets the same text), ROUGE-L against the next document's
 continuation (about 1 when the core ignores its prompt; the true texts' is the reference), REP-4 and OVL-3
-(word n-grams, blcm.eval.text), whether it is valid UTF-8, the share of its words of two or more letters found in
-a vocabulary (when one is given; one-letter "words" would let letter soup pass), and its bits per byte given the prompt under an independent byte LM; the same for the
-true text.
+(word n-grams, blcm.eval.text), whether it is valid UTF-8, the share of its words of two or more letters found
+in a vocabulary (when one is given; one-letter "words" would let letter soup pass), and its bits per byte given
+the prompt under an independent byte LM; the same for the true text.
 """
 
 from __future__ import annotations
