@@ -60,6 +60,15 @@ class MeaningDecoder(nn.Module):
         self.to_prefix = nn.Linear(meaning_dim, c.prefix * c.dim) if c.prefix else None
         self.to_bias = nn.Linear(meaning_dim, c.dim)
         init_weights(self)
+        # The meaning enters at zero (the slots are learned constants at first, the bias nothing): a decoder started
+        # from a byte LM writes as that LM did until the meaning earns its way in (ControlNet's zero convolutions).
+        for layer in self.conditioning_layers():
+            nn.init.zeros_(layer.weight)
+        nn.init.zeros_(self.to_bias.bias)
+
+    def conditioning_layers(self) -> list[nn.Linear]:
+        """The layers that read the meaning (new, where the rest may come from a byte LM)."""
+        return [layer for layer in (self.to_prefix, self.to_bias) if layer is not None]
 
     def start_from(self, byte_lm: EntropyModel) -> None:
         """Take a trained byte LM's weights (same width, depth and heads); the meaning layers stay as they are."""

@@ -1,4 +1,4 @@
-"""Every benchmarks/*.py runs, on a tiny setting, and writes the JSON it promises: no benchmark the README names
+"""Every benchmarks/*.py script runs, on a tiny setting, and writes the JSON it promises: no benchmark the README names
 can rot silently.
 
 Each script runs as the README runs it (``python benchmarks/X.py ...`` from the repository root, in a subprocess)
@@ -243,6 +243,13 @@ def check_entropy_bpb(r: dict) -> None:
     finite(rows[-1]["bpb"])
 
 
+def check_meaning_space(r: dict) -> None:
+    assert has(r, "name", "settings", "units", "seconds", "machine", "skipped")["units"]["train"] >= 100
+    prediction = has(r["predictability"], "core", "copy_last", "blend", "targets")
+    finite(*(prediction[k][m] for k in ("core", "copy_last", "blend") for m in ("r2", "ca")), prediction["blend"]["a"])
+    assert set(r["semantics"]["xsim"]) == {"fr-FR", "mean", "pool"} and "writing" in r["skipped"]  # not a meaning
+
+
 def check_modality_patches(r: dict) -> None:
     rows = has(r, "rows", "machine", "command")["rows"]
     assert [(row["model"], row["modality"]) for row in rows] == [("tiny", m) for m in ("text", "wav", "png")]
@@ -332,6 +339,9 @@ SMOKE: dict[str, tuple[list[str], str, Callable]] = {
                     "--threads", "1", "--out", "{out}/doc_length.json"], "doc_length.json", check_doc_length),
     "entropy_bpb": (["--model", "{tiny_entropy_model_dir}", "--data", "{shared_like}/en/valid.jsonl.gz",
                      "--out", "{out}/entropy_bpb.json"], "entropy_bpb.json", check_entropy_bpb),
+    "meaning_space": (["--space", "spelling", "--data", "{shared_like}", "--train-units", "100", "--core-minutes",
+                       "0.02", "--no-minilm", "--out", "{out}/meaning-space.json"], "meaning-space.json",
+                      check_meaning_space),
     "modality_patches": (["--model", "tiny={lcm_export}", "--data", "{shared_like}", "--units", "4",
                           "--out", "{out}/modality-patches.json"], "modality-patches.json", check_modality_patches),
     "modality_stats": (["{shared_like}/bytes", "{shared_like}/en/valid.jsonl.gz", "--model", "{tiny_entropy_model_dir}",
@@ -357,8 +367,8 @@ SMOKE: dict[str, tuple[list[str], str, Callable]] = {
 }
 
 
-def test_every_benchmark_has_a_smoke_entry():
-    assert set(SMOKE) == {p.stem for p in BENCHMARKS.glob("*.py")}
+def test_every_benchmark_has_a_smoke_entry():  # every script: a helper module (no __main__) runs inside one
+    assert set(SMOKE) == {p.stem for p in BENCHMARKS.glob("*.py") if '__name__ == "__main__"' in p.read_text()}
 
 
 @pytest.mark.parametrize("script", sorted(SMOKE))

@@ -99,8 +99,11 @@ def cmd_train(args) -> int:
     run = RUNS / args.name
     run.mkdir(parents=True, exist_ok=True)
     codec, model = build(args)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                                  weight_decay=0.01, betas=(0.9, 0.95))
+    # The decoder's meaning layers start at zero and must learn fast; the byte LM under them is trained already.
+    reads_meaning = {id(p) for layer in codec.decoder.conditioning_layers() for p in layer.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in reads_meaning], "lr_mult": 1.0},
+              {"params": [p for p in model.parameters() if id(p) in reads_meaning], "lr_mult": args.meaning_lr_mult}]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     batches = Batches(translation_pairs("train"), english_documents("train"), torch.Generator().manual_seed(args.seed))
     held_out = held_out_data()
     step, elapsed = 0, 0.0
@@ -135,7 +138,7 @@ def cmd_train(args) -> int:
                 if elapsed >= budget:
                     return 0
             for group in optimizer.param_groups:
-                group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+                group["lr"] = group["lr_mult"] * args.lr * min(1.0, (step + 1) / args.warmup)
             total, terms = model.losses(batches.pair_batch(args.pairs), batches.window_batch(args.docs, args.units))
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -149,7 +152,7 @@ def cmd_train(args) -> int:
 
 def codec_from_checkpoint(path: Path) -> MeaningCodec:
     """The meaning codec (encoder + decoder, eval mode) of a training checkpoint."""
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location="cpu")
     codec = MeaningCodec(MeaningCodecConfig(**state["codec_config"]), int(state["meaning_dim"]))
     weights = {k: v for k, v in state["model"].items() if k.startswith(("encoder.", "decoder."))}
     codec.load_state_dict(weights)
@@ -208,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--units", type=int, default=16, help="units a window")
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--warmup", type=int, default=100)
+    t.add_argument("--meaning-lr-mult", type=float, default=10.0,
+                   help="the learning rate of the decoder's meaning layers, relative to --lr")
     for name, default in asdict(MeaningLossConfig()).items():
         if name not in ("temperature", "unconditional"):
             t.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
