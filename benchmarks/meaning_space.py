@@ -250,7 +250,7 @@ def writing(space: Space, units: list[bytes], seed: int) -> dict:
     their meaning, a noised meaning and none; five rewrites."""
     codec = space.codec
     g = torch.Generator().manual_seed(seed)
-    meanings = space.encode(units, "writing units")
+    meanings = codec.embed(units)  # unit meanings: what the decoder reads (concepts are their scaled form)
     noisy = F.normalize(meanings + NOISE * torch.randn(meanings.shape, generator=g) / meanings.shape[-1] ** 0.5, dim=-1)
     out = {"units": len(units), "bytes": sum(map(len, units))}
     for label, m in (("meaning", meanings), ("noised", noisy), ("none", torch.zeros_like(meanings))):
@@ -260,7 +260,7 @@ def writing(space: Space, units: list[bytes], seed: int) -> dict:
             nats += float(codec.decoder(ids, lengths, m[s : s + 256]).nats.sum())
             ends += float((lengths + 1).sum())
         out[f"bpb_{label}"] = nats / ends / math.log(2)
-    rewrites = codec.decode(meanings[:5], temperature=0.7, generator=g)
+    rewrites = codec.decoder.generate(meanings[:5], 0.7, None, codec.config.top_p, g)
     out["examples"] = [{"original": unit_text(u), "rewrite": unit_text(r)}
                        for u, r in zip(units[:5], rewrites, strict=True)]
     return out

@@ -33,6 +33,7 @@ from bridges.byte_decoder import ByteConceptDecoderConfig
 from bridges.chunk_codec import ChunkCodecConfig
 from bridges.codec import CODECS, FIXED_WIDTH, CodecConfig, build_codec, codec_config, unit_capacity
 from bridges.frozen_codec import FrozenConceptCodec
+from bridges.meaning_codec import MeaningCodec
 from bridges.modality import sniff
 from bridges.pretrained import load_codec
 from bridges.pretrained.meaning import load_meaning_codec
@@ -193,7 +194,7 @@ class ByteLCM(Exportable, nn.Module):
         """Fit, before training, what a sample of training units fits better than one batch: a frozen codec's
         normaliser (``prepare`` fits it on the first batch when no sample came first). ``sample`` draws the units,
         called only when something needs them."""
-        if isinstance(self.codec, FrozenConceptCodec) and not self.codec.ready:
+        if isinstance(self.codec, FrozenConceptCodec | MeaningCodec) and not self.codec.ready:
             self.codec.fit_normalizer(sample())
 
     def losses(self, batch: UnitBatch, stage: Stage,
@@ -209,7 +210,7 @@ class ByteLCM(Exportable, nn.Module):
         concepts = codec.concepts(units, lengths, batch.unit_modalities)  # (U, d)
         real = batch.has_bytes
         if real.any() and self.decoder_learns:
-            scores = codec.decoder(units[real], lengths[real], loss.decoder_inputs(concepts[real], self.training))
+            scores = codec.scores(units[real], lengths[real], loss.decoder_inputs(concepts[real], self.training))
             terms["reconstruction"] = scores.nats.sum() / (lengths[real] + 1).sum()
         if stage == "joint" and self.core_ready:
             sequences = batch.sequences(concepts)  # (B, N, d)

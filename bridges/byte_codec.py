@@ -36,7 +36,7 @@ from blt.entropy import EntropyModel, EntropyModelConfig
 from blt.ids import BOS, EOD, EOS, PAD, pad_batch
 from blt.patching import Patcher, Patches
 from blt.pretrained import ModalityThresholds
-from bridges.byte_decoder import ByteConceptDecoder, ByteConceptDecoderConfig
+from bridges.byte_decoder import ByteConceptDecoder, ByteConceptDecoderConfig, DecoderScores
 from bridges.length_chunks import by_length
 from bridges.modality import MODALITIES, modality_index, unit_modalities
 from primitives.attention import AttentionMask
@@ -274,6 +274,9 @@ class ByteConceptCodec(nn.Module):
                  modalities: torch.Tensor | None = None) -> torch.Tensor:
         """Training batches: unit rows (U, L), lengths (U,) -> (U, d), with the encoder's gradient."""
         return self.encoder(ids, lengths, modalities=modalities)
+
+    def scores(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> DecoderScores:
+        return self.decoder(ids, lengths, concepts)
 
     def calibrate(self, ids: torch.Tensor, lengths: torch.Tensor,
                   modalities: torch.Tensor | None = None) -> list[torch.Tensor]:

@@ -207,6 +207,9 @@ class ChunkConceptCodec(nn.Module):
         PAD past each length already (UnitBatch's collation), so ``lengths`` and ``modalities`` are not needed."""
         return self.encoder(ids)
 
+    def scores(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> DecoderScores:
+        return self.decoder(ids, lengths, concepts)
+
     @torch.no_grad()
     def encode(self, units: Sequence[bytes], modality: str | Sequence[str] | None = None) -> torch.Tensor:
         """Units -> concepts (n, d); chunks read every modality the same way (``modality`` unused)."""

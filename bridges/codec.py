@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from bridges.byte_codec import ByteCodecConfig, ByteConceptCodec, ByteConceptEncoderConfig
-from bridges.byte_decoder import ByteConceptDecoderConfig
+from bridges.byte_decoder import ByteConceptDecoderConfig, DecoderScores
 from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
 from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig
 from bridges.sonar_codec import SonarCodec, SonarCodecConfig
@@ -36,6 +36,10 @@ class ConceptCodec(Protocol):
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> list[bytes]:
         """Concepts (n, d) -> n units."""
+
+    def scores(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> DecoderScores:
+        """The decoder's teacher-forced scores of unit rows (U, L) given their concepts (U, d): what the training
+        loss, validation and `blcm eval` read (only where ``decoder`` is not None)."""
 
     def eod_concept(self) -> torch.Tensor:
         """(d,) the concept that ends a document."""

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from blt.ids import EOD, decode
-from bridges.byte_decoder import ByteConceptDecoder
+from bridges.byte_decoder import ByteConceptDecoder, DecoderScores
 from concept_core.normalize import ConceptNormalizer
 
 EOD_TEXT = "End of text."
@@ -105,6 +105,9 @@ class FrozenConceptCodec(nn.Module):
         returns the buffers it set."""
         self.fit_normalizer(text_units(ids, lengths))
         return [self.normalizer.center, self.normalizer.scale, self.fitted]
+
+    def scores(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> DecoderScores:
+        return self.decoder(ids, lengths, concepts)
 
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> list[bytes]:

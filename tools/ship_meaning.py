@@ -40,6 +40,7 @@ from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig  # noqa: E402
 RUNS = REPO / "runs"
 EVAL_UNITS = 512  # en/valid units whose bits per byte are scored
 EVAL_PAIRS = 1024  # parallel/valid unit pairs for the retrieval error
+NORMALIZER_UNITS = 10000  # en/train units the concept scaling is fitted on
 FP16_TOLERANCE = 0.005  # bits per byte fp16 weights may cost before fp32 is kept
 FP16_COSINE = 0.999  # the least cosine between a unit's fp16 and fp32 meanings before fp32 is kept
 
@@ -151,29 +152,34 @@ def cmd_train(args) -> int:
 
 
 def codec_from_checkpoint(path: Path) -> MeaningCodec:
-    """The meaning codec (encoder + decoder, eval mode) of a training checkpoint."""
+    """The meaning codec (encoder + decoder, eval mode, its concept scaling not fitted yet) of a training checkpoint."""
     state = torch.load(path, weights_only=True, map_location="cpu")
     codec = MeaningCodec(MeaningCodecConfig(**state["codec_config"]), int(state["meaning_dim"]))
-    weights = {k: v for k, v in state["model"].items() if k.startswith(("encoder.", "decoder."))}
-    codec.load_state_dict(weights)
+    for name in ("encoder", "decoder"):  # the predictor trained beside them does not ship
+        getattr(codec, name).load_state_dict({k.removeprefix(f"{name}."): v for k, v in state["model"].items()
+                                              if k.startswith(f"{name}.")})
     return codec.eval()
 
 
 def cmd_package(args) -> int:
-    """The checkpoint's codec in fp16 unless that costs more than FP16_TOLERANCE bits per byte or moves meanings by
-    more than FP16_COSINE, written into the package with its pins; the choice goes to the report."""
+    """The checkpoint's codec, its concept scaling fitted on NORMALIZER_UNITS en/train units, in fp16 unless that costs
+    more than FP16_TOLERANCE bits per byte or moves meanings by more than FP16_COSINE, written into the package with
+    its pins; the choice goes to the report."""
     from blt.pretrained import pin_files, write_pins
     from bridges.pretrained import meaning as shipped
     from bridges.pretrained.meaning import load_meaning_codec, save_meaning_codec
 
     codec = codec_from_checkpoint(RUNS / args.name / "last.pt")
+    train_units = [u for doc in english_documents("train") for u in doc]
+    g = torch.Generator().manual_seed(0)
+    codec.fit_normalizer([train_units[i] for i in torch.randperm(len(train_units), generator=g)[:NORMALIZER_UNITS]])
     half_dir = RUNS / args.name / "fp16"
     save_meaning_codec(codec, half_dir, torch.float16)
     half = load_meaning_codec(half_dir)
     units = held_out_data()["units"]
     ids, lengths = pad_batch(units)
     with torch.no_grad():
-        m32, m16 = codec.encode(units), half.encode(units)
+        m32, m16 = codec.embed(units), half.embed(units)
         bpb = [float(c.decoder(ids, lengths, m).nats.sum() / (lengths + 1).sum() / math.log(2))
                for c, m in ((codec, m32), (half, m16))]
     cosine = float(F.cosine_similarity(m32, m16).min())

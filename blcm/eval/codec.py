@@ -52,7 +52,7 @@ def codec_scores(codec, units: Sequence[bytes], sigmas: Sequence[float] = (0.1, 
     noisy_exact = dict.fromkeys(sigmas, 0)
     for chunk in chunks:
         ids, lengths = (t.to(codec.device) for t in pad_batch(units[chunk]))
-        scores = codec.decoder(ids, lengths, concepts[chunk])
+        scores = codec.scores(ids, lengths, concepts[chunk])
         sums["nats"] += float(scores.nats.sum())
         sums["correct"] += float(scores.correct.sum())
         sums["targets"] += float((lengths + 1).sum())
@@ -91,6 +91,6 @@ def training_flops_per_byte(codec, units: Sequence[bytes], modality: str | None 
     modalities = None if modality is None else torch.full_like(lengths, modality_index(modality))
     copy = deepcopy(codec).train()  # a training step updates batch-norm statistics: not the caller's codec's
     with FlopCounterMode(display=False) as counter:
-        scores = copy.decoder(ids, lengths, copy.concepts(ids, lengths, modalities))
+        scores = copy.scores(ids, lengths, copy.concepts(ids, lengths, modalities))
         scores.nats.sum().backward()
     return counter.get_total_flops() / float(lengths.sum())

@@ -115,4 +115,4 @@ def decoder_nats(model, units: list[bytes], pred: torch.Tensor) -> torch.Tensor:
     if model.codec.decoder is None:
         return torch.full((len(units),), math.nan)
     ids, lengths = pad_batch(units)
-    return model.codec.decoder(ids.to(model.device), lengths.to(model.device), pred).nats.cpu()
+    return model.codec.scores(ids.to(model.device), lengths.to(model.device), pred).nats.cpu()

@@ -188,7 +188,7 @@ class ByteLCMModule(ExportsItsModel, L.LightningModule):
             return
         concepts = codec.concepts(units, lengths, batch.unit_modalities)
         if codec.decoder is not None:
-            scores = codec.decoder(units[real], lengths[real], concepts[real])  # clean concepts
+            scores = codec.scores(units[real], lengths[real], concepts[real])  # clean concepts
             short = lengths[real] <= 128
             totals.add(nats=scores.nats.sum(), bytes=lengths[real].sum(), exact=scores.exact.sum(),
                        units=len(scores.exact), exact_le128=scores.exact[short].sum(), units_le128=short.sum())
