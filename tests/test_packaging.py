@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_FILES = {"blt/pretrained/entropy-bytes": ("config.json", "model.safetensors", "thresholds.json"),
-                 "bridges/pretrained/chunk-codec": ("config.json", "model.safetensors")}
+                 "bridges/pretrained/chunk-codec": ("config.json", "model.safetensors"),
+                 "bridges/pretrained/meaning-codec": ("config.json", "model.safetensors")}
 
 
 def build(kind: str, out: Path, source: Path = REPO) -> Path:
