@@ -21,20 +21,23 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 ## The main job: fetch the default corpus, prepare it, train ByteLCM tiny's core for DEMO_MINUTES on the shipped
-## chunk codec, show what it learned (reconstructions, a generated continuation, the evaluation suite on 8
-## held-out documents).
+## meaning codec, show what the two halves of a concept do (the spelling gives units back exactly, the meaning is
+## rewritten), three prompts continued (each unit written from a predicted meaning, then encoded again), and the
+## evaluation suite on 8 held-out documents.
 demo: install
 	corpus=$$($(BIN)/blcm data fetch) && $(BIN)/blcm prepare $$corpus/train.jsonl.gz --valid $$corpus/valid.jsonl.gz \
 		--max-unit-bytes 128 --out runs/prepared/sotu-128
 	$(BIN)/blcm fit --config configs/tiny.yaml --data.data_dir runs/prepared/sotu-128 \
 		--trainer.max_time $(DEMO_MAX_TIME) --trainer.val_check_interval 250 --trainer.limit_val_batches 4
-	$(BIN)/blcm reconstruct --model runs/tiny/export examples/sample.txt --max-units 4
+	$(BIN)/blcm reconstruct examples/sample.txt --max-units 4
+	$(BIN)/blcm reconstruct examples/sample.txt --max-units 4 --part meaning --temperature 0.7 --seed 0
 	for prompt in "The State of the Union is strong. We will build new roads and schools." \
 		"Our farmers need fair prices. The harvest was good this year." \
 		"We must keep the peace with other nations. Our army and navy are ready."; do \
-		$(BIN)/blcm generate --model runs/tiny/export --max-units 3 --seed 0 --guidance 1 "$$prompt" || exit 1; done
+		$(BIN)/blcm generate --model runs/tiny/export --max-units 3 --seed 0 --guidance 1 --temperature 0.7 \
+			--reencode "$$prompt" || exit 1; done
 	corpus=$$($(BIN)/blcm data fetch) && $(BIN)/blcm eval --model runs/tiny/export --data $$corpus/valid.jsonl.gz \
-		--max-docs 8 --generation-docs 4 --out runs/tiny/eval.json
+		--max-docs 8 --generation-docs 4 --temperature 0.7 --reencode --out runs/tiny/eval.json
 	@echo "evaluation: runs/tiny/eval.md, metrics explained by blcm eval --help"
 	@echo "TensorBoard logs: runs/tiny (tensorboard --logdir runs); exported model: runs/tiny/export"
 

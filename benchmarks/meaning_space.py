@@ -24,6 +24,7 @@ its robust normaliser fitted on the train units, as a ByteLCM fits it). Data: ..
     python benchmarks/meaning_space.py --space spelling
     python benchmarks/meaning_space.py --space meaning:runs/meaning-entropy/last.pt
     python benchmarks/meaning_space.py --compare benchmarks/out/meaning-space-*.json
+    python benchmarks/meaning_space.py --curves runs/meaning-static runs/meaning-static-zero   # training curves
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 import meaning_data  # noqa: E402
-from meaning_space_report import compare, report, write  # noqa: E402
+from meaning_space_report import compare, curves, report, write  # noqa: E402
 
 from blcm.eval import read_parallel  # noqa: E402
 from blcm.eval.common import encode_units, progress_bar  # noqa: E402
@@ -313,7 +314,7 @@ def measure(args) -> None:
     result.update(skipped=skipped, seconds=seconds, command=" ".join(sys.argv),
                   machine=f"{platform.node()} {platform.platform()}", torch=torch.__version__,
                   date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  settings={**{k: v for k, v in vars(args).items() if k != "compare"}, "core": CORE,
+                  settings={**{k: v for k, v in vars(args).items() if k not in ("compare", "curves")}, "core": CORE,
                             "window": WINDOW, "batch": BATCH, "lr": LR, "warmup": WARMUP, "checks": CHECKS,
                             "ca_block": CA_BLOCK, "neighbours": NEIGHBOURS, "agreement_units": AGREEMENT_UNITS,
                             "writing_units": WRITING_UNITS, "noise": NOISE, "normaliser_units": NORMALISER_UNITS},
@@ -329,6 +330,8 @@ def main() -> None:
     parser.add_argument("--space", default="meaning", help="spelling | meaning | meaning:PATH | minilm")
     parser.add_argument("--name", help="the space's name in tables and the default --out (default: from --space)")
     parser.add_argument("--compare", nargs="+", metavar="JSON", help="no measuring: these runs' JSONs side by side")
+    parser.add_argument("--curves", nargs="+", metavar="RUN", help="no measuring: the learning curves of these "
+                        "tools/ship_meaning.py runs (runs/<name>, their curve.jsonl), a table and a figure")
     parser.add_argument("--data", default=str(meaning_data.SHARED), help="the shared corpora's folder")
     parser.add_argument("--skip", type=lambda s: s.split(","), default=[],
                         help=f"comma-separated yardsticks not to run, of {','.join(STAGES)}")
@@ -348,6 +351,9 @@ def main() -> None:
         parser.error(f"--skip {','.join(sorted(unknown))}: not one of {','.join(STAGES)}")
     if args.compare:
         compare(args.compare, Path(args.out or "benchmarks/out/meaning-space-compare.json"))
+        return
+    if args.curves:
+        curves(args.curves, Path(args.out or "benchmarks/out/meaning-curves.json"))
         return
     meaning_data.SHARED = Path(args.data)  # english_documents reads it at each call
     measure(args)

@@ -103,3 +103,67 @@ def report(result: dict) -> tuple[str, dict]:
                              if k != "pool"},
               "bits/byte": {k: lookup(result, ("writing", f"bpb_{k}")) for k in ("meaning", "noised", "none")}}
     return "\n".join(lines), panels
+
+
+# -- the meaning runs' learning curves (tools/ship_meaning.py train's runs/<name>/curve.jsonl) --------------
+
+CURVE_FIGURES = {  # curve.jsonl key -> what the table and plot call it
+    "unit_retrieval_error": "unit retrieval error (1,024 parallel/valid pairs)",
+    "next_accuracy_valid": "next-meaning top-1 (en/valid windows)",
+    "bpb_meaning": "bits/byte given the meaning",
+    "bpb_none": "bits/byte given none",
+    "gain": "bits/byte the meaning saves",
+    "mean_meaning_norm": "norm of the mean meaning (1: all alike)",
+}
+
+
+def held_out_rows(run: Path) -> list[dict]:
+    """The evaluation rows of a run's curve.jsonl (the training-loss rows have no retrieval error), each with the
+    bits per byte the meaning saves."""
+    path = run / "curve.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: give folders that tools/ship_meaning.py train wrote")
+    rows = [r for r in map(json.loads, path.read_text().splitlines()) if "unit_retrieval_error" in r]
+    return [{**r, "gain": r["bpb_none"] - r["bpb_meaning"]} for r in rows]
+
+
+def curve_table(curves: dict[str, list[dict]]) -> str:
+    header = ["run", "minutes", "step", *CURVE_FIGURES.values()]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name, rows in curves.items():
+        for r in rows:
+            cells = [name, f"{r['minutes']:.0f}", str(r["step"]), *(f"{r[k]:.3f}" for k in CURVE_FIGURES)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_plot(curves: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["unit_retrieval_error", "next_accuracy_valid", "gain", "mean_meaning_norm"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for ax, key in zip(axes, keys, strict=True):
+        for name, rows in curves.items():
+            ax.plot([r["minutes"] for r in rows], [r[key] for r in rows], marker="o", label=name)
+        ax.set_title(CURVE_FIGURES[key], fontsize=9)
+        ax.set_xlabel("training minutes (one core)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves(runs: list[str], out: Path) -> None:
+    """Every run's held-out rows as one table (a row per run and evaluation), JSON and markdown, and a figure of
+    each held-out figure against training minutes, a line per run."""
+    rows = {Path(run).name: held_out_rows(Path(run)) for run in runs}
+    markdown = curve_table(rows)
+    print(markdown)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"runs": runs, "curves": rows}, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown + "\n")
+    curve_plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out}, its .md and .png")

@@ -80,3 +80,17 @@ def test_a_meaning_space_is_measured_from_its_export_and_its_checkpoint_and_comp
     assert table["meaning-export"]["next-concept R², core"] is not None
     assert table["meaning-tiny"]["next-concept R², core"] is None
     assert table["meaning-tiny"]["bits/byte given the meaning"] == writing["bpb_meaning"]
+
+
+def test_curves_tabulate_the_held_out_rows_of_training_runs(tmp_path):
+    for name, errors in (("a", (0.9, 0.7)), ("b", (0.8, 0.6))):
+        rows = [{"step": 10 * i, "minutes": 10.0 * i, "translation": 1.0} for i in (1, 2)]  # loss rows: left out
+        rows += [{"step": 10 * i, "minutes": 10.0 * i, "unit_retrieval_error": e, "next_accuracy_valid": 0.1,
+                  "bpb_meaning": 1.5, "bpb_none": 2.0, "mean_meaning_norm": 0.5}
+                 for i, e in zip((1, 2), errors, strict=True)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run("--curves", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "curves.json"))
+    assert {k: [r["unit_retrieval_error"] for r in v] for k, v in out["curves"].items()} == {"a": [0.9, 0.7],
+                                                                                              "b": [0.8, 0.6]}
+    assert all(r["gain"] == 0.5 for v in out["curves"].values() for r in v)
