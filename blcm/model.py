@@ -45,10 +45,10 @@ from concept_core.quant import QuantizedLCM
 from primitives.export import Exportable
 
 EXPORT_KIND = "ByteLCM"
-# The defaults are configs/tiny.yaml's model: the shipped chunk codec's shape, sentences up to its width, a small
+# The defaults are configs/tiny.yaml's model: the shipped meaning codec's shape, sentences up to its width, a small
 # Two-Tower core.
 DEFAULT_SEGMENTER = {"kind": "sentence", "max_bytes": 128}
-DEFAULT_CODEC = {"kind": "chunk"}
+DEFAULT_CODEC = {"kind": "meaning"}
 DEFAULT_CORE = {"variant": "two_tower"}  # its code defaults are tiny's core
 QUANTIZER_BATCHES = 4  # joint batches whose concepts fit a Quant core's codebooks
 
@@ -74,12 +74,12 @@ class ByteLCMConfig:
     for it (a frozen codec's concepts must have this many dimensions).
 
     Args:
-        concept_dim: the dimension of a concept (the shipped chunk codec's: 8 chunks x 128 floats).
+        concept_dim: the dimension of a concept (the shipped meaning codec's meaning_dim, 512; the chunk codec's 1024).
         segmenter: the bridges.segment config that cuts documents into units, e.g. {kind: sentence, max_bytes: 128}.
-        codec: the concept space, named by its ``kind``: chunk (bridges/chunk_codec.py, the default, started from
-            the shipped codec by ``init_codec_from``), byte (the autoregressive codec of the encoder and decoder
-            below), sentence_transformer (frozen; the decoder below learns its space) or sonar: a
-            bridges.codec.CodecConfig, or its dict ({kind: sonar, batch_size: 16}).
+        codec: the concept space, named by its ``kind``: meaning (bridges/meaning_codec.py, the default, started
+            from the shipped meaning codec by ``init_codec_from``), chunk (the spelling, bridges/chunk_codec.py),
+            byte (the autoregressive codec of the encoder and decoder below), sentence_transformer (frozen; the
+            decoder below learns its space) or sonar: a bridges.codec.CodecConfig, or its dict ({kind: sonar}).
         encoder: the byte concept encoder (bridges.byte_codec), for the byte codec.
         decoder: the byte concept decoder (bridges.byte_decoder), for the byte and sentence_transformer codecs.
         core: one of the five concept cores' configs, named by its ``variant`` (two_tower, one_tower, base,
@@ -91,7 +91,7 @@ class ByteLCMConfig:
     union of dataclasses, jsonargparse would pick the first variant that has the field.
     """
 
-    concept_dim: int = 1024
+    concept_dim: int = 512
     segmenter: dict = field(default_factory=lambda: dict(DEFAULT_SEGMENTER))
     codec: dict | CodecConfig = field(default_factory=lambda: dict(DEFAULT_CODEC))
     encoder: ByteConceptEncoderConfig = field(default_factory=ByteConceptEncoderConfig)

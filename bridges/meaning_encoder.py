@@ -47,7 +47,7 @@ class MeaningEncoderConfig:
     ngram_sizes: tuple[int, ...] = (3, 4, 5)
     hash_table_size: int = 2**14
     byte_layers: int = 0
-    patching: Literal["entropy", "static"] = "entropy"
+    patching: Literal["entropy", "static"] = "static"  # the shipped codec's: at equal minutes it learned faster
     patch_size: int = 4
     max_patch_length: int = 16
     dim: int = 256
