@@ -48,4 +48,4 @@ def load_meaning_codec(source: str | os.PathLike = SHIPPED_NAME, map_location: s
         codec.load_state_dict({k: v.float() for k, v in state.items()})
     except (FileNotFoundError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise PretrainedError(f"{directory}: not a meaning codec export ({e})") from None
-    return codec.to(map_location).eval()
+    return (codec if str(map_location) == "cpu" else codec.to(map_location)).eval()  # cpu: meta stays meta
