@@ -101,11 +101,11 @@ class MeaningModel(nn.Module):
         self.encoder, self.decoder, self.loss = encoder, decoder, loss
         self.predictor = NextMeaning(encoder.meaning_dim)
 
-    def losses(self, pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-               windows: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def losses(self, pairs: tuple[torch.Tensor, ...],
+               windows: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``pairs``: (ids_a, lengths_a, ids_b, lengths_b), P units and their translations; ``windows``: (ids,
         lengths, valid) of B documents' N consecutive units as rows (B·N, L), (B·N,), (B, N) valid.
-        Returns the weighted total and every term's value (plus the next-meaning accuracy)."""
+        Returns the weighted total and every term's value, detached (plus the next-meaning accuracy)."""
         c = self.loss
         ids_a, len_a, ids_b, len_b = pairs
         w_ids, w_len, valid = windows
@@ -125,7 +125,6 @@ class MeaningModel(nn.Module):
         scores = self.decoder(ids, lengths, noised(scaled_grad(meanings, c.decoder_grad), c.noise, c.unconditional))
         writing = scores.nats.sum() / (lengths + 1).sum()
         total = c.translation * translation + c.next * nxt + c.writing * writing
-        terms = {"translation": translation.item(), "next": nxt.item(), "next_accuracy": accuracy.item(),
-                 "writing": writing.item(), "total": total.item()}
-        return total, terms
+        terms = {"translation": translation, "next": nxt, "next_accuracy": accuracy, "writing": writing, "total": total}
+        return total, {name: value.detach() for name, value in terms.items()}  # read when logged, not every step
 

@@ -22,7 +22,8 @@ from torch import nn
 from blt.entropy import EntropyModel
 from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE, decode
 from bridges.byte_decoder import DecoderScores
-from bridges.meaning_encoder import length_buckets
+from bridges.length_chunks import by_length
+from bridges.meaning_encoder import CHUNK_TOKENS
 from primitives.attention import AttentionMask
 from primitives.sampling import sample_next
 from primitives.transformer import Block, KVCache, init_weights
@@ -93,12 +94,10 @@ class MeaningDecoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, meanings: torch.Tensor) -> DecoderScores:
         """Scores of each unit given its meaning: ids (U, L) PAD past ``lengths`` (U,), meanings (U, M)."""
-        parts = [(rows, self.score_rows(ids[rows, : int(lengths[rows].max())], lengths[rows], meanings[rows]))
-                 for rows in length_buckets(lengths)]
-        order = torch.cat([rows for rows, _ in parts]).argsort()
-        return DecoderScores(*(torch.cat([getattr(s, f) for _, s in parts])[order] for f in DecoderScores._fields))
+        return DecoderScores(*by_length(self._score, ids, lengths, CHUNK_TOKENS, meanings).unbind(1))
 
-    def score_rows(self, ids: torch.Tensor, lengths: torch.Tensor, meanings: torch.Tensor) -> DecoderScores:
+    def _score(self, ids: torch.Tensor, meanings: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(U, 3): the columns of DecoderScores of one length chunk, stacked so that by_length can reorder rows."""
         inside = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]
         targets = F.pad(ids.masked_fill(~inside, PAD), (0, 1), value=PAD)  # (U, L+1)
         targets = targets.scatter(1, lengths[:, None], EOS)  # each unit ends with EOS
@@ -110,7 +109,7 @@ class MeaningDecoder(nn.Module):
         nats = F.cross_entropy(rearrange(logits, "u t v -> u v t").float(), targets, reduction="none") * scored
         with torch.no_grad():
             correct = ((logits.argmax(-1) == targets) & scored).sum(1)
-        return DecoderScores(nats.sum(1), (correct == scored.sum(1)).float(), correct.float())
+        return torch.stack([nats.sum(1), (correct == scored.sum(1)).float(), correct.float()], dim=1)
 
     @torch.no_grad()
     def generate(self, meanings: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,

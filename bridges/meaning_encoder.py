@@ -23,6 +23,7 @@ from blt.entropy import EntropyModel
 from blt.hashing import HashNgramEmbedding
 from blt.ids import VOCAB_SIZE
 from blt.patching import Patcher
+from bridges.length_chunks import by_length
 from primitives.attention import AttentionMask
 from primitives.transformer import Block, init_weights
 
@@ -63,10 +64,7 @@ class MeaningEncoderConfig:
             raise ValueError(f"widths, layers, heads, max_bytes and patch_size must be >= 1: {self}")
 
 
-def length_buckets(lengths: torch.Tensor, size: int = 64) -> list[torch.Tensor]:
-    """Row indices grouped by length: the rows sorted by ``lengths`` (U,), in chunks of ``size``. Each chunk is then
-    padded only to its own longest row, which on sentence units saves most of the padding's compute."""
-    return list(lengths.argsort().split(size))
+CHUNK_TOKENS = 8192  # padded bytes per length chunk (bridges.length_chunks): 64 units of 128 bytes
 
 
 def group_mask(valid: torch.Tensor) -> AttentionMask:
@@ -106,11 +104,7 @@ class MeaningEncoder(nn.Module):
         """Unit rows (U, L) of byte ids, PAD past ``lengths`` (U,) -> meanings (U, meaning_dim), unit norm."""
         if ids.shape[1] > self.config.max_bytes:
             raise ValueError(f"a unit of {ids.shape[1]} ids exceeds the meaning encoder's {self.config.max_bytes}")
-        out = ids.new_zeros(len(ids), self.meaning_dim, dtype=self.out.weight.dtype)
-        for rows in length_buckets(lengths):
-            width = int(lengths[rows].max())
-            out = out.index_copy(0, rows, self.encode_rows(ids[rows, :width], lengths[rows]))
-        return out
+        return by_length(self.encode_rows, ids, lengths, CHUNK_TOKENS)  # each chunk padded to its own longest unit
 
     def encode_rows(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         inside = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]  # (U, L)

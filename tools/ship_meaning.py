@@ -147,6 +147,7 @@ def cmd_train(args) -> int:
             optimizer.step()
             step += 1
             if step % args.log_every == 0:
+                terms = {name: float(value) for name, value in terms.items()}
                 curve.write(json.dumps({"step": step, "minutes": (time.time() - start) / 60, **terms}) + "\n")
                 curve.flush()
 
