@@ -9,14 +9,13 @@ and SHA-256 in ``PINNED`` below; loading refuses a file that does not match, in 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from blt.pretrained import SHIPPED_NAME, PretrainedError, verify
+from blt.pretrained import SHIPPED_NAME
 from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig
-from primitives.export import load_export, save_export
+from bridges.pretrained import read_codec_export, save_codec_export
 
 SHIPPED_MEANING = Path(__file__).resolve().parent / "meaning-codec"
 EXPORT_KIND = "MeaningCodec"
@@ -30,22 +29,13 @@ PINNED = {
 def save_meaning_codec(codec: MeaningCodec, directory: str | os.PathLike,
                        dtype: torch.dtype = torch.float32) -> Path:
     """Export a meaning codec alone (config.json + model.safetensors in ``dtype``), atomically."""
-    config = {"concept_dim": codec.concept_dim, "codec": asdict(codec.config)}
-    return save_export(directory, EXPORT_KIND, config, {k: v.to(dtype) for k, v in codec.state_dict().items()})
+    return save_codec_export(codec, directory, EXPORT_KIND, dtype)
 
 
 def load_meaning_codec(source: str | os.PathLike = SHIPPED_NAME, map_location: str = "cpu") -> MeaningCodec:
     """``"shipped"`` (the package's meaning codec, files verified first) or a ``save_meaning_codec`` directory ->
     the codec in float32, eval mode."""
     directory = SHIPPED_MEANING if str(source) == SHIPPED_NAME else Path(source)
-    if directory == SHIPPED_MEANING:
-        if not PINNED:
-            raise PretrainedError("this byte-lcm has no shipped meaning codec: train one with tools/ship_meaning.py")
-        verify(directory, PINNED)
-    try:
-        config, state = load_export(directory, EXPORT_KIND, map_location)
-        codec = MeaningCodec(MeaningCodecConfig(**config["codec"]), int(config["concept_dim"]))
-        codec.load_state_dict({k: v.float() for k, v in state.items()})
-    except (FileNotFoundError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise PretrainedError(f"{directory}: not a meaning codec export ({e})") from None
-    return (codec if str(map_location) == "cpu" else codec.to(map_location)).eval()  # cpu: meta stays meta
+    return read_codec_export(directory, EXPORT_KIND,
+                             lambda config, dim: MeaningCodec(MeaningCodecConfig(**config), dim), map_location,
+                             SHIPPED_MEANING, PINNED, "meaning codec", "tools/ship_meaning.py")
