@@ -8,6 +8,7 @@ weights would never emit the end). Weights do not change the cost of either code
 is built untrained. Each timing is repeated; the table shows min and median units/s.
 
     python benchmarks/codec_speed.py --threads 1 --out benchmarks/results/codec-speed
+    python benchmarks/codec_speed.py --chunk-codec runs/ship-codec/export   # a trained candidate beside the shipped
 """
 
 from __future__ import annotations
@@ -76,18 +77,19 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 @torch.inference_mode()
-def measure(units: list[bytes], batch_size: int, repeats: int) -> list[dict]:
-    chunk, ar = load_codec(), autoregressive_codec()
+def measure(units: list[bytes], batch_size: int, repeats: int, others: list[Path] = ()) -> list[dict]:
+    codecs = {"chunk (shipped)": load_codec(), **{f"chunk ({p})": load_codec(p) for p in others},
+              "autoregressive (codec-tiny)": autoregressive_codec()}
     batches = length_batches(units, batch_size)
     rows = []
-    for name, codec in (("chunk (shipped)", chunk), ("autoregressive (codec-tiny)", ar)):
+    for name, codec in codecs.items():
         concepts = [codec.encode(b) for b in batches]
 
         def encode(codec=codec):
             for b in batches:
                 codec.encode(b)
 
-        if codec is chunk:
+        if name.startswith("chunk"):
             def decode(codec=codec, concepts=concepts):
                 for c in concepts:
                     codec.decode(c)
@@ -125,6 +127,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="units a batch (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--chunk-codec", type=Path, action="append", default=[],
+                        help="also time this exported chunk codec (tools/ship_codec.py's runs/<name>/export); "
+                        "repeatable")
     parser.add_argument("--out", default="benchmarks/results/codec-speed", help="prefix of the .md and .json written")
     args = parser.parse_args()
     if min(args.units, args.batch_size, args.repeats, args.threads) < 1:
@@ -133,7 +138,9 @@ def main() -> None:
     if args.input is not None and not args.input.is_file():
         parser.error(f"--input {args.input} is not a file")
     units, source = sample_units(args.units, args.input)
-    rows = measure(units, args.batch_size, args.repeats)
+    if missing := [p for p in args.chunk_codec if not (p / "config.json").is_file()]:
+        parser.error(f"--chunk-codec {missing[0]} is not a codec export (no config.json)")
+    rows = measure(units, args.batch_size, args.repeats, args.chunk_codec)
     table = markdown(rows)
     print(table)
     out = Path(args.out)
