@@ -117,3 +117,23 @@ def test_train_writes_a_curve_an_export_and_resumes(tmp_path, monkeypatch):
     assert ship_codec.main(["train", "--name", "tiny", "--minutes", "0.01", "--chunk-bytes", "8", "--resume"]) == 0
     state = torch.load(run / "last.pt", weights_only=False)
     assert state["step"] > steps and state["args"]["chunk_bytes"] == 16  # the checkpoint's recipe, not the flag's
+
+
+def test_package_no_ship_reports_a_candidate_and_leaves_the_shipped_codec_alone(tmp_path, monkeypatch):
+    from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec
+    from bridges.pretrained import SHIPPED_CODEC, save_codec
+
+    torch.manual_seed(0)
+    export = save_codec(ChunkConceptCodec(ChunkCodecConfig(hidden=32), 1024), tmp_path / "export")
+    sets = {name: [b"some unit.", bytes([0, 255, 9])] for name in (
+        "en/valid", "multilingual/valid", "parallel/fr-FR/valid", "random bytes", "wav spans", "png spans",
+        "unseen script/OGHAM", "script/LATIN")}
+    monkeypatch.setattr(ship_codec, "SHARED", tmp_path)
+    monkeypatch.setattr(ship_codec, "held_out_sets", lambda units, per_script: sets)
+    shipped = {p.name: p.read_bytes() for p in SHIPPED_CODEC.iterdir()}
+    out = tmp_path / "report"
+    assert ship_codec.main(["package", "--export", str(export), "--no-ship", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert set(report["sets"]) == set(sets) and report["pinned"] is None and report["dtype"] in ("fp16", "fp32")
+    assert {"random bytes", "unseen scripts mean", "parallel/valid lowest locale"} <= set(report["summary"])
+    assert {p.name: p.read_bytes() for p in SHIPPED_CODEC.iterdir()} == shipped

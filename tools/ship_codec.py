@@ -4,6 +4,7 @@ exact on any bytes.
     python tools/ship_codec.py train --minutes 70                # a run from scratch: runs/ship-codec
     python tools/ship_codec.py train --minutes 20 --resume       # on from its last checkpoint, batch-exactly
     python tools/ship_codec.py package                           # fp16 vs fp32, the held-out report, weights + SHA-256
+    python tools/ship_codec.py package --export runs/B/export --no-ship --out runs/B/report   # a candidate's report
 
 ``train`` draws every batch from tools/codec_data.py's mixture: every shared text (en, multilingual, each locale of
 parallel, train splits only), uniform random bytes, synthetic UTF-8 of every Unicode script but the held-out ones,
@@ -105,7 +106,8 @@ def exact_share(codec: ChunkConceptCodec, units: list[bytes], sigma: float = 0.0
 def evaluate(codec: ChunkConceptCodec, sets: dict[str, list[bytes]]) -> dict[str, float]:
     codec.eval()
     row = {name: exact_share(codec, units) for name, units in sets.items()}
-    row["en/valid σ=0.2"] = exact_share(codec, sets["en/valid"], 0.2)
+    for name, sigma in (("en/valid", 0.2), ("en/valid", 0.5), ("random bytes", 0.2)):
+        row[f"{name} σ={sigma}"] = exact_share(codec, sets[name], sigma)
     codec.train()
     return row
 
@@ -205,7 +207,7 @@ def summarise(rows: dict[str, dict]) -> dict[str, float]:
             "png spans": rows["png spans"]["exact"], "unseen scripts mean": mean(unseen),
             "unseen scripts lowest": min(rows[n]["exact"] for n in unseen), "training scripts mean": mean(scripts),
             "training scripts lowest": min(rows[n]["exact"] for n in scripts),
-            "en/valid σ=0.2 / clean": rows["en/valid"]["exact_sigma_0.2"] / rows["en/valid"]["exact"]}
+            "en/valid σ=0.2 / clean": rows["en/valid"]["exact_sigma_0.2"] / max(rows["en/valid"]["exact"], 1e-9)}
 
 
 def cmd_package(args) -> int:
@@ -227,9 +229,11 @@ def cmd_package(args) -> int:
               f"σ=0.2 {rows['fp16'][name]['exact_sigma_0.2']:.4f}", flush=True)
     cost = max(rows["fp32"][n]["exact"] - rows["fp16"][n]["exact"] for n in sets)
     dtype = "fp16" if cost <= FP16_TOLERANCE else "fp32"
-    save_codec(codec, SHIPPED_CODEC, torch.float16 if dtype == "fp16" else torch.float32)
-    pins = pin_files(SHIPPED_CODEC, ["config.json", "model.safetensors"])
-    write_pins(REPO / "bridges" / "pretrained" / "__init__.py", pins)
+    pins = None
+    if args.ship:
+        save_codec(codec, SHIPPED_CODEC, torch.float16 if dtype == "fp16" else torch.float32)
+        pins = pin_files(SHIPPED_CODEC, ["config.json", "model.safetensors"])
+        write_pins(REPO / "bridges" / "pretrained" / "__init__.py", pins)
 
     shipped = rows[dtype]
     summary = summarise(shipped)
@@ -239,17 +243,19 @@ def cmd_package(args) -> int:
               "fp32": rows["fp32"], "pinned": pins, "held_out_scripts": list(HELD_OUT_SCRIPTS),
               "machine": f"{platform.node()} {platform.platform()}",
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    out = REPO / "benchmarks" / "results" / "shipped-codec"
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     table = markdown(shipped)
     out.with_suffix(".md").write_text("\n".join(f"- {k}: {v:.4f}" for k, v in summary.items()) + "\n\n" + table + "\n")
     print("\n".join(f"{k}: {v:.4f}" for k, v in summary.items()))
-    print(f"shipped {SHIPPED_CODEC.relative_to(REPO)} ({dtype}; fp16 cost {cost:.4f} exact), report {out}.json/.md")
+    shipped_to = f"shipped {SHIPPED_CODEC.relative_to(REPO)}" if args.ship else "not shipped (--no-ship)"
+    print(f"{shipped_to} ({dtype}; fp16 cost {cost:.4f} exact), report {out}.json/.md")
     return 0
 
 
-CURVE_COLUMNS = ("en/valid", "en/valid σ=0.2", "multilingual/valid", "parallel/valid", "scripts", "unseen scripts",
-                 "random bytes", "wav spans", "png spans")
+CURVE_COLUMNS = ("en/valid", "en/valid σ=0.2", "en/valid σ=0.5", "multilingual/valid", "parallel/valid", "scripts",
+                 "unseen scripts", "random bytes", "random bytes σ=0.2", "wav spans", "png spans")
 
 
 def cmd_curves(args) -> int:
@@ -270,14 +276,15 @@ def cmd_curves(args) -> int:
     for name, curve in curves.items():
         for row in curve["rows"]:
             lines.append(f"| {name} | {row['minutes']:.0f} | {row['step']} | "
-                         + " | ".join(f"{row[c]:.3f}" for c in CURVE_COLUMNS) + " |")
+                         + " | ".join(f"{row[c]:.3f}" if c in row else "–" for c in CURVE_COLUMNS) + " |")
     table = "\n".join(lines)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     for axis, columns in zip(axes, (("en/valid", "parallel/valid", "en/valid σ=0.2"), ("scripts", "unseen scripts"),
                                     ("random bytes", "wav spans", "png spans")), strict=True):
         for name, curve in curves.items():
             for column in columns:
-                axis.plot([r["minutes"] for r in curve["rows"]], [r[column] for r in curve["rows"]], marker=".",
+                rows = [r for r in curve["rows"] if column in r]
+                axis.plot([r["minutes"] for r in rows], [r[column] for r in rows], marker=".",
                           label=f"{name}: {column}")
         axis.set_xlabel("minutes (one core)")
         axis.legend(fontsize=7)
@@ -306,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                    "SCRIPTS", "BINARY"), help="shares of each source in a batch")
     t.add_argument("--chunk-bytes", type=int, default=8, help="bytes per chunk (concept_dim / (128 / chunk) each)")
     t.add_argument("--hidden", type=int, default=512, help="the MLPs' hidden width")
-    t.add_argument("--layers", type=int, default=2, help="hidden layers per MLP")
+    t.add_argument("--layers", type=int, default=1, help="hidden layers per MLP")
     t.add_argument("--concept-dim", type=int, default=1024)
     t.add_argument("--noise", type=float, default=0.3, help="σ of the latents' training noise")
     t.add_argument("--latent-dropout", type=float, default=0.0, help="dropout on the latents in training")
@@ -320,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", type=int, default=100_000,
                    help="at most this many units scored per held-out text, binary and random set (default: all)")
     p.add_argument("--script-units", type=int, default=200, help="synthetic units scored per script")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "shipped-codec",
+                   help="prefix of the report's .json and .md")
+    p.add_argument("--no-ship", dest="ship", action="store_false",
+                   help="measure and report only: leave the package's codec and pins as they are (compare candidates)")
     p.set_defaults(run=cmd_package)
     c = commands.add_parser("curves", help="tabulate and plot training curves side by side")
     c.add_argument("runs", type=Path, nargs="+", help="runs/<name> folders of train")
