@@ -145,7 +145,8 @@ def main() -> None:
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {**vars(args), "input": args.input and str(args.input), "source": source,
+    settings = {**vars(args), "input": args.input and str(args.input), "chunk_codec": list(map(str, args.chunk_codec)),
+                "source": source,
                 "mean_unit_bytes": sum(map(len, units)) / len(units), "machine": platform.platform(),
                 "torch": torch.__version__}
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")

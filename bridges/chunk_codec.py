@@ -36,7 +36,8 @@ from primitives.sampling import sample_next
 
 @dataclass(frozen=True)
 class ChunkCodecConfig:
-    """The chunk codec: bytes cut into fixed chunks, an MLP per chunk, a parallel decoder.
+    """The chunk codec: bytes cut into fixed chunks, an MLP per chunk, a parallel decoder. The defaults are the
+    shipped codec's shape (tools/ship_codec.py: 16 chunks of 8 bytes, one hidden layer, 1024-d concepts).
 
     Args:
         kind: names this codec in a config.
@@ -53,10 +54,10 @@ class ChunkCodecConfig:
 
     kind: Literal["chunk"] = "chunk"
     max_bytes: int = 128
-    chunk_bytes: int = 16
+    chunk_bytes: int = 8
     byte_dim: int = 32
     hidden: int = 512
-    layers: int = 2
+    layers: int = 1
     ngram_sizes: tuple[int, ...] = field(default_factory=tuple)
     hash_table_size: int = 2**14
     input_mask: float = 0.0

@@ -113,9 +113,9 @@ def test_train_writes_a_curve_an_export_and_resumes(tmp_path, monkeypatch):
     assert rows[-1]["step"] > rows[0]["step"] > 0
     codec = load_codec(run / "export")
     assert codec.config.chunk_bytes == 16 and codec.config.hidden == 64
-    steps = torch.load(run / "last.pt", weights_only=False)["step"]
+    steps = torch.load(run / "last.pt", weights_only=True)["step"]
     assert ship_codec.main(["train", "--name", "tiny", "--minutes", "0.01", "--chunk-bytes", "8", "--resume"]) == 0
-    state = torch.load(run / "last.pt", weights_only=False)
+    state = torch.load(run / "last.pt", weights_only=True)
     assert state["step"] > steps and state["args"]["chunk_bytes"] == 16  # the checkpoint's recipe, not the flag's
 
 

@@ -119,7 +119,7 @@ def cmd_train(args) -> int:
     run = RUNS / args.name
     run.mkdir(parents=True, exist_ok=True)
     checkpoint = run / "last.pt"
-    state = torch.load(checkpoint, weights_only=False) if args.resume else None
+    state = torch.load(checkpoint, weights_only=True) if args.resume else None
     if state is not None:  # the run's recipe is the checkpoint's, whatever the flags say
         args = argparse.Namespace(**{**state["args"], "minutes": args.minutes, "resume": True})
     config = ChunkCodecConfig(chunk_bytes=args.chunk_bytes, hidden=args.hidden, layers=args.layers)

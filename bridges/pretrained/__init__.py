@@ -24,8 +24,8 @@ SHIPPED_CODEC = Path(__file__).resolve().parent / "chunk-codec"
 EXPORT_KIND = "ChunkCodec"
 # name -> (bytes, SHA-256); written by tools/ship_codec.py package.
 PINNED = {
-    "config.json": (302, "70a72fa2c191de748463a44405f1f08bc36eba1199e89374b74a0b5e7672e5d8"),
-    "model.safetensors": (2402256, "b586ddd2b277410ec9d5243e7d7a5a960cb393ee3724c76f6e0c4d58de881396"),
+    "config.json": (301, "8258b90cf7ffb39b429ee55271d9f775174e3a3cf33b5986121ba1639f39f1c6"),
+    "model.safetensors": (694240, "eb22088da8eeea024d48f6ba846575c9a6d315e0ecfd58b8f65fedc4fdb3f92d"),
 }
 
 
