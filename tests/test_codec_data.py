@@ -106,10 +106,11 @@ def test_train_writes_a_curve_an_export_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(ship_codec, "binary_files", lambda split: binaries)
     monkeypatch.setattr(ship_codec, "curve_sets", lambda: sets)
     common = ["--name", "tiny", "--hidden", "64", "--batch-size", "16", "--eval-minutes", "0.02"]
-    assert ship_codec.main(["train", *common, "--minutes", "0.03", "--chunk-bytes", "16"]) == 0
+    assert ship_codec.main(["train", *common, "--minutes", "0.05", "--chunk-bytes", "16"]) == 0
     run = tmp_path / "runs" / "tiny"
     rows = [json.loads(line) for line in (run / "curve.jsonl").read_text().splitlines()]
     assert len(rows) >= 2 and {"en/valid", "random bytes", "en/valid σ=0.2", "step"} <= set(rows[-1])
+    assert rows[-1]["minutes"] - rows[-2]["minutes"] > 0.01  # no twin row at the budget's end
     assert rows[-1]["step"] > rows[0]["step"] > 0
     codec = load_codec(run / "export")
     assert codec.config.chunk_bytes == 16 and codec.config.hidden == 64

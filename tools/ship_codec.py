@@ -53,6 +53,7 @@ from codec_data import (  # noqa: E402
     text_units,
     training_scripts,
 )
+from curve_log import record  # noqa: E402
 
 from blt.ids import pad_batch  # noqa: E402
 from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec  # noqa: E402
@@ -148,17 +149,15 @@ def cmd_train(args) -> int:
     with open(run / "curve.jsonl", "a") as curve:
         while True:
             elapsed = time.time() - start
-            if elapsed >= next_eval or elapsed >= budget:
-                row = {"step": step, "minutes": elapsed / 60, **evaluate(codec, sets)}
-                curve.write(json.dumps(row) + "\n")
-                curve.flush()
-                print(" | ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
-                torch.save({"codec": codec.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "elapsed": time.time() - start, "generator": mixture.generator.get_state(),
-                            "torch_rng": torch.get_rng_state(), "args": saved_args}, checkpoint.with_suffix(".tmp"))
-                checkpoint.with_suffix(".tmp").replace(checkpoint)
+            # a scheduled row within half a period of the budget's end would twin the final row: skip it
+            if elapsed >= budget or elapsed >= next_eval and budget - elapsed > args.eval_minutes * 30:
+                record(curve, {"step": step, "minutes": elapsed / 60, **evaluate(codec, sets)}, checkpoint,
+                       {"codec": codec.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "elapsed": time.time() - start, "generator": mixture.generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "args": saved_args})
                 save_codec(codec, run / "export")
-                next_eval += args.eval_minutes * 60
+                while next_eval <= elapsed:
+                    next_eval += args.eval_minutes * 60
                 if elapsed >= budget:
                     return 0
             # warm-up over WARMUP_STEPS, then a cosine to a tenth of the peak over the schedule's minutes
@@ -278,16 +277,17 @@ def cmd_curves(args) -> int:
             lines.append(f"| {name} | {row['minutes']:.0f} | {row['step']} | "
                          + " | ".join(f"{row[c]:.3f}" if c in row else "–" for c in CURVE_COLUMNS) + " |")
     table = "\n".join(lines)
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
-    for axis, columns in zip(axes, (("en/valid", "parallel/valid", "en/valid σ=0.2"), ("scripts", "unseen scripts"),
-                                    ("random bytes", "wav spans", "png spans")), strict=True):
+    clean = [c for c in CURVE_COLUMNS if "σ" not in c]
+    panels = (("lowest exact match over the clean sets", lambda r: min(r[c] for c in clean)),
+              ("en/valid exact at σ 0.5", lambda r: r.get("en/valid σ=0.5")))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for axis, (title, value) in zip(axes, panels, strict=True):
         for name, curve in curves.items():
-            for column in columns:
-                rows = [r for r in curve["rows"] if column in r]
-                axis.plot([r["minutes"] for r in rows], [r[column] for r in rows], marker=".",
-                          label=f"{name}: {column}")
-        axis.set_xlabel("minutes (one core)")
-        axis.legend(fontsize=7)
+            points = [(r["minutes"], value(r)) for r in curve["rows"] if value(r) is not None]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=name)
+        axis.set(title=title, xlabel="minutes (one core)")
+        axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("exact match")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+from curve_log import record  # noqa: E402
 from meaning_data import SHARED, Batches, english_documents, translation_pairs  # noqa: E402
 
 from blcm.meaning import MeaningLossConfig, MeaningModel, next_meaning_nce  # noqa: E402
@@ -126,15 +127,11 @@ def cmd_train(args) -> int:
         while True:
             elapsed = time.time() - start
             if elapsed >= next_eval or elapsed >= budget:
-                row = {"step": step, "minutes": elapsed / 60, **evaluate(model, held_out)}
-                curve.write(json.dumps(row) + "\n")
-                curve.flush()
-                print(" ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "elapsed": time.time() - start, "generator": batches.generator.get_state(),
-                            "torch_rng": torch.get_rng_state(), "codec_config": asdict(codec.config),
-                            "meaning_dim": codec.concept_dim}, checkpoint.with_suffix(".tmp"))
-                checkpoint.with_suffix(".tmp").replace(checkpoint)
+                record(curve, {"step": step, "minutes": elapsed / 60, **evaluate(model, held_out)}, checkpoint,
+                       {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "elapsed": time.time() - start, "generator": batches.generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "codec_config": asdict(codec.config),
+                        "meaning_dim": codec.concept_dim}, separator=" ")
                 next_eval += args.eval_minutes * 60
                 if elapsed >= budget:
                     return 0
