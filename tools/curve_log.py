@@ -10,10 +10,10 @@ from typing import IO
 import torch
 
 
-def record(curve: IO[str], row: dict[str, float], checkpoint: Path, state: dict, separator: str = " | ") -> None:
+def record(curve: IO[str], row: dict[str, float], checkpoint: Path, state: dict) -> None:
     """Append ``row`` to the open curve file and print it; save ``state`` to ``checkpoint`` through a temporary file."""
     curve.write(json.dumps(row) + "\n")
     curve.flush()
-    print(separator.join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+    print(" | ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
     torch.save(state, checkpoint.with_suffix(".tmp"))
     checkpoint.with_suffix(".tmp").replace(checkpoint)

@@ -55,6 +55,7 @@ from codec_data import (  # noqa: E402
 )
 from curve_log import record  # noqa: E402
 
+from blcm.eval.codec import codec_scores, exact_matches  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
 from bridges.chunk_codec import ChunkCodecConfig, ChunkConceptCodec  # noqa: E402
 from bridges.pretrained import SHIPPED_CODEC, load_codec, save_codec  # noqa: E402
@@ -97,18 +98,15 @@ def curve_sets(seed: int = 0) -> dict[str, list[bytes]]:
 
 
 @torch.no_grad()
-def exact_share(codec: ChunkConceptCodec, units: list[bytes], sigma: float = 0.0, seed: int = 0) -> float:
-    """The share of units that decode back byte for byte, with Gaussian noise of ``sigma`` on the latents."""
-    concepts = codec.encode(units)
-    noise = torch.randn(concepts.shape, generator=torch.Generator().manual_seed(seed))
-    return sum(d == u for d, u in zip(codec.decode(concepts + sigma * noise), units, strict=True)) / len(units)
-
-
 def evaluate(codec: ChunkConceptCodec, sets: dict[str, list[bytes]]) -> dict[str, float]:
+    """The share of each set's units that decode back byte for byte; for a few sets also with Gaussian noise of σ
+    on the latents (one seeded draw, so every row of a curve sees the same noise)."""
     codec.eval()
-    row = {name: exact_share(codec, units) for name, units in sets.items()}
+    concepts = {name: codec.encode(units) for name, units in sets.items()}
+    row = {name: exact_matches(codec, concepts[name], units) / len(units) for name, units in sets.items()}
     for name, sigma in (("en/valid", 0.2), ("en/valid", 0.5), ("random bytes", 0.2)):
-        row[f"{name} σ={sigma}"] = exact_share(codec, sets[name], sigma)
+        noise = torch.randn(concepts[name].shape, generator=torch.Generator().manual_seed(0))
+        row[f"{name} σ={sigma}"] = exact_matches(codec, concepts[name] + sigma * noise, sets[name]) / len(sets[name])
     codec.train()
     return row
 
@@ -176,8 +174,6 @@ def cmd_train(args) -> int:
 
 
 def score(codec: ChunkConceptCodec, units: list[bytes]) -> dict[str, float]:
-    from blcm.eval.codec import codec_scores
-
     scores = codec_scores(codec, units, NOISE)
     keys = ("units", "exact", *(f"exact_sigma_{s:g}" for s in NOISE), "teacher_forced_byte_accuracy", "bpb")
     return {k: scores[k] for k in keys}

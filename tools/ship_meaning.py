@@ -131,7 +131,7 @@ def cmd_train(args) -> int:
                        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                         "elapsed": time.time() - start, "generator": batches.generator.get_state(),
                         "torch_rng": torch.get_rng_state(), "codec_config": asdict(codec.config),
-                        "meaning_dim": codec.concept_dim}, separator=" ")
+                        "meaning_dim": codec.concept_dim})
                 next_eval += args.eval_minutes * 60
                 if elapsed >= budget:
                     return 0
