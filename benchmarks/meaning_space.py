@@ -12,8 +12,9 @@
    concepts exactly as `blcm eval` computes it (blcm.eval.search.crosslingual: the mean of a paragraph's unit
    concepts, cosine, searched among all distinct English paragraphs); the same on another domain, the software
    messages of a catalogue held out of the meaning codec's training (tools/catalogues.py, Sphinx's). And, unless
-   the space is MiniLM's, how much the space agrees with MiniLM: the mean share of each of 2000 en/valid units' 10 nearest neighbours (cosine) that
-   are also among its 10 nearest in MiniLM's own space (a dimension-free stand-in for "cosine to MiniLM").
+   the space is MiniLM's, how much the space agrees with MiniLM: the mean share of each of 2000 en/valid units'
+   10 nearest neighbours (cosine) that are also among its 10 nearest in MiniLM's own space (a dimension-free
+   stand-in for "cosine to MiniLM").
 3. Writing (meaning spaces only: codecs whose decoder is a MeaningDecoder): the decoder's bits per byte of 1000
    en/valid units given their own meaning, the meaning under noise (σ 0.5 relative to a coordinate's RMS) and no
    meaning (zeros), plus five sampled rewrites (temperature 0.7) next to their originals.
