@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blcm.objective import info_nce
+from blt.ids import PAD
 from bridges.meaning_decoder import MeaningDecoder
 from bridges.meaning_encoder import MeaningEncoder
 from primitives.attention import AttentionMask
@@ -28,15 +29,20 @@ from primitives.transformer import Block, init_weights
 @dataclass(frozen=True)
 class MeaningLossConfig:
     """Args:
-        translation, next, writing: the weights of the three terms.
+        translation, paragraph, next, writing: the weights of the terms (paragraph: InfoNCE between a paragraph's
+            meaning, the normalised mean of its units', and its translation's; it reads paragraphs whose two sides
+            have different numbers of units, and is what the xsim yardstick compares).
         temperature: InfoNCE's temperature on cosines (both contrastive terms).
         noise: the decoder reads normalize(m + σ ε / sqrt(M)) with σ ~ U(0, noise) per unit.
         unconditional: the share of units the decoder reads with the zero meaning.
         decoder_grad: the weight of the writing term's gradient into the encoder (0: the encoder ignores it).
         writing_units: the decoder writes a random subset of this many of the batch's units (it costs the most).
+        cross_writing: a translation pair's English unit is written from its translation's meaning and the
+            translation is not written (SONAR's decoder is trained to translate); False: each unit from its own.
     """
 
     translation: float = 1.0
+    paragraph: float = 0.0
     next: float = 1.0
     writing: float = 1.0
     temperature: float = 0.05
@@ -44,6 +50,7 @@ class MeaningLossConfig:
     unconditional: float = 0.1
     decoder_grad: float = 1.0
     writing_units: int = 96
+    cross_writing: bool = False
 
 
 def noised(meanings: torch.Tensor, sigma_max: float, unconditional: float) -> torch.Tensor:
@@ -101,10 +108,12 @@ class MeaningModel(nn.Module):
         self.encoder, self.decoder, self.loss = encoder, decoder, loss
         self.predictor = NextMeaning(encoder.meaning_dim)
 
-    def losses(self, pairs: tuple[torch.Tensor, ...],
-               windows: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def losses(self, pairs: tuple[torch.Tensor, ...], windows: tuple[torch.Tensor, ...],
+               paragraphs: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``pairs``: (ids_a, lengths_a, ids_b, lengths_b), P units and their translations; ``windows``: (ids,
-        lengths, valid) of B documents' N consecutive units as rows (B·N, L), (B·N,), (B, N) valid.
+        lengths, valid) of B documents' N consecutive units as rows (B·N, L), (B·N,), (B, N) valid;
+        ``paragraphs`` (for the paragraph term): (ids_a, lengths_a, paragraph_a, ids_b, lengths_b, paragraph_b),
+        the units of Q paragraph pairs and the index (0 … Q-1) of each unit's paragraph.
         Returns the weighted total and every term's value, detached (plus the next-meaning accuracy)."""
         c = self.loss
         ids_a, len_a, ids_b, len_b = pairs
@@ -113,18 +122,53 @@ class MeaningModel(nn.Module):
         m_w = self.encoder(w_ids, w_len)  # (B·N, M)
         translation = info_nce(m_a, m_b, c.temperature)
         nxt, accuracy = next_meaning_nce(self.predictor, m_w.view(*valid.shape, -1), valid, c.temperature)
-        # The decoder writes a random subset of the batch's real units from their noised meanings.
         real = valid.reshape(-1)
-        meanings = torch.cat([m_a, m_b, m_w[real]])
-        ids = [ids_a, ids_b, w_ids[real]]
-        width = max(t.shape[1] for t in ids)
-        ids = torch.cat([F.pad(t, (0, width - t.shape[1])) for t in ids])
-        lengths = torch.cat([len_a, len_b, w_len[real]])
+        if c.cross_writing:
+            written = [(m_b, ids_a, len_a), (m_w[real], w_ids[real], w_len[real])]
+        else:
+            written = [(m_a, ids_a, len_a), (m_b, ids_b, len_b), (m_w[real], w_ids[real], w_len[real])]
+        meanings, ids, lengths = zip(*written, strict=True)
+        writing = self.writing(torch.cat(meanings), cat_padded(ids), torch.cat(lengths))
+        total = c.translation * translation + c.next * nxt + c.writing * writing
+        terms = {"translation": translation, "next": nxt, "next_accuracy": accuracy, "writing": writing}
+        if c.paragraph:
+            if paragraphs is None:
+                raise ValueError("the paragraph term is weighted but no paragraph pairs were given")
+            terms["paragraph"] = info_nce(self.paragraph_meanings(*paragraphs[:3]),
+                                          self.paragraph_meanings(*paragraphs[3:]), c.temperature)
+            total = total + c.paragraph * terms["paragraph"]
+        terms["total"] = total
+        return total, {name: value.detach() for name, value in terms.items()}  # read when logged, not every step
+
+
+    def paragraph_meanings(self, ids: torch.Tensor, lengths: torch.Tensor, paragraph: torch.Tensor) -> torch.Tensor:
+        """Units (U, L) of Q paragraphs, each unit's paragraph (U,) -> (Q, M): the normalised mean of each
+        paragraph's unit meanings (as the xsim yardstick pools them)."""
+        meanings = self.encoder(ids, lengths)
+        sums = meanings.new_zeros(int(paragraph.max()) + 1, meanings.shape[-1]).index_add_(0, paragraph, meanings)
+        return F.normalize(sums, dim=-1)
+
+    def writing(self, meanings: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The writing term: nats per byte (ends included) of a random subset of ``writing_units`` of the units
+        (U, L), each written from its noised meaning (U, M)."""
+        c = self.loss
         keep = torch.randperm(len(ids), device=ids.device)[: c.writing_units]
         meanings, ids, lengths = meanings[keep], ids[keep], lengths[keep]
         scores = self.decoder(ids, lengths, noised(scaled_grad(meanings, c.decoder_grad), c.noise, c.unconditional))
-        writing = scores.nats.sum() / (lengths + 1).sum()
-        total = c.translation * translation + c.next * nxt + c.writing * writing
-        terms = {"translation": translation, "next": nxt, "next_accuracy": accuracy, "writing": writing, "total": total}
-        return total, {name: value.detach() for name, value in terms.items()}  # read when logged, not every step
+        return scores.nats.sum() / (lengths + 1).sum()
 
+    def writing_only(self, windows: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The decoder's stage on a fixed meaning space: the windows' real units written from meanings of the
+        encoder as it is (no gradient reaches it)."""
+        ids, lengths, valid = windows
+        real = valid.reshape(-1)
+        with torch.no_grad():
+            meanings = self.encoder(ids[real], lengths[real])
+        writing = self.writing(meanings, ids[real], lengths[real])
+        return writing, {"writing": writing.detach()}
+
+
+def cat_padded(ids: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Rows of id tensors of different widths, stacked with PAD to the widest."""
+    width = max(t.shape[1] for t in ids)
+    return torch.cat([F.pad(t, (0, width - t.shape[1]), value=PAD) for t in ids])

@@ -158,3 +158,70 @@ def test_the_decoder_learns_to_write_from_meanings():
         total.backward()
         optimizer.step()
     assert terms["writing"] < 0.5 * first
+
+
+def test_cross_writing_writes_the_english_unit_from_its_translations_meaning():
+    """With cross_writing the writing term is the decoder's nats of each English unit given its translation's
+    meaning (and of the window units given their own); the translations themselves are not written."""
+    codec = tiny_codec()
+    loss = MeaningLossConfig(noise=0.0, unconditional=0.0, writing_units=1000, cross_writing=True)
+    model = MeaningModel(codec.encoder, codec.decoder, loss).eval()
+    pairs = word_pairs()[:4]
+    a, b = pad_batch([p[0] for p in pairs]), pad_batch([p[1] for p in pairs])
+    w = pad_batch([p[0] for p in word_pairs()[4:8]])
+    with torch.no_grad():
+        _, terms = model.losses((*a, *b), (*w, torch.ones(2, 2, dtype=torch.bool)))
+        nats = codec.decoder(*a, codec.encoder(*b)).nats.sum() + codec.decoder(*w, codec.encoder(*w)).nats.sum()
+        ends = (a[1] + 1).sum() + (w[1] + 1).sum()
+    assert torch.allclose(terms["writing"], nats / ends, rtol=1e-5)
+
+
+def test_the_decoders_stage_leaves_the_encoder_as_it_is():
+    """writing_only trains the decoder on the meanings of a fixed encoder: its loss falls, the encoder's weights do
+    not move (no gradient reaches them)."""
+    codec = tiny_codec()
+    model = MeaningModel(codec.encoder, codec.decoder, MeaningLossConfig(noise=0.2, unconditional=0.0)).train()
+    before = {k: v.clone() for k, v in codec.encoder.state_dict().items()}
+    units = [p[0] for p in word_pairs()[:8]]
+    windows = (*pad_batch(units), torch.ones(2, 4, dtype=torch.bool))
+    optimizer = torch.optim.AdamW(codec.decoder.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        total, terms = model.writing_only(windows)
+        first = terms["writing"] if first is None else first
+        optimizer.zero_grad()
+        total.backward()
+        assert all(p.grad is None for p in codec.encoder.parameters())
+        optimizer.step()
+    assert terms["writing"] < 0.6 * first
+    assert all(torch.equal(v, codec.encoder.state_dict()[k]) for k, v in before.items())
+
+
+def test_paragraph_batches_and_meanings():
+    """A paragraph batch holds distinct English paragraphs with each unit's paragraph index; a paragraph's
+    meaning is the normalised mean of its units' meanings; the paragraph term is refused without paragraphs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from meaning_data import Batches
+
+    english = [[b"One cat.", b"Two dogs."], [b"A house."], [b"Red sky.", b"Blue sea.", b"Green land."]]
+    paragraphs = [(e, [u.upper() for u in e][: 1 + i % 2]) for i, e in enumerate(english)] * 3  # repeats
+    batches = Batches([], [], torch.Generator().manual_seed(0), paragraphs)
+    ids_a, len_a, par_a, ids_b, len_b, par_b = batches.paragraph_batch(5)
+    assert int(par_a.max()) == 2 and int(par_b.max()) == 2  # only 3 distinct English paragraphs
+    assert len(ids_a) == 6 and len(par_b) == len(ids_b)
+    codec = tiny_codec()
+    model = MeaningModel(codec.encoder, codec.decoder, MeaningLossConfig(paragraph=1.0))
+    with torch.no_grad():
+        pooled = model.paragraph_meanings(ids_a, len_a, par_a)
+        units = codec.encoder(ids_a, len_a)
+    for q in range(3):
+        assert torch.allclose(pooled[q], F.normalize(units[par_a == q].mean(0), dim=-1), atol=1e-6)
+    windows = (*pad_batch([b"x.", b"y."]), torch.ones(1, 2, dtype=torch.bool))
+    pairs = (*pad_batch([b"a b."]), *pad_batch([b"A B."]))
+    _, terms = model.losses(pairs, windows, (ids_a, len_a, par_a, ids_b, len_b, par_b))
+    assert terms["paragraph"] > 0
+    with pytest.raises(ValueError, match="no paragraph pairs"):
+        model.losses(pairs, windows)

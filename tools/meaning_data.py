@@ -10,7 +10,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,6 +45,18 @@ def translation_pairs(split: str, unit_bytes: int = UNIT_BYTES) -> list[tuple[by
     return pairs
 
 
+def paragraph_pairs(split: str, unit_bytes: int = UNIT_BYTES) -> list[tuple[list[bytes], list[bytes]]]:
+    """(English paragraph, its translation) as lists of units, for every locale of parallel/{split}: every pair,
+    whether or not both sides give the same number of units (a paragraph's meaning is the mean of its units')."""
+    segment = SentenceSegmenter(unit_bytes).split
+    pairs = []
+    for _, record in read_jsonl(SHARED / "parallel" / f"{split}.jsonl.gz"):
+        english = segment(record["en"].encode())
+        pairs += [(english, segment(text.encode())) for locale, text in record.items()
+                  if locale not in ("id", "source", "en") and text != record["en"]]
+    return [(a, b) for a, b in pairs if a and b]
+
+
 @dataclass
 class Batches:
     """Seeded draws of translation pairs (distinct English units, so no pair is another's false negative) and of
@@ -53,6 +65,7 @@ class Batches:
     pairs: list[tuple[bytes, bytes]]
     documents: list[list[bytes]]
     generator: torch.Generator
+    paragraphs: list[tuple[list[bytes], list[bytes]]] = field(default_factory=list)
 
     def __post_init__(self):
         by_english: dict[bytes, list[bytes]] = {}
@@ -71,6 +84,25 @@ class Batches:
         a = [self.english[r] for r in rows]
         b = [self.translations[r][p % len(self.translations[r])] for r, p in zip(rows, picks, strict=True)]
         return (*pad_batch(a), *pad_batch(b))
+
+    def paragraph_batch(self, size: int) -> tuple[torch.Tensor, ...]:
+        """(ids_a, lengths_a, paragraph_a, ids_b, lengths_b, paragraph_b): the units of ``size`` paragraph pairs
+        with distinct English paragraphs, each unit's paragraph index (0 … size-1) beside it."""
+        order = torch.randperm(len(self.paragraphs), generator=self.generator).tolist()
+        chosen, seen = [], set()
+        for i in order:
+            if len(chosen) == size:
+                break
+            english = tuple(self.paragraphs[i][0])
+            if english not in seen:
+                seen.add(english)
+                chosen.append(self.paragraphs[i])
+        out = []
+        for side in (0, 1):
+            units = [pair[side] for pair in chosen]
+            index = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(u) for u in units]))
+            out += [*pad_batch([u for paragraph in units for u in paragraph]), index]
+        return tuple(out)
 
     def window_batch(self, docs: int, units: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ids (docs·units, L), lengths, valid (docs, units)): ``units`` consecutive units of ``docs`` documents

