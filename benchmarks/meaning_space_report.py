@@ -110,6 +110,7 @@ def report(result: dict) -> tuple[str, dict]:
 
 CURVE_FIGURES = {  # curve.jsonl key -> what the table and plot call it
     "unit_retrieval_error": "unit retrieval error (1,024 parallel/valid pairs)",
+    "software_retrieval_error": "retrieval error, held-out software messages",
     "next_accuracy_valid": "next-meaning top-1 (en/valid windows)",
     "bpb_meaning": "bits/byte given the meaning",
     "bpb_none": "bits/byte given none",
@@ -133,7 +134,7 @@ def curve_table(curves: dict[str, list[dict]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, rows in curves.items():
         for r in rows:
-            cells = [name, f"{r['minutes']:.0f}", str(r["step"]), *(f"{r[k]:.3f}" for k in CURVE_FIGURES)]
+            cells = [name, f"{r['minutes']:.0f}", str(r["step"]), *(f"{r[k]:.3f}" if k in r else "–" for k in CURVE_FIGURES)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -144,10 +145,11 @@ def curve_plot(curves: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ["unit_retrieval_error", "next_accuracy_valid", "gain", "mean_meaning_norm"]
+    keys = ["unit_retrieval_error", "software_retrieval_error", "next_accuracy_valid", "gain", "mean_meaning_norm"]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
     for ax, key in zip(axes, keys, strict=True):
         for name, rows in curves.items():
+            rows = [r for r in rows if key in r]  # runs older than a figure lack it
             ax.plot([r["minutes"] for r in rows], [r[key] for r in rows], marker="o", label=name)
         ax.set_title(CURVE_FIGURES[key], fontsize=9)
         ax.set_xlabel("training minutes (one core)")
