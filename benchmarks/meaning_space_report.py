@@ -134,7 +134,8 @@ def curve_table(curves: dict[str, list[dict]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, rows in curves.items():
         for r in rows:
-            cells = [name, f"{r['minutes']:.0f}", str(r["step"]), *(f"{r[k]:.3f}" if k in r else "–" for k in CURVE_FIGURES)]
+            figures = (f"{r[k]:.3f}" if k in r else "–" for k in CURVE_FIGURES)
+            cells = [name, f"{r['minutes']:.0f}", str(r["step"]), *figures]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -60,11 +60,12 @@ def test_a_meaning_space_is_measured_from_its_export_and_its_checkpoint_and_comp
     torch.save({"model": codec.state_dict(), "codec_config": asdict(TINY), "meaning_dim": 16},
                tmp_path / "runs" / "tiny" / "last.pt")
 
-    common = ["--data", str(data), "--no-minilm", "--locales", "fr-FR"]
+    common = ["--data", str(data), "--no-minilm", "--no-software", "--locales", "fr-FR"]
     exported = run("--space", f"meaning:{tmp_path / 'export'}", "--train-units", "60", "--core-minutes", "0.01",
                    *common, "--out", str(tmp_path / "export.json"))
     assert exported["name"] == "meaning-export" and exported["concept_dim"] == 16 and not exported["skipped"]
     assert set(exported["semantics"]["xsim"]) == {"fr-FR", "mean", "pool"}  # de-DE left out by --locales
+    assert exported["semantics"]["xsim_software"] == {"skipped": "--no-software"}
     writing = exported["writing"]
     assert all(math.isfinite(writing[f"bpb_{k}"]) and writing[f"bpb_{k}"] > 0 for k in ("meaning", "noised", "none"))
     assert len(writing["examples"]) == 5 and all(set(e) == {"original", "rewrite"} for e in writing["examples"])

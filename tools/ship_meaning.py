@@ -208,18 +208,20 @@ def cmd_package(args) -> int:
                for c, m in ((codec, m32), (half, m16))]
     cosine = float(F.cosine_similarity(m32, m16).min())
     fp16 = bpb[1] - bpb[0] <= FP16_TOLERANCE and cosine >= FP16_COSINE
-    save_meaning_codec(codec, shipped.SHIPPED_MEANING, torch.float16 if fp16 else torch.float32)
-    pins = pin_files(shipped.SHIPPED_MEANING, ["config.json", "model.safetensors"])
-    write_pins(Path(shipped.__file__), pins)
+    target = RUNS / args.name / "export" if args.no_ship else shipped.SHIPPED_MEANING
+    save_meaning_codec(codec, target, torch.float16 if fp16 else torch.float32)
+    pins = pin_files(target, ["config.json", "model.safetensors"])
+    if not args.no_ship:
+        write_pins(Path(shipped.__file__), pins)
     report = {"checkpoint": str(RUNS / args.name / "last.pt"), "dtype": "fp16" if fp16 else "fp32",
               "bpb_fp32": bpb[0], "bpb_fp16": bpb[1], "min_cosine_fp16_fp32": cosine, "pinned": pins,
               "params": sum(p.numel() for p in codec.parameters()), "config": asdict(codec.config),
               "meaning_dim": codec.concept_dim, "machine": f"{platform.node()} {platform.platform()}",
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    out = REPO / "benchmarks" / "results" / "shipped-meaning.json"
+    out = RUNS / args.name / "report.json" if args.no_ship else REPO / "benchmarks" / "results" / "shipped-meaning.json"
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("dtype", "bpb_fp32", "bpb_fp16", "min_cosine_fp16_fp32")}))
-    print(f"shipped {shipped.SHIPPED_MEANING.relative_to(REPO)}, report {out.relative_to(REPO)}")
+    print(f"{'exported' if args.no_ship else 'shipped'} {target.relative_to(REPO)}, report {out.relative_to(REPO)}")
     return 0
 
 
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--resume", action="store_true", help="go on from runs/<name>/last.pt")
     t.add_argument("--eval-minutes", type=float, default=10.0, help="minutes between held-out scores + checkpoints")
     t.add_argument("--meaning-dim", type=int, default=512)
-    t.add_argument("--patching", default="entropy", choices=("entropy", "static"))
+    t.add_argument("--patching", default="static", choices=("entropy", "static"),
+                   help="the encoder's patches (static: the shipped codec's; entropy: BLT's, slower per step)")
     t.add_argument("--layers", type=int, default=2, help="patch transformer blocks")
     t.add_argument("--byte-layers", type=int, default=0, help="local byte transformer blocks before pooling")
     t.add_argument("--prefix", type=int, default=4, help="meaning slots the decoder reads before BOS")
@@ -262,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(run=cmd_train)
     p = commands.add_parser("package", help="ship a run's codec: weights into the package, pins, a report")
     p.add_argument("--name", default="ship-meaning", help="the run's folder under runs/ (its last.pt)")
+    p.add_argument("--no-ship", action="store_true", help="leave the package alone: the export goes to "
+                   "runs/<name>/export (blcm's init_codec_from reads it), the report to runs/<name>/report.json")
     p.set_defaults(run=cmd_package)
     args = parser.parse_args(argv)
     return args.run(args)
