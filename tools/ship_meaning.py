@@ -225,6 +225,32 @@ def cmd_package(args) -> int:
     return 0
 
 
+# The shipped codec's recipe, phase by phase: (run name, `train` arguments); `recipe` runs them, then `package`s the
+# last. Phase 1 trains everything jointly on the handbook's unit pairs; phase 2 goes on with the software
+# catalogues, the paragraph term and less noise; phase 3 trains the decoder alone on the encoder as it is.
+RECIPE = (
+    ("meaning-joint", ["--minutes", "65"]),
+    ("meaning-more", ["--start-from", "meaning-joint", "--minutes", "60", "--catalogues", "--noise", "0.25",
+                      "--paragraph", "1"]),
+    ("meaning-write", ["--start-from", "meaning-more", "--frozen-encoder", "--minutes", "30", "--noise", "0.25"]),
+)
+
+
+def cmd_recipe(args) -> int:
+    """Every phase of RECIPE in order (a finished phase is skipped, an interrupted one resumed), then package."""
+    for name, phase in RECIPE:
+        at = phase.index("--minutes") + 1
+        minutes = float(phase[at])
+        checkpoint = RUNS / name / "last.pt"
+        done = torch.load(checkpoint, weights_only=True)["elapsed"] / 60 if checkpoint.is_file() else 0.0
+        if done >= minutes:
+            print(f"{name}: done ({done:.1f} of {minutes:g} minutes)")
+            continue
+        left = [*phase[:at], f"{minutes - done:g}", *phase[at + 1 :]]
+        main(["train", "--name", name, *left, *(["--resume"] if done else [])])
+    return main(["package", "--name", RECIPE[-1][0], *(["--no-ship"] if args.no_ship else [])])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(required=True)
@@ -268,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ship", action="store_true", help="leave the package alone: the export goes to "
                    "runs/<name>/export (blcm's init_codec_from reads it), the report to runs/<name>/report.json")
     p.set_defaults(run=cmd_package)
+    r = commands.add_parser("recipe", help="the shipped codec from scratch: every phase of RECIPE, then package "
+                            "(about 2.5 hours on one core; run again to resume)")
+    r.add_argument("--no-ship", action="store_true", help="package --no-ship: leave the package alone")
+    r.set_defaults(run=cmd_recipe)
     args = parser.parse_args(argv)
     return args.run(args)
 
