@@ -31,7 +31,9 @@ class MeaningLossConfig:
     """Args:
         translation, paragraph, next, writing: the weights of the terms (paragraph: InfoNCE between a paragraph's
             meaning, the normalised mean of its units', and its translation's; it reads paragraphs whose two sides
-            have different numbers of units, and is what the xsim yardstick compares).
+            have different numbers of units, and is what the xsim yardstick compares; identity: InfoNCE between a
+            window unit and a copy with some words dropped, so that every sentence keeps a meaning of its own
+            among the batch's, SimCSE-like).
         temperature: InfoNCE's temperature on cosines (both contrastive terms).
         noise: the decoder reads normalize(m + σ ε / sqrt(M)) with σ ~ U(0, noise) per unit.
         unconditional: the share of units the decoder reads with the zero meaning.
@@ -43,6 +45,7 @@ class MeaningLossConfig:
 
     translation: float = 1.0
     paragraph: float = 0.0
+    identity: float = 0.0
     next: float = 1.0
     writing: float = 1.0
     temperature: float = 0.05
@@ -109,11 +112,13 @@ class MeaningModel(nn.Module):
         self.predictor = NextMeaning(encoder.meaning_dim)
 
     def losses(self, pairs: tuple[torch.Tensor, ...], windows: tuple[torch.Tensor, ...],
-               paragraphs: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               paragraphs: tuple[torch.Tensor, ...] | None = None,
+               views: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``pairs``: (ids_a, lengths_a, ids_b, lengths_b), P units and their translations; ``windows``: (ids,
         lengths, valid) of B documents' N consecutive units as rows (B·N, L), (B·N,), (B, N) valid;
         ``paragraphs`` (for the paragraph term): (ids_a, lengths_a, paragraph_a, ids_b, lengths_b, paragraph_b),
-        the units of Q paragraph pairs and the index (0 … Q-1) of each unit's paragraph.
+        the units of Q paragraph pairs and the index (0 … Q-1) of each unit's paragraph; ``views`` (for the
+        identity term): (ids, lengths) of the window rows with words dropped.
         Returns the weighted total and every term's value, detached (plus the next-meaning accuracy)."""
         c = self.loss
         ids_a, len_a, ids_b, len_b = pairs
@@ -137,6 +142,11 @@ class MeaningModel(nn.Module):
             terms["paragraph"] = info_nce(self.paragraph_meanings(*paragraphs[:3]),
                                           self.paragraph_meanings(*paragraphs[3:]), c.temperature)
             total = total + c.paragraph * terms["paragraph"]
+        if c.identity:
+            if views is None:
+                raise ValueError("the identity term is weighted but no word-dropped views were given")
+            terms["identity"] = info_nce(m_w[real], self.encoder(*views)[real], c.temperature)
+            total = total + c.identity * terms["identity"]
         terms["total"] = total
         return total, {name: value.detach() for name, value in terms.items()}  # read when logged, not every step
 

@@ -225,3 +225,43 @@ def test_paragraph_batches_and_meanings():
     assert terms["paragraph"] > 0
     with pytest.raises(ValueError, match="no paragraph pairs"):
         model.losses(pairs, windows)
+
+
+def test_word_dropped_views_and_the_identity_term():
+    """A view keeps a subset of a unit's words in order (never none); the identity term needs views, and training
+    it makes a unit nearer its own view than the others' after a few steps."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from meaning_data import Batches
+
+    units = [p[0] for p in word_pairs()[:8]]
+    batches = Batches([], [], torch.Generator().manual_seed(0))
+    ids, lengths = pad_batch(units)
+    view_ids, view_lengths = batches.views(ids, lengths, drop=0.5)
+    for unit, row, n in zip(units, view_ids, view_lengths.tolist(), strict=True):
+        words, kept = unit.split(b" "), bytes(int(b) - 4 for b in row[:n]).split(b" ")
+        rest = iter(words)
+        assert kept and all(any(w == v for v in rest) for w in kept)  # a subsequence: in order, none made up
+    codec = tiny_codec()
+    model = MeaningModel(codec.encoder, codec.decoder, MeaningLossConfig(translation=0.0, next=0.0, writing=0.0,
+                                                                         identity=1.0, temperature=0.1)).train()
+    windows = (ids, lengths, torch.ones(2, 4, dtype=torch.bool))
+    pairs = (*pad_batch([b"a b."]), *pad_batch([b"A B."]))
+    with pytest.raises(ValueError, match="word-dropped views"):
+        model.losses(pairs, windows)
+    held_views = [Batches([], [], torch.Generator().manual_seed(s)).views(ids, lengths) for s in range(1, 6)]
+
+    def held_out() -> float:  # the term on views not trained on
+        with torch.no_grad():
+            return sum(float(model.losses(pairs, windows, views=v)[1]["identity"]) for v in held_views) / 5
+
+    before = held_out()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        total, _ = model.losses(pairs, windows, views=batches.views(ids, lengths))
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert held_out() < 0.5 * before

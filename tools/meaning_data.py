@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from blcm.data.documents import iter_records, read_jsonl
-from blt.ids import pad_batch
+from blt.ids import decode, pad_batch
 from bridges.segment import SentenceSegmenter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -103,6 +103,17 @@ class Batches:
             index = torch.repeat_interleave(torch.arange(len(units)), torch.tensor([len(u) for u in units]))
             out += [*pad_batch([u for paragraph in units for u in paragraph]), index]
         return tuple(out)
+
+    def views(self, ids: torch.Tensor, lengths: torch.Tensor, drop: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+        """The units (U, L) with each space-separated word dropped with probability ``drop`` (at least one word
+        kept): a second view of each unit for the identity term."""
+        out = []
+        for row, n in zip(ids, lengths.tolist(), strict=True):
+            words = decode(row[:n]).split(b" ")
+            keep = (torch.rand(len(words), generator=self.generator) >= drop).tolist()
+            kept = [w for w, k in zip(words, keep, strict=True) if k] or words[:1]
+            out.append(b" ".join(kept))
+        return pad_batch(out)
 
     def window_batch(self, docs: int, units: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ids (docs·units, L), lengths, valid (docs, units)): ``units`` consecutive units of ``docs`` documents

@@ -44,7 +44,8 @@ EVAL_UNITS = 512  # en/valid units whose bits per byte are scored
 EVAL_PAIRS = 1024  # parallel/valid unit pairs for the retrieval error
 NORMALIZER_UNITS = 10000  # en/train units the concept scaling is fitted on
 FP16_TOLERANCE = 0.005  # bits per byte fp16 weights may cost before fp32 is kept
-LOSS_FLAGS = ("translation", "paragraph", "next", "writing", "noise", "decoder_grad", "writing_units", "cross_writing")
+LOSS_FLAGS = ("translation", "paragraph", "identity", "next", "writing", "noise", "decoder_grad", "writing_units",
+              "cross_writing")
 FP16_COSINE = 0.999  # the least cosine between a unit's fp16 and fp32 meanings before fp32 is kept
 
 
@@ -162,8 +163,10 @@ def cmd_train(args) -> int:
             if args.frozen_encoder:
                 total, terms = model.writing_only(batches.window_batch(args.docs, args.units))
             else:
-                total, terms = model.losses(batches.pair_batch(args.pairs), batches.window_batch(args.docs, args.units),
-                                            batches.paragraph_batch(args.paragraphs) if args.paragraph else None)
+                windows = batches.window_batch(args.docs, args.units)
+                total, terms = model.losses(batches.pair_batch(args.pairs), windows,
+                                            batches.paragraph_batch(args.paragraphs) if args.paragraph else None,
+                                            batches.views(*windows[:2]) if args.identity else None)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(trained, 1.0)
