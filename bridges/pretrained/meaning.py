@@ -22,7 +22,7 @@ EXPORT_KIND = "MeaningCodec"
 # name -> (bytes, SHA-256); written by tools/ship_meaning.py package.
 PINNED = {
     "config.json": (597, "e454f4ec88b947a3e9e4a37066e0e1165f7024b624f317438d9e3adc6f6e20b5"),
-    "model.safetensors": (18500018, "e6808debd71bc4dd0c81250b8a334edb11cf78a4814296d4db567b22dbf9911c"),
+    "model.safetensors": (18500018, "c2e5390261df6458c10643aad9763625cb31cef90d59f8ca8906caae34a0bd20"),
 }
 
 
