@@ -1,5 +1,8 @@
 """The meaning encoder, decoder and objective: shapes, invariants, and that each learns on a tiny task."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +13,9 @@ from blcm.meaning import MeaningLossConfig, MeaningModel, NextMeaning, next_mean
 from blt.ids import pad_batch
 from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig
 from primitives.sampling import sample_next
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from meaning_data import Batches  # noqa: E402
 
 TINY = {"encoder": {"byte_dim": 32, "dim": 32, "layers": 1, "heads": 2, "ngram_sizes": [3],
                     "hash_table_size": 256, "max_bytes": 64},
@@ -200,12 +206,6 @@ def test_the_decoders_stage_leaves_the_encoder_as_it_is():
 def test_paragraph_batches_and_meanings():
     """A paragraph batch holds distinct English paragraphs with each unit's paragraph index; a paragraph's
     meaning is the normalised mean of its units' meanings; the paragraph term is refused without paragraphs."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from meaning_data import Batches
-
     english = [[b"One cat.", b"Two dogs."], [b"A house."], [b"Red sky.", b"Blue sea.", b"Green land."]]
     paragraphs = [(e, [u.upper() for u in e][: 1 + i % 2]) for i, e in enumerate(english)] * 3  # repeats
     batches = Batches([], [], torch.Generator().manual_seed(0), paragraphs)
@@ -230,12 +230,6 @@ def test_paragraph_batches_and_meanings():
 def test_word_dropped_views_and_the_identity_term():
     """A view keeps a subset of a unit's words in order (never none); the identity term needs views, and training
     it makes a unit nearer its own view than the others' after a few steps."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from meaning_data import Batches
-
     units = [p[0] for p in word_pairs()[:8]]
     batches = Batches([], [], torch.Generator().manual_seed(0))
     ids, lengths = pad_batch(units)
