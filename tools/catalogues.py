@@ -2,7 +2,7 @@
 compiled gettext catalogues (.mo) inside pinned PyPI wheels.
 
 The handbook's parallel text (../shared/data/parallel) gives the translation term about 7,900 English units; these
-wheels give about 8,000 more English messages in up to 109 languages. Four wheels train; Sphinx's catalogue is held
+wheels give about 6,000 more English messages in up to 109 languages. Four wheels train; Sphinx's catalogue is held
 out whole, as parallel text of another domain than the handbook's, and keeps only messages none of the training
 wheels holds.
 
