@@ -150,7 +150,6 @@ class MeaningModel(nn.Module):
         terms["total"] = total
         return total, {name: value.detach() for name, value in terms.items()}  # read when logged, not every step
 
-
     def paragraph_meanings(self, ids: torch.Tensor, lengths: torch.Tensor, paragraph: torch.Tensor) -> torch.Tensor:
         """Units (U, L) of Q paragraphs, each unit's paragraph (U,) -> (Q, M): the normalised mean of each
         paragraph's unit meanings (as the xsim yardstick pools them)."""

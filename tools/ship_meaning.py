@@ -19,7 +19,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,9 +44,9 @@ EVAL_UNITS = 512  # en/valid units whose bits per byte are scored
 EVAL_PAIRS = 1024  # parallel/valid unit pairs for the retrieval error
 NORMALIZER_UNITS = 10000  # en/train units the concept scaling is fitted on
 FP16_TOLERANCE = 0.005  # bits per byte fp16 weights may cost before fp32 is kept
-LOSS_FLAGS = ("translation", "paragraph", "identity", "next", "writing", "noise", "decoder_grad", "writing_units",
-              "cross_writing")
 FP16_COSINE = 0.999  # the least cosine between a unit's fp16 and fp32 meanings before fp32 is kept
+# MeaningLossConfig's fields that `train` takes as flags (the temperature and the unconditional share stay fixed)
+LOSS_FLAGS = tuple(f.name for f in fields(MeaningLossConfig) if f.name not in ("temperature", "unconditional"))
 
 
 def build(args) -> tuple[MeaningCodec, MeaningModel]:
@@ -101,9 +101,10 @@ def held_out_data(seed: int = 0) -> dict:
     units = [units[i] for i in torch.randperm(len(units), generator=g)[:EVAL_UNITS].tolist()]
     windows = Batches([], docs, g).window_batch(64, 16)
     # Software messages of a wheel never trained on (tools/catalogues.py), one translation each, locales in turn.
-    records = held_out_records()
-    software = [(r["en"].encode(), r[locale].encode()) for i, r in enumerate(records)
-                for locale in [sorted(k for k in r if k != "en")[i % (len(r) - 1)]]]
+    software = []
+    for i, message in enumerate(held_out_records()):
+        locales = sorted(k for k in message if k != "en")
+        software.append((message["en"].encode(), message[locales[i % len(locales)]].encode()))
     return {"pairs": pairs, "windows": windows, "units": units, "software_pairs": software}
 
 
@@ -160,10 +161,10 @@ def cmd_train(args) -> int:
                     return 0
             for group in optimizer.param_groups:
                 group["lr"] = group["lr_mult"] * args.lr * min(1.0, (step + 1) / args.warmup)
+            windows = batches.window_batch(args.docs, args.units)
             if args.frozen_encoder:
-                total, terms = model.writing_only(batches.window_batch(args.docs, args.units))
+                total, terms = model.writing_only(windows)
             else:
-                windows = batches.window_batch(args.docs, args.units)
                 total, terms = model.losses(batches.pair_batch(args.pairs), windows,
                                             batches.paragraph_batch(args.paragraphs) if args.paragraph else None,
                                             batches.views(*windows[:2]) if args.identity else None)
