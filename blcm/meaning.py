@@ -115,14 +115,15 @@ class MeaningModel(nn.Module):
                paragraphs: tuple[torch.Tensor, ...] | None = None,
                views: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``pairs``: (ids_a, lengths_a, ids_b, lengths_b), P units and their translations; ``windows``: (ids,
-        lengths, valid) of B documents' N consecutive units as rows (B·N, L), (B·N,), (B, N) valid;
+        lengths, valid, before) of B documents' N consecutive units as rows (B·N, L), (B·N,), (B, N) valid, and
+        the text before each row (read by a decoder with context);
         ``paragraphs`` (for the paragraph term): (ids_a, lengths_a, paragraph_a, ids_b, lengths_b, paragraph_b),
         the units of Q paragraph pairs and the index (0 … Q-1) of each unit's paragraph; ``views`` (for the
         identity term): (ids, lengths) of the window rows with words dropped.
         Returns the weighted total and every term's value, detached (plus the next-meaning accuracy)."""
         c = self.loss
         ids_a, len_a, ids_b, len_b = pairs
-        w_ids, w_len, valid = windows
+        w_ids, w_len, valid, before = windows
         m_a, m_b = self.encoder(ids_a, len_a), self.encoder(ids_b, len_b)  # (P, M)
         m_w = self.encoder(w_ids, w_len)  # (B·N, M)
         translation = info_nce(m_a, m_b, c.temperature)
@@ -133,7 +134,9 @@ class MeaningModel(nn.Module):
         else:
             written = [(m_a, ids_a, len_a), (m_b, ids_b, len_b), (m_w[real], w_ids[real], w_len[real])]
         meanings, ids, lengths = zip(*written, strict=True)
-        writing = self.writing(torch.cat(meanings), cat_padded(ids), torch.cat(lengths))
+        after = [b for b, r in zip(before, real.tolist(), strict=True) if r]  # a translation pair's units: no text
+        after = [b""] * (sum(map(len, ids)) - len(after)) + after
+        writing = self.writing(torch.cat(meanings), cat_padded(ids), torch.cat(lengths), after)
         total = c.translation * translation + c.next * nxt + c.writing * writing
         terms = {"translation": translation, "next": nxt, "next_accuracy": accuracy, "writing": writing}
         if c.paragraph:
@@ -157,23 +160,27 @@ class MeaningModel(nn.Module):
         sums = meanings.new_zeros(int(paragraph.max()) + 1, meanings.shape[-1]).index_add_(0, paragraph, meanings)
         return F.normalize(sums, dim=-1)
 
-    def writing(self, meanings: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def writing(self, meanings: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
+                before: list[bytes] | None = None) -> torch.Tensor:
         """The writing term: nats per byte (ends included) of a random subset of ``writing_units`` of the units
-        (U, L), each written from its noised meaning (U, M)."""
+        (U, L), each written from its noised meaning (U, M) after the text ``before`` it (None: none)."""
         c = self.loss
         keep = torch.randperm(len(ids), device=ids.device)[: c.writing_units]
         meanings, ids, lengths = meanings[keep], ids[keep], lengths[keep]
-        scores = self.decoder(ids, lengths, noised(scaled_grad(meanings, c.decoder_grad), c.noise, c.unconditional))
+        context = self.decoder.context_ids(None if before is None else [before[i] for i in keep.tolist()], len(ids))
+        scores = self.decoder(ids, lengths, noised(scaled_grad(meanings, c.decoder_grad), c.noise, c.unconditional),
+                              context)
         return scores.nats.sum() / (lengths + 1).sum()
 
-    def writing_only(self, windows: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def writing_only(self, windows: tuple) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The decoder's stage on a fixed meaning space: the windows' real units written from meanings of the
-        encoder as it is (no gradient reaches it)."""
-        ids, lengths, valid = windows
+        encoder as it is (no gradient reaches it), each after the text before it."""
+        ids, lengths, valid, before = windows
         real = valid.reshape(-1)
         with torch.no_grad():
             meanings = self.encoder(ids[real], lengths[real])
-        writing = self.writing(meanings, ids[real], lengths[real])
+        writing = self.writing(meanings, ids[real], lengths[real],
+                               [b for b, r in zip(before, real.tolist(), strict=True) if r])
         return writing, {"writing": writing.detach()}
 
 

@@ -280,7 +280,7 @@ class ByteLCM(Exportable, nn.Module):
         plan = [step.concepts for step in steps if step.kept[0]]  # each (1, d)
         if not plan:
             return
-        for unit in self.codec.decode(torch.cat(plan), temperature, top_k, generator):
+        for unit in self.codec.decode(torch.cat(plan), temperature, top_k, generator, before=prompt):
             if not unit:
                 return
             yield unit
@@ -292,9 +292,11 @@ class ByteLCM(Exportable, nn.Module):
         stops), and the unit's own concept, not the sample, extends the context."""
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         modality = sniff(prompt)  # generated units continue the prompt's document
+        text = [prompt]  # what a decoder that reads the text before a unit reads
 
         def decode(concepts: torch.Tensor) -> tuple[list[bytes], torch.Tensor]:
-            units = self.codec.decode(concepts, temperature, top_k, generator)
+            units = self.codec.decode(concepts, temperature, top_k, generator, before=b"".join(text))
+            text.extend(units)
             return units, torch.tensor([bool(u) for u in units], device=concepts.device)
 
         steps = iter_steps(self.core, self.encode(prompt)[None], max_new=max_units, sampling=sampling,

@@ -1,7 +1,10 @@
 """The meaning decoder: BLT's local decoder as a conditional byte LM that writes a unit from a meaning.
 
     meaning m (U, M) -> ``prefix`` slots (U, k, D) and a vector added to every byte embedding (U, 1, D)
-    [slots, BOS, b_0 … b_{L-1}] -> causal byte transformer -> next-id logits at BOS … b_{L-1}: b_0 … b_{L-1}, EOS
+    [slots, c_1 … c_C, BOS, b_0 … b_{L-1}] -> causal byte transformer -> logits at BOS … b_{L-1}: b_0 … b_{L-1}, EOS
+
+c_1 … c_C are the last ``context`` bytes of the text before the unit (left-padded with PAD; none where ``context``
+is 0), as BLT's local decoder reads its neighbours: the meaning says what to write, the context how it goes on.
 
 It has the shipped entropy model's shape and starts from its weights (``start_from``): a byte LM that already
 writes words, so training only has to teach it to listen to the meaning. It trains on noised meanings (an
@@ -12,6 +15,7 @@ KV-cached: every unit is written at once, a byte a step, greedy or sampled (temp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from blt.entropy import EntropyModel
-from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE, decode
+from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE, decode, encode
 from bridges.byte_decoder import DecoderScores
 from bridges.length_chunks import by_length
 from bridges.meaning_encoder import CHUNK_TOKENS
@@ -35,6 +39,7 @@ class MeaningDecoderConfig:
         dim, n_layers, n_heads: the byte transformer (the shipped entropy model's shape, so it can start from it).
         prefix: meaning slots read before BOS (0: the meaning is only added to the byte embeddings).
         max_bytes: the longest unit it writes.
+        context: bytes of the text before the unit it reads (0: it writes from the meaning alone).
     """
 
     dim: int = 128
@@ -42,10 +47,11 @@ class MeaningDecoderConfig:
     n_heads: int = 4
     prefix: int = 4
     max_bytes: int = 128
+    context: int = 0
 
     def __post_init__(self):
-        if min(self.dim, self.n_layers, self.n_heads, self.max_bytes) < 1 or self.prefix < 0:
-            raise ValueError(f"dim, n_layers, n_heads, max_bytes must be >= 1 and prefix >= 0: {self}")
+        if min(self.dim, self.n_layers, self.n_heads, self.max_bytes) < 1 or min(self.prefix, self.context) < 0:
+            raise ValueError(f"dim, n_layers, n_heads, max_bytes must be >= 1, prefix and context >= 0: {self}")
 
 
 class MeaningDecoder(nn.Module):
@@ -92,19 +98,38 @@ class MeaningDecoder(nn.Module):
             x = block(x, mask, positions, cache=None if caches is None else caches[i])
         return self.head(self.norm(x))
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, meanings: torch.Tensor) -> DecoderScores:
-        """Scores of each unit given its meaning: ids (U, L) PAD past ``lengths`` (U,), meanings (U, M)."""
-        return DecoderScores(*by_length(self._score, ids, lengths, CHUNK_TOKENS, meanings).unbind(1))
+    def context_ids(self, before: Sequence[bytes] | None, units: int) -> torch.Tensor:
+        """The text before each of ``units`` units (None: none) -> (units, context) ids of its last ``context``
+        bytes, left-padded with PAD."""
+        width = self.config.context
+        if before is None:
+            before = [b""] * units
+        if len(before) != units:
+            raise ValueError(f"{len(before)} contexts for {units} units")
+        rows = [encode(b[-width:] if width else b"") for b in before]
+        out = torch.full((units, width), PAD, dtype=torch.long, device=self.embed.weight.device)
+        for row, ids in zip(out, rows, strict=True):
+            row[width - len(ids) :] = ids
+        return out
 
-    def _score(self, ids: torch.Tensor, meanings: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, meanings: torch.Tensor,
+                context: torch.Tensor | None = None) -> DecoderScores:
+        """Scores of each unit given its meaning: ids (U, L) PAD past ``lengths`` (U,), meanings (U, M), the text
+        before each unit (U, context) (``context_ids``; None: none)."""
+        if context is None:
+            context = self.context_ids(None, len(ids))
+        return DecoderScores(*by_length(self._score, ids, lengths, CHUNK_TOKENS, meanings, context).unbind(1))
+
+    def _score(self, ids: torch.Tensor, meanings: torch.Tensor, context: torch.Tensor,
+               lengths: torch.Tensor) -> torch.Tensor:
         """(U, 3): the columns of DecoderScores of one length chunk, stacked so that by_length can reorder rows."""
         inside = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]
         targets = F.pad(ids.masked_fill(~inside, PAD), (0, 1), value=PAD)  # (U, L+1)
         targets = targets.scatter(1, lengths[:, None], EOS)  # each unit ends with EOS
         inputs = F.pad(targets[:, :-1], (1, 0), value=BOS).masked_fill(targets == PAD, PAD)  # BOS b_0 … b_{L-1}
         slots, bias = self.conditioning(meanings)
-        x = torch.cat([slots, self.embed(inputs) + bias], dim=1)
-        logits = self.run(x, 0)[:, slots.shape[1]:]  # (U, L+1, V)
+        x = torch.cat([slots, self.embed(context), self.embed(inputs) + bias], dim=1)
+        logits = self.run(x, 0)[:, slots.shape[1] + context.shape[1] :]  # (U, L+1, V)
         scored = targets != PAD
         nats = F.cross_entropy(rearrange(logits, "u t v -> u v t").float(), targets, reduction="none") * scored
         with torch.no_grad():
@@ -114,13 +139,15 @@ class MeaningDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, meanings: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, generator: torch.Generator | None = None,
-                 max_bytes: int | None = None) -> list[bytes]:
-        """Meanings (U, M) -> U units, all written at once byte by byte on a KV cache until EOS or ``max_bytes``."""
+                 max_bytes: int | None = None, before: Sequence[bytes] | None = None) -> list[bytes]:
+        """Meanings (U, M) -> U units, all written at once byte by byte on a KV cache until EOS or ``max_bytes``;
+        ``before``: the text each unit follows (read where ``context`` > 0)."""
         limit = min(max_bytes or self.config.max_bytes, self.config.max_bytes)
         slots, bias = self.conditioning(meanings)
         caches = [KVCache() for _ in self.blocks]
         bos = torch.full((len(meanings), 1), BOS, dtype=torch.long, device=meanings.device)
-        logits = self.run(torch.cat([slots, self.embed(bos) + bias], dim=1), 0, caches)[:, -1]
+        context = self.embed(self.context_ids(before, len(meanings)))
+        logits = self.run(torch.cat([slots, context, self.embed(bos) + bias], dim=1), 0, caches)[:, -1]
         out = torch.full((len(meanings), limit), PAD, dtype=torch.long, device=meanings.device)
         open_ = torch.ones(len(meanings), dtype=torch.bool, device=meanings.device)
         for t in range(limit):

@@ -128,7 +128,7 @@ def test_translations_meet_after_a_few_steps():
     model.train()
     pairs = word_pairs()
     a, b = pad_batch([p[0] for p in pairs]), pad_batch([p[1] for p in pairs])
-    windows = (*pad_batch([p[0] for p in pairs[:4]]), torch.ones(2, 2, dtype=torch.bool))
+    windows = (*pad_batch([p[0] for p in pairs[:4]]), torch.ones(2, 2, dtype=torch.bool), [b""] * 4)
 
     def gap() -> float:
         with torch.no_grad():
@@ -154,7 +154,7 @@ def test_the_decoder_learns_to_write_from_meanings():
     model.train()
     pairs = word_pairs()
     a = pad_batch([p[0] for p in pairs])
-    windows = (*pad_batch([p[0] for p in pairs[:4]]), torch.ones(2, 2, dtype=torch.bool))
+    windows = (*pad_batch([p[0] for p in pairs[:4]]), torch.ones(2, 2, dtype=torch.bool), [b""] * 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(60):
@@ -176,7 +176,7 @@ def test_cross_writing_writes_the_english_unit_from_its_translations_meaning():
     a, b = pad_batch([p[0] for p in pairs]), pad_batch([p[1] for p in pairs])
     w = pad_batch([p[0] for p in word_pairs()[4:8]])
     with torch.no_grad():
-        _, terms = model.losses((*a, *b), (*w, torch.ones(2, 2, dtype=torch.bool)))
+        _, terms = model.losses((*a, *b), (*w, torch.ones(2, 2, dtype=torch.bool), [b""] * 4))
         nats = codec.decoder(*a, codec.encoder(*b)).nats.sum() + codec.decoder(*w, codec.encoder(*w)).nats.sum()
         ends = (a[1] + 1).sum() + (w[1] + 1).sum()
     assert torch.allclose(terms["writing"], nats / ends, rtol=1e-5)
@@ -189,7 +189,7 @@ def test_the_decoders_stage_leaves_the_encoder_as_it_is():
     model = MeaningModel(codec.encoder, codec.decoder, MeaningLossConfig(noise=0.2, unconditional=0.0)).train()
     before = {k: v.clone() for k, v in codec.encoder.state_dict().items()}
     units = [p[0] for p in word_pairs()[:8]]
-    windows = (*pad_batch(units), torch.ones(2, 4, dtype=torch.bool))
+    windows = (*pad_batch(units), torch.ones(2, 4, dtype=torch.bool), [b""] * 8)
     optimizer = torch.optim.AdamW(codec.decoder.parameters(), lr=3e-3)
     first = None
     for _ in range(40):
@@ -219,7 +219,7 @@ def test_paragraph_batches_and_meanings():
         units = codec.encoder(ids_a, len_a)
     for q in range(3):
         assert torch.allclose(pooled[q], F.normalize(units[par_a == q].mean(0), dim=-1), atol=1e-6)
-    windows = (*pad_batch([b"x.", b"y."]), torch.ones(1, 2, dtype=torch.bool))
+    windows = (*pad_batch([b"x.", b"y."]), torch.ones(1, 2, dtype=torch.bool), [b""] * 2)
     pairs = (*pad_batch([b"a b."]), *pad_batch([b"A B."]))
     _, terms = model.losses(pairs, windows, (ids_a, len_a, par_a, ids_b, len_b, par_b))
     assert terms["paragraph"] > 0
@@ -241,7 +241,7 @@ def test_word_dropped_views_and_the_identity_term():
     codec = tiny_codec()
     model = MeaningModel(codec.encoder, codec.decoder, MeaningLossConfig(translation=0.0, next=0.0, writing=0.0,
                                                                          identity=1.0, temperature=0.1)).train()
-    windows = (ids, lengths, torch.ones(2, 4, dtype=torch.bool))
+    windows = (ids, lengths, torch.ones(2, 4, dtype=torch.bool), [b""] * 8)
     pairs = (*pad_batch([b"a b."]), *pad_batch([b"A B."]))
     with pytest.raises(ValueError, match="word-dropped views"):
         model.losses(pairs, windows)

@@ -21,6 +21,7 @@ from bridges.segment import SentenceSegmenter
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 UNIT_BYTES = 128
+CONTEXT_BYTES = 256  # the most text before a window unit kept for a decoder that reads it
 
 
 def english_documents(split: str, unit_bytes: int = UNIT_BYTES) -> list[list[bytes]]:
@@ -115,17 +116,23 @@ class Batches:
             out.append(b" ".join(kept))
         return pad_batch(out)
 
-    def window_batch(self, docs: int, units: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids (docs·units, L), lengths, valid (docs, units)): ``units`` consecutive units of ``docs`` documents
-        from a random start (a shorter document fills what it has; the rest are one-byte PAD rows, not valid)."""
+    def window_batch(self, docs: int, units: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[bytes]]:
+        """(ids (docs·units, L), lengths, valid (docs, units), before): ``units`` consecutive units of ``docs``
+        documents from a random start (a shorter document fills what it has; the rest are one-byte PAD rows, not
+        valid), and the document's text before each row (its last CONTEXT_BYTES; b"" for a PAD row)."""
         chosen = torch.randint(0, len(self.documents), (docs,), generator=self.generator).tolist()
         starts = self.draw(docs).tolist()
-        rows, valid = [], torch.zeros(docs, units, dtype=torch.bool)
+        rows, before, valid = [], [], torch.zeros(docs, units, dtype=torch.bool)
         for i, (d, s) in enumerate(zip(chosen, starts, strict=True)):
             doc = self.documents[d]
             start = s % max(len(doc) - units + 1, 1)
             window = doc[start : start + units]
             valid[i, : len(window)] = True
             rows += window + [b" "] * (units - len(window))
+            text = b"".join(doc[:start])[-CONTEXT_BYTES:]
+            for unit in window:
+                before.append(text)
+                text = (text + unit)[-CONTEXT_BYTES:]
+            before += [b""] * (units - len(window))
         ids, lengths = pad_batch(rows)
-        return ids, lengths, valid
+        return ids, lengths, valid, before

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from catalogues import catalogue_pairs, held_out_records  # noqa: E402
 from curve_log import record  # noqa: E402
-from meaning_data import SHARED, Batches, english_documents, paragraph_pairs, translation_pairs  # noqa: E402
+from meaning_data import CONTEXT_BYTES, SHARED, Batches, english_documents, paragraph_pairs, translation_pairs  # noqa: E402
 
 from blcm.meaning import MeaningLossConfig, MeaningModel, next_meaning_nce  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
@@ -52,7 +52,7 @@ LOSS_FLAGS = tuple(f.name for f in fields(MeaningLossConfig) if f.name not in ("
 def build(args) -> tuple[MeaningCodec, MeaningModel]:
     config = MeaningCodecConfig(encoder={"patching": args.patching, "layers": args.layers,
                                          "byte_layers": args.byte_layers},
-                                decoder={"prefix": args.prefix})
+                                decoder={"prefix": args.prefix, "context": args.context})
     codec = MeaningCodec(config, args.meaning_dim)
     codec.decoder.start_from(load_shipped_entropy_model()[0])
     loss = MeaningLossConfig(**{name: getattr(args, name) for name in LOSS_FLAGS})
@@ -66,7 +66,7 @@ def evaluate(model: MeaningModel, held_out: dict) -> dict[str, float]:
     enc = model.encoder
     retrieval = {"unit_retrieval_error": retrieval_error(enc, held_out["pairs"]),
                  "software_retrieval_error": retrieval_error(enc, held_out["software_pairs"])}
-    ids, lengths, valid = held_out["windows"]
+    ids, lengths, valid, _ = held_out["windows"]
     m_w = enc(ids, lengths).view(*valid.shape, -1)
     _, next_accuracy = next_meaning_nce(model.predictor, m_w, valid, model.loss.temperature)
     units = held_out["units"]
@@ -74,8 +74,12 @@ def evaluate(model: MeaningModel, held_out: dict) -> dict[str, float]:
     meanings = torch.cat([enc(*pad_batch(units[i : i + 256])) for i in range(0, len(units), 256)])
     noisy = F.normalize(meanings + 0.5 * torch.randn_like(meanings) / meanings.shape[-1] ** 0.5, dim=-1)
     bpb = {}
-    for name, m in (("meaning", meanings), ("noised_0.5", noisy), ("none", torch.zeros_like(meanings))):
-        nats = model.decoder(ids, lengths, m).nats.sum()
+    runs = [("meaning", meanings, None), ("noised_0.5", noisy, None), ("none", torch.zeros_like(meanings), None)]
+    if model.decoder.config.context:  # the same units after their text, with and without their meaning
+        context = model.decoder.context_ids(held_out["before"], len(units))
+        runs += [("context_meaning", meanings, context), ("context_none", torch.zeros_like(meanings), context)]
+    for name, m, context in runs:
+        nats = model.decoder(ids, lengths, m, context).nats.sum()
         bpb[f"bpb_{name}"] = float(nats / (lengths + 1).sum() / math.log(2))
     spread = float(meanings.mean(0).norm())  # 1 if every meaning were the same, ~0 if spread over the sphere
     model.train()
@@ -98,14 +102,16 @@ def held_out_data(seed: int = 0) -> dict:
     pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=g)[:EVAL_PAIRS].tolist()]
     docs = english_documents("valid")
     units = [u for d in docs for u in d]
-    units = [units[i] for i in torch.randperm(len(units), generator=g)[:EVAL_UNITS].tolist()]
+    texts = [b"".join(d[:j])[-CONTEXT_BYTES:] for d in docs for j in range(len(d))]  # the text before each unit
+    chosen = torch.randperm(len(units), generator=g)[:EVAL_UNITS].tolist()
+    units, before = [units[i] for i in chosen], [texts[i] for i in chosen]
     windows = Batches([], docs, g).window_batch(64, 16)
     # Software messages of a wheel never trained on (tools/catalogues.py), one translation each, locales in turn.
     software = []
     for i, message in enumerate(held_out_records()):
         locales = sorted(k for k in message if k != "en")
         software.append((message["en"].encode(), message[locales[i % len(locales)]].encode()))
-    return {"pairs": pairs, "windows": windows, "units": units, "software_pairs": software}
+    return {"pairs": pairs, "windows": windows, "units": units, "before": before, "software_pairs": software}
 
 
 def cmd_train(args) -> int:
@@ -269,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--layers", type=int, default=2, help="patch transformer blocks")
     t.add_argument("--byte-layers", type=int, default=0, help="local byte transformer blocks before pooling")
     t.add_argument("--prefix", type=int, default=4, help="meaning slots the decoder reads before BOS")
+    t.add_argument("--context", type=int, default=0, help="bytes of the text before a unit the decoder reads "
+                   "(0: none; it adds no weights, so --start-from a run without it works)")
     t.add_argument("--pairs", type=int, default=64, help="translation pairs a step")
     t.add_argument("--paragraphs", type=int, default=16, help="paragraph pairs a step (for --paragraph > 0)")
     t.add_argument("--catalogues", action="store_true", help="translation pairs of software message catalogues "
