@@ -337,6 +337,20 @@ class ByteLCM(Exportable, nn.Module):
                              f"concept_dim {self.config.concept_dim}: make the model's codec config match")
         self.codec.load_state_dict(codec.state_dict())
 
+    def use_meaning_decoder(self, codec: MeaningCodec) -> None:
+        """Write with another meaning codec's decoder (a ship_meaning.py decoder stage on this model's encoder): the
+        core predicts meanings of its own encoder, so that encoder must be the model's, weight for weight."""
+        mine = self.codec
+        if not isinstance(mine, MeaningCodec) or not isinstance(codec, MeaningCodec):
+            raise ValueError("a meaning decoder replaces a meaning codec's: this model's codec is "
+                             f"{self.config.codec_kind!r}")
+        ours, theirs = mine.encoder.state_dict(), codec.encoder.state_dict()
+        if ours.keys() != theirs.keys() or not all(torch.equal(ours[k], theirs[k].to(ours[k])) for k in ours):
+            raise ValueError("that meaning codec's encoder is not this model's: its decoder writes from another space")
+        mine.decoder = codec.decoder.to(mine.device)
+        mine.config = replace(mine.config, decoder=codec.config.decoder)
+        self.config = replace(self.config, codec=mine.config)
+
     @classmethod
     def from_config(cls, config: dict) -> ByteLCM:
         """An untrained model of an export's (or a checkpoint's ``export``) config."""

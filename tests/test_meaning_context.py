@@ -5,15 +5,16 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_meaning import TINY
 
 from blcm.meaning import MeaningLossConfig, MeaningModel
 from blt.ids import PAD, encode, pad_batch
 from bridges.meaning_codec import MeaningCodec, MeaningCodecConfig
-from test_meaning import TINY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from meaning_data import CONTEXT_BYTES, Batches  # noqa: E402
@@ -131,3 +132,24 @@ def test_generation_hands_the_text_so_far_to_the_decoder(monkeypatch):
     seen.clear()
     list(model.iter_generate(prompt, max_units=3, seed=0, eod_threshold=2.0))
     assert seen == [prompt]
+
+
+def test_a_model_takes_another_decoder_only_on_its_own_encoder(tmp_path):
+    """use_meaning_decoder swaps in a decoder stage's decoder (its config too); a codec of another encoder, or a
+    model without a meaning codec, is refused."""
+    from blcm.model import ByteLCM, ByteLCMConfig
+
+    def model_of(codec):
+        model = ByteLCM(ByteLCMConfig(concept_dim=16, codec=codec.config,
+                                      segmenter={"kind": "sentence", "max_bytes": 64},
+                                      core={"variant": "base", "model_dim": 32, "n_layers": 1, "n_heads": 2}))
+        model.load_codec(codec)
+        return model.eval()
+
+    model, staged = model_of(context_codec(0)), context_codec(8, seed=0)
+    staged.decoder.load_state_dict({k: v + 0.01 for k, v in staged.decoder.state_dict().items()})
+    model.use_meaning_decoder(staged)
+    assert model.config.codec.decoder.context == 8 and model.codec.decoder is staged.decoder
+    assert model.generate(b"The cat sleeps. ", max_units=1, seed=0, eod_threshold=2.0) is not None
+    with pytest.raises(ValueError, match="not this model's"):
+        model.use_meaning_decoder(context_codec(8, seed=1))

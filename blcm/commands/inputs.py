@@ -7,10 +7,27 @@ from pathlib import Path
 from blcm import CLIError
 
 
-def load_model(directory: str | None, byte_lm: bool = False, part: str | None = None):
+def load_model(directory: str | None, byte_lm: bool = False, part: str | None = None, decoder: str | None = None):
     """The ByteLCM exported to ``directory``; with ``byte_lm``, an exported EntropyModel (a byte LM such as
     the ByteGPT baseline) is accepted too. None: a shipped codec in a ByteLCM whose core is untrained (what
-    encode, decode and reconstruct need), ``part`` "spelling" (the chunk codec, the default) or "meaning"."""
+    encode, decode and reconstruct need), ``part`` "spelling" (the chunk codec, the default) or "meaning".
+    ``decoder``: a meaning-codec export whose decoder the model writes with (``ByteLCM.use_meaning_decoder``)."""
+    model = _load(directory, byte_lm, part)
+    if decoder is not None:
+        from blcm.model import ByteLCM
+        from blt.pretrained import PretrainedError
+        from bridges.pretrained.meaning import load_meaning_codec
+
+        if not isinstance(model, ByteLCM):
+            raise CLIError(f"--decoder replaces a ByteLCM's meaning decoder; {directory} is a byte LM")
+        try:
+            model.use_meaning_decoder(load_meaning_codec(decoder))
+        except (PretrainedError, FileNotFoundError, ValueError) as e:
+            raise CLIError(f"--decoder {decoder}: {(str(e).strip().splitlines() or [''])[0]}") from None
+    return model
+
+
+def _load(directory: str | None, byte_lm: bool, part: str | None):
     from safetensors import SafetensorError
 
     from blcm.model import ByteLCM
