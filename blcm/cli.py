@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder", metavar="DIR", help="write with the decoder of this meaning-codec export (tools/"
                    "ship_meaning.py package --no-ship: runs/NAME/export) instead of the model's own; its encoder must "
                    "be the model's")
+    g.add_argument("--ignore-meaning", action="store_true", help="the meaning decoder writes every unit from the "
+                   "zero meaning: what the text before alone gives (a decoder with context), to measure what the "
+                   "meaning adds")
     g.add_argument("--max-units", type=int, default=8, help="the most units to generate (default 8)")
     g.add_argument("--max-bytes", type=int, default=256, help="a byte LM: the most bytes to generate (default 256)")
     g.add_argument("--steps", type=int, default=40, help="diffusion sampling steps (default 40)")
@@ -258,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--decoder", metavar="DIR", help="write with the decoder of this meaning-codec export (tools/"
                    "ship_meaning.py package --no-ship: runs/NAME/export) instead of the model's own; its encoder must "
                    "be the model's")
+    v.add_argument("--ignore-meaning", action="store_true", help="the meaning decoder writes every unit from the "
+                   "zero meaning: what the text before alone gives (a decoder with context), to measure what the "
+                   "meaning adds")
     v.add_argument("--byte-lm", metavar="DIR", help="an exported byte LM for MI, a side-by-side bits per byte and "
                    "the generated text's bits per byte (defaults: the model's own entropy model for MI, the shipped "
                    "entropy model for generation)")

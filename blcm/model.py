@@ -330,7 +330,8 @@ class ByteLCM(Exportable, nn.Module):
         if not isinstance(mine, FIXED_WIDTH) or type(mine) is not type(theirs):
             raise ValueError(f"a trained {getattr(theirs, 'kind', type(codec).__name__)!r} codec cannot be loaded into "
                              f"a model whose codec is {self.config.codec_kind!r}")
-        loose = {"batch_size": 0, **({"input_mask": 0.0} if isinstance(mine, ChunkCodecConfig) else {"top_p": None})}
+        loose = {"batch_size": 0, **({"input_mask": 0.0} if isinstance(mine, ChunkCodecConfig)
+                                     else {"top_p": None, "ignore_meaning": False})}
         dim = codec.concept_dim
         if replace(mine, **loose) != replace(theirs, **loose) or dim != self.config.concept_dim:
             raise ValueError(f"the trained codec is {theirs} with concept_dim {dim}; this model's is {mine} with "
@@ -348,8 +349,12 @@ class ByteLCM(Exportable, nn.Module):
         if ours.keys() != theirs.keys() or not all(torch.equal(ours[k], theirs[k].to(ours[k])) for k in ours):
             raise ValueError("that meaning codec's encoder is not this model's: its decoder writes from another space")
         mine.decoder = codec.decoder.to(mine.device)
-        mine.config = replace(mine.config, decoder=codec.config.decoder)
-        self.config = replace(self.config, codec=mine.config)
+        self.set_meaning_decoding(decoder=codec.config.decoder)
+
+    def set_meaning_decoding(self, **fields) -> None:
+        """Change decoding-only fields of the meaning codec's config (``decoder``, ``top_p``, ``ignore_meaning``)."""
+        self.codec.config = replace(self.codec.config, **fields)
+        self.config = replace(self.config, codec=self.codec.config)
 
     @classmethod
     def from_config(cls, config: dict) -> ByteLCM:

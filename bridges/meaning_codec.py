@@ -38,6 +38,8 @@ class MeaningCodecConfig:
         decoder: the meaning decoder (bridges/meaning_decoder.py), or its dict.
         batch_size: units per call when encoding or decoding lists of units.
         top_p: sampled decoding (temperature > 0) draws from this nucleus of each byte's distribution (None: all).
+        ignore_meaning: ``decode`` writes every unit from the zero meaning, so a decoder that reads context writes
+            what the text before alone gives: the yardstick of what the meaning adds, never a default.
     """
 
     kind: Literal["meaning"] = "meaning"
@@ -45,6 +47,7 @@ class MeaningCodecConfig:
     decoder: MeaningDecoderConfig | dict = field(default_factory=MeaningDecoderConfig)
     batch_size: int = 256
     top_p: float | None = 0.9
+    ignore_meaning: bool = False
 
     def __post_init__(self):
         for name, cls in (("encoder", MeaningEncoderConfig), ("decoder", MeaningDecoderConfig)):
@@ -145,6 +148,8 @@ class MeaningCodec(nn.Module):
         from the config's top_p); a decoder that reads ``context`` bytes writes them one after another, each after
         ``before`` and the units written before it."""
         meanings = self.meanings(concepts.to(self.device))
+        if self.config.ignore_meaning:
+            meanings = torch.zeros_like(meanings)
         write = partial(self.decoder.generate, temperature=temperature, top_k=top_k, top_p=self.config.top_p,
                         generator=generator, max_bytes=self.max_unit_bytes)
         if not self.decoder.config.context:

@@ -153,3 +153,13 @@ def test_a_model_takes_another_decoder_only_on_its_own_encoder(tmp_path):
     assert model.generate(b"The cat sleeps. ", max_units=1, seed=0, eod_threshold=2.0) is not None
     with pytest.raises(ValueError, match="not this model's"):
         model.use_meaning_decoder(context_codec(8, seed=1))
+
+
+def test_ignoring_the_meaning_writes_what_the_text_before_alone_gives():
+    codec = context_codec(8)
+    concepts = codec.encode([b"The cat sleeps.", b"Dogs bark loudly."])
+    codec.config = MeaningCodecConfig(**{**vars(codec.config), "ignore_meaning": True})
+    zero = torch.zeros(1, 16)
+    first = codec.decode(concepts[:1], before=b"Prompt. ")[0]
+    assert first == codec.decoder.generate(zero, max_bytes=64, before=[b"Prompt. "])[0]
+    assert codec.decode(concepts[1:], before=b"Prompt. ")[0] == first

@@ -94,7 +94,7 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     if out.suffix != ".json":
         raise CLIError(f"--out must name a .json file (the markdown report goes next to it), got {args.out}")
-    model = load_model(args.model, byte_lm=True, decoder=args.decoder)
+    model = load_model(args.model, byte_lm=True, decoder=args.decoder, ignore_meaning=args.ignore_meaning)
     if isinstance(model, EntropyModel) and (args.byte_lm or args.parallel or args.pairs):
         raise CLIError(f"{args.model} is a byte LM: --byte-lm, --parallel and --pairs apply to a ByteLCM only")
     byte_lm = load_model(args.byte_lm, byte_lm=True) if args.byte_lm else None
@@ -111,9 +111,9 @@ def cmd_eval(args) -> int:
                           progress=not args.no_progress, pairs=args.pairs, vocabulary=words)
     except (DataError, ValueError) as e:
         raise CLIError(str(e)) from None
-    result["inputs"] = {"model": args.model, "decoder": args.decoder, "data": args.data, "byte_lm": args.byte_lm,
-                        "parallel": args.parallel,
-                        "pairs": args.pairs, "vocabulary": args.vocabulary}
+    result["inputs"] = {"model": args.model, "decoder": args.decoder, "ignore_meaning": args.ignore_meaning,
+                        "data": args.data, "byte_lm": args.byte_lm, "parallel": args.parallel, "pairs": args.pairs,
+                        "vocabulary": args.vocabulary}
     report = render_markdown(result)
     try:
         atomic_write(out, json.dumps(json_ready(result), indent=2, allow_nan=False))

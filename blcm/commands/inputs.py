@@ -7,23 +7,29 @@ from pathlib import Path
 from blcm import CLIError
 
 
-def load_model(directory: str | None, byte_lm: bool = False, part: str | None = None, decoder: str | None = None):
+def load_model(directory: str | None, byte_lm: bool = False, part: str | None = None, decoder: str | None = None,
+               ignore_meaning: bool = False):
     """The ByteLCM exported to ``directory``; with ``byte_lm``, an exported EntropyModel (a byte LM such as
     the ByteGPT baseline) is accepted too. None: a shipped codec in a ByteLCM whose core is untrained (what
     encode, decode and reconstruct need), ``part`` "spelling" (the chunk codec, the default) or "meaning".
-    ``decoder``: a meaning-codec export whose decoder the model writes with (``ByteLCM.use_meaning_decoder``)."""
+    ``decoder``: a meaning-codec export whose decoder the model writes with (``ByteLCM.use_meaning_decoder``);
+    ``ignore_meaning``: the meaning decoder writes from the zero meaning (``MeaningCodecConfig.ignore_meaning``)."""
     model = _load(directory, byte_lm, part)
-    if decoder is not None:
-        from blcm.model import ByteLCM
-        from blt.pretrained import PretrainedError
-        from bridges.pretrained.meaning import load_meaning_codec
+    if decoder is None and not ignore_meaning:
+        return model
+    from blcm.model import ByteLCM
+    from blt.pretrained import PretrainedError
+    from bridges.meaning_codec import MeaningCodec
+    from bridges.pretrained.meaning import load_meaning_codec
 
-        if not isinstance(model, ByteLCM):
-            raise CLIError(f"--decoder replaces a ByteLCM's meaning decoder; {directory} is a byte LM")
+    if not isinstance(model, ByteLCM) or not isinstance(model.codec, MeaningCodec):
+        raise CLIError(f"--decoder and --ignore-meaning apply to a ByteLCM on the meaning space; {directory} is not")
+    if decoder is not None:
         try:
             model.use_meaning_decoder(load_meaning_codec(decoder))
         except (PretrainedError, FileNotFoundError, ValueError) as e:
             raise CLIError(f"--decoder {decoder}: {(str(e).strip().splitlines() or [''])[0]}") from None
+    model.set_meaning_decoding(ignore_meaning=ignore_meaning)
     return model
 
 

@@ -32,7 +32,7 @@ def cmd_generate(args) -> int:
     prompt = args.prompt.encode("utf-8") if args.prompt is not None else read_bytes(args.prompt_file)
     if not prompt:
         raise CLIError("the prompt is empty")
-    model = load_model(args.model, byte_lm=True, decoder=args.decoder)
+    model = load_model(args.model, byte_lm=True, decoder=args.decoder, ignore_meaning=args.ignore_meaning)
     try:
         if isinstance(model, EntropyModel):  # a byte LM (the ByteGPT baseline): bytes, not units
             generator = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
