@@ -258,19 +258,24 @@ def semantics(space: Space, units: list[bytes], args) -> dict:
 
 
 @torch.no_grad()
-def writing(space: Space, units: list[bytes], seed: int) -> dict:
+def writing(space: Space, units: list[bytes], before: list[bytes], seed: int) -> dict:
     """Yardstick 3: bits per byte of ``units`` (their ends included, as tools/ship_meaning.py counts them) given
-    their meaning, a noised meaning and none; five rewrites."""
+    their meaning, a noised meaning and none; a decoder that reads context also given the text ``before`` each unit
+    in its document, with the meaning and without; five rewrites."""
     codec = space.codec
     g = torch.Generator().manual_seed(seed)
     meanings = codec.embed(units)  # unit meanings: what the decoder reads (concepts are their scaled form)
     noisy = F.normalize(meanings + NOISE * torch.randn(meanings.shape, generator=g) / meanings.shape[-1] ** 0.5, dim=-1)
-    out = {"units": len(units), "bytes": sum(map(len, units))}
-    for label, m in (("meaning", meanings), ("noised", noisy), ("none", torch.zeros_like(meanings))):
+    out = {"units": len(units), "bytes": sum(map(len, units)), "context_bytes": codec.decoder.config.context}
+    runs = [("meaning", meanings, False), ("noised", noisy, False), ("none", torch.zeros_like(meanings), False)]
+    if codec.decoder.config.context:
+        runs += [("context_meaning", meanings, True), ("context_none", torch.zeros_like(meanings), True)]
+    for label, m, after in runs:
         nats = ends = 0.0
         for s in progress_bar(range(0, len(units), 256), desc=f"decoder scores, {label}"):
             ids, lengths = pad_batch(units[s : s + 256])
-            nats += float(codec.decoder(ids, lengths, m[s : s + 256]).nats.sum())
+            context = codec.decoder.context_ids(before[s : s + 256] if after else None, len(ids))
+            nats += float(codec.decoder(ids, lengths, m[s : s + 256], context).nats.sum())
             ends += float((lengths + 1).sum())
         out[f"bpb_{label}"] = nats / ends / math.log(2)
     rewrites = codec.decoder.generate(meanings[:5], 0.7, None, codec.config.top_p, g)
@@ -300,7 +305,9 @@ def measure(args) -> None:
         raise SystemExit(f"{meaning_data.SHARED}/en: too few documents for train, held-out (a tenth of "
                          "--train-units, after them) and valid")
     valid_units = [u for d in valid_docs for u in d]
-    sample = random.Random(args.seed).sample(valid_units, len(valid_units))
+    valid_before = [b"".join(d[:j])[-meaning_data.CONTEXT_BYTES :] for d in valid_docs for j in range(len(d))]
+    order = random.Random(args.seed).sample(range(len(valid_units)), len(valid_units))
+    sample, sample_before = [valid_units[i] for i in order], [valid_before[i] for i in order]
     seconds["data"] = time.perf_counter() - start
     if not codec.ready:  # a frozen space's normaliser, fitted on train units as a ByteLCM fits it
         codec.fit_normalizer([u for d in train_docs for u in d][:NORMALISER_UNITS])
@@ -317,8 +324,9 @@ def measure(args) -> None:
         result["predictability"] = predictability(parts[: len(train_docs)], parts[len(train_docs) : -len(valid_docs)],
                                                   parts[-len(valid_docs) :], args)
         seconds["predictability"] = time.perf_counter() - start
+    written = sample[:WRITING_UNITS], sample_before[:WRITING_UNITS]
     for stage, run in (("semantics", lambda: semantics(space, sample[:AGREEMENT_UNITS], args)),
-                       ("writing", lambda: writing(space, sample[:WRITING_UNITS], args.seed))):
+                       ("writing", lambda: writing(space, *written, args.seed))):
         if stage not in skipped:
             start = time.perf_counter()
             result[stage] = run()

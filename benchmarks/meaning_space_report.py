@@ -19,7 +19,9 @@ SUMMARY = (("next-concept R², core", ("predictability", "core", "r2")),
            ("nearest-neighbour overlap with MiniLM", ("semantics", "minilm_agreement", "overlap")),
            ("bits/byte given the meaning", ("writing", "bpb_meaning")),
            ("bits/byte given the meaning, noised", ("writing", "bpb_noised")),
-           ("bits/byte given no meaning", ("writing", "bpb_none")))
+           ("bits/byte given no meaning", ("writing", "bpb_none")),
+           ("bits/byte after the text before, given the meaning", ("writing", "bpb_context_meaning")),
+           ("bits/byte after the text before, given no meaning", ("writing", "bpb_context_none")))
 
 
 def summary(result: dict) -> dict:
@@ -115,6 +117,8 @@ CURVE_FIGURES = {  # curve.jsonl key -> what the table and plot call it
     "bpb_meaning": "bits/byte given the meaning",
     "bpb_none": "bits/byte given none",
     "gain": "bits/byte the meaning saves",
+    "bpb_context_meaning": "bits/byte after the text before, given the meaning",
+    "bpb_context_none": "bits/byte after the text before, given none",
     "mean_meaning_norm": "norm of the mean meaning (1: all alike)",
 }
 
