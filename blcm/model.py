@@ -280,7 +280,8 @@ class ByteLCM(Exportable, nn.Module):
         plan = [step.concepts for step in steps if step.kept[0]]  # each (1, d)
         if not plan:
             return
-        for unit in self.codec.decode(torch.cat(plan), temperature, top_k, generator, before=prompt):
+        # written in one batch, so each planned unit reads the prompt's end, not the planned units before it
+        for unit in self.codec.decode(torch.cat(plan), temperature, top_k, generator, before=[prompt] * len(plan)):
             if not unit:
                 return
             yield unit
@@ -295,7 +296,7 @@ class ByteLCM(Exportable, nn.Module):
         text = [prompt]  # what a decoder that reads the text before a unit reads
 
         def decode(concepts: torch.Tensor) -> tuple[list[bytes], torch.Tensor]:
-            units = self.codec.decode(concepts, temperature, top_k, generator, before=b"".join(text))
+            units = self.codec.decode(concepts, temperature, top_k, generator, before=[b"".join(text)])
             text.extend(units)
             return units, torch.tensor([bool(u) for u in units], device=concepts.device)
 

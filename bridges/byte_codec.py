@@ -304,5 +304,5 @@ class ByteConceptCodec(nn.Module):
         return self.encoder(ids, torch.ones(1, dtype=torch.long, device=self.device), running_stats=True)[0]
 
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, before: bytes = b"") -> list[bytes]:
+               generator: torch.Generator | None = None, before: Sequence[bytes] | None = None) -> list[bytes]:
         return self.decoder.generate(concepts.to(self.device), self.max_unit_bytes, temperature, top_k, generator)

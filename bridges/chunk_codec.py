@@ -230,7 +230,7 @@ class ChunkConceptCodec(nn.Module):
 
     @torch.no_grad()
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, before: bytes = b"") -> list[bytes]:
+               generator: torch.Generator | None = None, before: Sequence[bytes] | None = None) -> list[bytes]:
         """Concepts (n, d) -> n units, each at most ``max_unit_bytes`` bytes."""
         concepts, step = concepts.to(self.device), self.config.batch_size
         units = [u for i in range(0, len(concepts), step)

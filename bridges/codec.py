@@ -34,10 +34,9 @@ class ConceptCodec(Protocol):
         """n units of one document -> concepts (n, d); ``modality`` is the document's (bridges.modality)."""
 
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, before: bytes = b"") -> list[bytes]:
-        """Concepts (n, d) -> n units. ``before``: the text they continue (a document's bytes before the first);
-        a decoder that reads the text before a unit (the meaning codec's, where its ``context`` > 0) writes the units
-        in order, each after that text and the units before it; the others write each unit from its concept."""
+               generator: torch.Generator | None = None, before: Sequence[bytes] | None = None) -> list[bytes]:
+        """Concepts (n, d) -> n units. ``before``: the text before each unit (None: none), read by a decoder that
+        reads it (the meaning codec's, where its ``context`` > 0); the others write each unit from its concept."""
 
     def scores(self, ids: torch.Tensor, lengths: torch.Tensor, concepts: torch.Tensor) -> DecoderScores:
         """The decoder's teacher-forced scores of unit rows (U, L) given their concepts (U, d): what the training

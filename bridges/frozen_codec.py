@@ -110,7 +110,7 @@ class FrozenConceptCodec(nn.Module):
         return self.decoder(ids, lengths, concepts)
 
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, before: bytes = b"") -> list[bytes]:
+               generator: torch.Generator | None = None, before: Sequence[bytes] | None = None) -> list[bytes]:
         """Concepts (n, d) -> n units, with the ByteConceptDecoder trained on this space."""
         if self.decoder is None:
             raise NotImplementedError(f"{type(self).__name__} has no byte decoder")

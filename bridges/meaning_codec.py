@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Literal
 
 import torch
@@ -143,19 +142,15 @@ class MeaningCodec(nn.Module):
 
     @torch.no_grad()
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, before: bytes = b"") -> list[bytes]:
+               generator: torch.Generator | None = None, before: Sequence[bytes] | None = None) -> list[bytes]:
         """Concepts (n, M) -> n units written from their meanings, each at most ``max_unit_bytes`` bytes (sampled:
-        from the config's top_p); a decoder that reads ``context`` bytes writes them one after another, each after
-        ``before`` and the units written before it."""
-        meanings = self.meanings(concepts.to(self.device))
+        from the config's top_p), each after its text ``before`` where the decoder reads ``context`` bytes."""
+        meanings, step = self.meanings(concepts.to(self.device)), self.config.batch_size
         if self.config.ignore_meaning:
             meanings = torch.zeros_like(meanings)
-        write = partial(self.decoder.generate, temperature=temperature, top_k=top_k, top_p=self.config.top_p,
-                        generator=generator, max_bytes=self.max_unit_bytes)
-        if not self.decoder.config.context:
-            step = self.config.batch_size
-            return [u for i in range(0, len(meanings), step) for u in write(meanings[i : i + step])]
-        units = []
-        for meaning in meanings:
-            units += write(meaning[None], before=[before + b"".join(units)])
-        return units
+        if before is not None and len(before) != len(meanings):
+            raise ValueError(f"{len(before)} texts before {len(meanings)} units")
+        return [u for i in range(0, len(meanings), step)
+                for u in self.decoder.generate(meanings[i : i + step], temperature, top_k, self.config.top_p,
+                                               generator, self.max_unit_bytes,
+                                               None if before is None else before[i : i + step])]

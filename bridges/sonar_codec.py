@@ -77,7 +77,7 @@ class SonarCodec(FrozenConceptCodec):
 
     @torch.no_grad()
     def decode(self, concepts: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, before: bytes = b"") -> list[bytes]:
+               generator: torch.Generator | None = None, before: Sequence[bytes] | None = None) -> list[bytes]:
         """Concepts (n, d) -> n units through SONAR's decoder (beam search; the sampling knobs do not apply)."""
         to_text = self.pipelines[1]
         vectors = self.normalizer.denormalize(concepts.to(self.device).float())

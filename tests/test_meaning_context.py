@@ -41,7 +41,7 @@ def test_context_ids_are_the_last_bytes_left_padded(texts, width):
 def test_a_decoder_without_context_ignores_the_text_before():
     codec = context_codec(0)
     concepts = codec.encode([b"The cat sleeps.", b"Dogs bark loudly."])
-    assert codec.decode(concepts) == codec.decode(concepts, before=b"Something else entirely. ")
+    assert codec.decode(concepts) == codec.decode(concepts, before=[b"Something else entirely. ", b"Or this. "])
 
 
 def test_the_text_before_changes_the_scores_and_greedy_writing_is_their_argmax():
@@ -62,12 +62,15 @@ def test_the_text_before_changes_the_scores_and_greedy_writing_is_their_argmax()
             assert scores.correct.item() >= len(written) + (len(written) < 12)
 
 
-def test_a_context_reading_codec_writes_units_in_order_each_after_the_last():
+def test_a_context_reading_codec_writes_each_unit_after_its_own_text():
+    """Units are written in one batch, each after its own text (the same as alone); a wrong count is refused."""
     codec = context_codec(8)
-    concepts = codec.encode([b"The cat sleeps.", b"Dogs bark loudly."])
-    first, second = codec.decode(concepts, before=b"Prompt. ")
-    assert first == codec.decode(concepts[:1], before=b"Prompt. ")[0]
-    assert second == codec.decode(concepts[1:], before=b"Prompt. " + first)[0]
+    concepts = codec.encode([b"The cat sleeps.", b"The cat sleeps."])
+    texts = [b"Prompt. ", b"Zzz 999 "]
+    together = codec.decode(concepts, before=texts)
+    assert together == [codec.decode(concepts[i : i + 1], before=[t])[0] for i, t in enumerate(texts)]
+    with pytest.raises(ValueError, match="texts before"):
+        codec.decode(concepts, before=[b"one"])
 
 
 def test_window_rows_carry_the_text_before_them():
@@ -109,8 +112,8 @@ def test_the_decoder_learns_to_read_the_text_before():
 
 
 def test_generation_hands_the_text_so_far_to_the_decoder(monkeypatch):
-    """Both generation paths give the codec the prompt as the text before the first unit; re-encoding, each later
-    unit gets the prompt and the units written before it."""
+    """Re-encoding, each unit is written after the prompt and the units written before it; planning, the plan is
+    written in one batch, every unit after the prompt."""
     from blcm.model import ByteLCM, ByteLCMConfig
 
     codec = context_codec(8)
@@ -120,18 +123,18 @@ def test_generation_hands_the_text_so_far_to_the_decoder(monkeypatch):
     model.load_codec(codec)
     seen, decode = [], model.codec.decode
 
-    def recording(concepts, *args, before=b""):
+    def recording(concepts, *args, before=None):
         seen.append(before)
         return [u or b"x" for u in decode(concepts, *args, before=before)]  # an empty unit would stop generation
 
     monkeypatch.setattr(model.codec, "decode", recording)
     prompt = b"The cat sleeps. "
     reencoded = list(model.iter_generate(prompt, max_units=3, seed=0, eod_threshold=2.0, reencode=True))
-    assert seen == [prompt, prompt + reencoded[0], prompt + reencoded[0] + reencoded[1]][: len(seen)]
+    assert seen == [[prompt], [prompt + reencoded[0]], [prompt + reencoded[0] + reencoded[1]]][: len(seen)]
     assert len(seen) == len(reencoded) >= 2
     seen.clear()
-    list(model.iter_generate(prompt, max_units=3, seed=0, eod_threshold=2.0))
-    assert seen == [prompt]
+    planned = list(model.iter_generate(prompt, max_units=3, seed=0, eod_threshold=2.0))
+    assert seen == [[prompt] * len(planned)]  # one batch: every planned unit reads the prompt's end
 
 
 def test_a_model_takes_another_decoder_only_on_its_own_encoder(tmp_path):
@@ -160,6 +163,6 @@ def test_ignoring_the_meaning_writes_what_the_text_before_alone_gives():
     concepts = codec.encode([b"The cat sleeps.", b"Dogs bark loudly."])
     codec.config = MeaningCodecConfig(**{**vars(codec.config), "ignore_meaning": True})
     zero = torch.zeros(1, 16)
-    first = codec.decode(concepts[:1], before=b"Prompt. ")[0]
+    first = codec.decode(concepts[:1], before=[b"Prompt. "])[0]
     assert first == codec.decoder.generate(zero, max_bytes=64, before=[b"Prompt. "])[0]
-    assert codec.decode(concepts[1:], before=b"Prompt. ")[0] == first
+    assert codec.decode(concepts[1:], before=[b"Prompt. "])[0] == first
