@@ -33,6 +33,7 @@ from bridges.modality import MODALITIES
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     show_blcm_logs()
@@ -84,6 +85,15 @@ def add_part(parser: argparse.ArgumentParser) -> None:
                         help="decoding: sampling temperature (default 0: greedy); a meaning is best written sampled")
     parser.add_argument("--seed", type=int, help="decoding: random seed for reproducible sampling")
 
+
+def add_decoder_flags(p: argparse.ArgumentParser) -> None:
+    """--decoder and --ignore-meaning: how a ByteLCM on the meaning space writes (generate, eval)."""
+    p.add_argument("--decoder", metavar="DIR", help="write with the decoder of this meaning-codec export (tools/"
+                   "ship_meaning.py package --no-ship: runs/NAME/export) instead of the model's own; its encoder must "
+                   "be the model's")
+    p.add_argument("--ignore-meaning", action="store_true", help="the meaning decoder writes every unit from the "
+                   "zero meaning: what the text before alone gives (a decoder with context), to measure what the "
+                   "meaning adds")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -180,12 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True, metavar="DIR",
                    help="an exported ByteLCM (config.json + model.safetensors), or a byte LM such as ByteGPT's")
     g.add_argument("--prompt-file", metavar="FILE", help="read the prompt's bytes from FILE (any bytes)")
-    g.add_argument("--decoder", metavar="DIR", help="write with the decoder of this meaning-codec export (tools/"
-                   "ship_meaning.py package --no-ship: runs/NAME/export) instead of the model's own; its encoder must "
-                   "be the model's")
-    g.add_argument("--ignore-meaning", action="store_true", help="the meaning decoder writes every unit from the "
-                   "zero meaning: what the text before alone gives (a decoder with context), to measure what the "
-                   "meaning adds")
+    add_decoder_flags(g)
     g.add_argument("--max-units", type=int, default=8, help="the most units to generate (default 8)")
     g.add_argument("--max-bytes", type=int, default=256, help="a byte LM: the most bytes to generate (default 256)")
     g.add_argument("--steps", type=int, default=40, help="diffusion sampling steps (default 40)")
@@ -258,12 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSONL(.gz) documents with a text field (and optionally source), text files or directories")
     v.add_argument("--out", required=True, metavar="X.json", help="where the results go (X.md gets the report)")
     add_settings_flags(v)  # --max-docs, --window, ... --steps, --guidance, --unit-bytes: blcm.eval.settings
-    v.add_argument("--decoder", metavar="DIR", help="write with the decoder of this meaning-codec export (tools/"
-                   "ship_meaning.py package --no-ship: runs/NAME/export) instead of the model's own; its encoder must "
-                   "be the model's")
-    v.add_argument("--ignore-meaning", action="store_true", help="the meaning decoder writes every unit from the "
-                   "zero meaning: what the text before alone gives (a decoder with context), to measure what the "
-                   "meaning adds")
+    add_decoder_flags(v)
     v.add_argument("--byte-lm", metavar="DIR", help="an exported byte LM for MI, a side-by-side bits per byte and "
                    "the generated text's bits per byte (defaults: the model's own entropy model for MI, the shipped "
                    "entropy model for generation)")
