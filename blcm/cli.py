@@ -33,7 +33,6 @@ from bridges.modality import MODALITIES
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     show_blcm_logs()
