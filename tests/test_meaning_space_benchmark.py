@@ -74,6 +74,17 @@ def test_a_meaning_space_is_measured_from_its_export_and_its_checkpoint_and_comp
                      "predictability,semantics", *common, "--out", str(tmp_path / "checkpoint.json"))
     assert checkpoint["name"] == "meaning-tiny" and set(checkpoint["skipped"]) == {"predictability", "semantics"}
     assert checkpoint["writing"]["bpb_meaning"] == writing["bpb_meaning"]  # the same codec, read either way
+    assert "bpb_context_meaning" not in writing and writing["context_bytes"] == 0
+
+    # the same weights with a decoder that reads 8 bytes before its unit: the rows after the text before appear
+    reads = MeaningCodecConfig(**{**asdict(TINY), "decoder": {**asdict(TINY.decoder), "context": 8}})
+    torch.save({"model": codec.state_dict(), "codec_config": asdict(reads), "meaning_dim": 16},
+               tmp_path / "runs" / "tiny" / "last.pt")
+    context = run("--space", f"meaning:{tmp_path / 'runs' / 'tiny' / 'last.pt'}", "--skip",
+                  "predictability,semantics", *common, "--out", str(tmp_path / "context.json"))["writing"]
+    assert context["context_bytes"] == 8
+    assert all(math.isfinite(context[f"bpb_context_{k}"]) for k in ("meaning", "none"))
+    assert context["bpb_context_meaning"] != context["bpb_meaning"]  # the text before is read
 
     table = run("--compare", str(tmp_path / "export.json"), str(tmp_path / "checkpoint.json"),
                 "--out", str(tmp_path / "compare.json"))["table"]
