@@ -305,7 +305,7 @@ def measure(args) -> None:
         raise SystemExit(f"{meaning_data.SHARED}/en: too few documents for train, held-out (a tenth of "
                          "--train-units, after them) and valid")
     valid_units = [u for d in valid_docs for u in d]
-    valid_before = [b"".join(d[:j])[-meaning_data.CONTEXT_BYTES :] for d in valid_docs for j in range(len(d))]
+    valid_before = [t for d in valid_docs for t in meaning_data.texts_before(d)]
     order = random.Random(args.seed).sample(range(len(valid_units)), len(valid_units))
     sample, sample_before = [valid_units[i] for i in order], [valid_before[i] for i in order]
     seconds["data"] = time.perf_counter() - start

@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from blt.entropy import EntropyModel
-from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE, decode, encode
+from blt.ids import BOS, EOS, OFFSET, PAD, VOCAB_SIZE, decode, pad_batch
 from bridges.byte_decoder import DecoderScores
 from bridges.length_chunks import by_length
 from bridges.meaning_encoder import CHUNK_TOKENS
@@ -106,11 +106,8 @@ class MeaningDecoder(nn.Module):
             before = [b""] * units
         if len(before) != units:
             raise ValueError(f"{len(before)} contexts for {units} units")
-        rows = [encode(b[-width:] if width else b"") for b in before]
-        out = torch.full((units, width), PAD, dtype=torch.long, device=self.embed.weight.device)
-        for row, ids in zip(out, rows, strict=True):
-            row[width - len(ids) :] = ids
-        return out
+        reversed_ids, _ = pad_batch([(b[-width:] if width else b"")[::-1] for b in before], pad_to=width)
+        return reversed_ids.flip(1).to(self.embed.weight.device)  # right-padded reversed = left-padded
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, meanings: torch.Tensor,
                 context: torch.Tensor | None = None) -> DecoderScores:

@@ -24,6 +24,16 @@ UNIT_BYTES = 128
 CONTEXT_BYTES = 256  # the most text before a window unit kept for a decoder that reads it
 
 
+def texts_before(units: list[bytes], start: bytes = b"") -> list[bytes]:
+    """The text before each of a document's consecutive ``units`` (``start``: the text before the first), its last
+    CONTEXT_BYTES: what a decoder that reads context reads."""
+    out, text = [], start[-CONTEXT_BYTES:]
+    for unit in units:
+        out.append(text)
+        text = (text + unit)[-CONTEXT_BYTES:]
+    return out
+
+
 def english_documents(split: str, unit_bytes: int = UNIT_BYTES) -> list[list[bytes]]:
     """en/{split}'s documents as sentence units of at most ``unit_bytes``; documents of fewer than 2 units dropped."""
     segment = SentenceSegmenter(unit_bytes).split
@@ -129,10 +139,6 @@ class Batches:
             window = doc[start : start + units]
             valid[i, : len(window)] = True
             rows += window + [b" "] * (units - len(window))
-            text = b"".join(doc[:start])[-CONTEXT_BYTES:]
-            for unit in window:
-                before.append(text)
-                text = (text + unit)[-CONTEXT_BYTES:]
-            before += [b""] * (units - len(window))
+            before += texts_before(window, b"".join(doc[:start])) + [b""] * (units - len(window))
         ids, lengths = pad_batch(rows)
         return ids, lengths, valid, before

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from catalogues import catalogue_pairs, held_out_records  # noqa: E402
 from curve_log import record  # noqa: E402
-from meaning_data import CONTEXT_BYTES, SHARED, Batches, english_documents, paragraph_pairs, translation_pairs  # noqa: E402
+from meaning_data import SHARED, Batches, english_documents, paragraph_pairs, texts_before, translation_pairs  # noqa: E402
 
 from blcm.meaning import MeaningLossConfig, MeaningModel, next_meaning_nce  # noqa: E402
 from blt.ids import pad_batch  # noqa: E402
@@ -102,7 +102,7 @@ def held_out_data(seed: int = 0) -> dict:
     pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=g)[:EVAL_PAIRS].tolist()]
     docs = english_documents("valid")
     units = [u for d in docs for u in d]
-    texts = [b"".join(d[:j])[-CONTEXT_BYTES:] for d in docs for j in range(len(d))]  # the text before each unit
+    texts = [t for d in docs for t in texts_before(d)]
     chosen = torch.randperm(len(units), generator=g)[:EVAL_UNITS].tolist()
     units, before = [units[i] for i in chosen], [texts[i] for i in chosen]
     windows = Batches([], docs, g).window_batch(64, 16)
